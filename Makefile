@@ -1,0 +1,39 @@
+# objfs developer tasks. `make setup` bootstraps a fresh Debian 12 machine
+# (see scripts/setup.sh); every other target runs inside .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SRC    := objfs tests bench
+
+ARGS        ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := test
+.PHONY: run test setup lint bench clean
+
+setup: $(STAMP)
+
+# Re-runs (apt check, venv, pip) only when pyproject.toml or the script changed.
+$(STAMP): pyproject.toml scripts/setup.sh
+	PYTHON=$(PYTHON) bash scripts/setup.sh
+
+run: setup
+	$(BIN)/objfs serve --data ./objfs-data $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./.git -prune -o -path ./objfs-data -prune \
+		-o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,159 @@
+"""objfs.cli — the `objfs` command: argparse subcommands over the core.
+
+Parses arguments, loads the config, runs one trio task, prints. A user mistake
+(`ObjfsError`) prints one line to stderr and exits non-zero; a bug still shows
+its traceback. Long-running services (S3, FUSE) land in `objfs.node`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from objfs import __version__
+from objfs.config import NodeConfig, load_config
+from objfs.errors import ObjfsError, UsageError
+from objfs.store import Store, open_store
+from objfs.store.device import open_device
+from objfs.store.format import DEFAULT_DEVICE_COUNT, create_data_dir, format_devices
+from objfs.store.fsck import run_fsck
+from objfs.store.types import GiB, MiB
+
+EXIT_USAGE = 2
+EXIT_PROBLEMS = 1
+
+
+def _size(text: str) -> int:
+    """'512M', '2G', '1048576' -> bytes."""
+    units = {"K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 2G") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="objfs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"objfs {__version__}")
+    parser.add_argument("--config", help="TOML config file (default: none)")
+    parser.add_argument("--data", help="data directory of the embedded default (./objfs-data)")
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fmt = commands.add_parser("format", help="format devices (or create the data directory)")
+    fmt.add_argument("devices", nargs="*", help="device paths; none: files in the data directory")
+    fmt.add_argument("--device-count", type=int, default=DEFAULT_DEVICE_COUNT)
+    fmt.add_argument("--device-size", type=_size, help="size of each device file, e.g. 2G")
+    fmt.add_argument("--wal-size", type=_size, help="WAL region size per device, e.g. 64M")
+    fmt.add_argument("--force", action="store_true", help="erase devices that hold objfs data")
+
+    serve = commands.add_parser("serve", help="run the node (formats the data directory first)")
+    serve.add_argument("--once", action="store_true", help="open, print status, and exit")
+
+    commands.add_parser("status", help="open the store and print what it holds")
+
+    fsck = commands.add_parser("fsck", help="check every invariant of a stopped store")
+    fsck.add_argument("--verify-data", action="store_true", help="read and checksum every byte")
+    fsck.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config, data_dir=args.data)
+        code = trio.run(_run, args, config)
+    except ObjfsError as exc:
+        print(f"objfs: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
+    if args.command == "format":
+        return await _format(args, config)
+    if args.command == "serve":
+        return await _serve(args, config)
+    if args.command == "status":
+        return await _status(config)
+    if args.command == "fsck":
+        report = await run_fsck(config.store, verify_data=args.verify_data, repair=args.repair)
+        print(report.render())
+        return 0 if report.clean else EXIT_PROBLEMS
+    raise UsageError(f"unknown command {args.command}")
+
+
+async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
+    if args.devices:
+        devices = [
+            await open_device(path, buffered=config.store.buffered_io) for path in args.devices
+        ]
+        try:
+            superblocks = await format_devices(
+                devices, wal_size_bytes=args.wal_size, force=args.force
+            )
+        finally:
+            for device in devices:
+                await device.aclose()
+    else:
+        if config.store.device_paths():
+            raise UsageError(
+                f"{config.store.data_dir} already has devices; remove it to start afresh"
+            )
+        superblocks = await create_data_dir(
+            config.store.data_dir,
+            device_count=args.device_count,
+            device_size_bytes=args.device_size,
+            buffered=config.store.buffered_io,
+            wal_size_bytes=args.wal_size,
+        )
+    print(f"formatted {len(superblocks)} device(s) as node {superblocks[0].node_id}")
+    return 0
+
+
+def _print_status(store: Store) -> None:
+    stats = store.statistics()
+    print(f"devices:    {', '.join(stats.devices)}")
+    print(f"buckets:    {stats.buckets}")
+    print(f"objects:    {stats.objects} ({stats.versions} versions, {stats.logical_bytes} bytes)")
+    print(f"space:      {stats.free_bytes} of {stats.device_bytes} bytes free")
+    print(f"wal:        {stats.wal_bytes_used} of {stats.wal_bytes_total} bytes in use")
+    print(f"lsn:        {stats.last_lsn} (checkpoint at {stats.checkpoint_lsn})")
+    print(f"replayed:   {store.replayed_records} WAL records at open", flush=True)
+
+
+async def _status(config: NodeConfig) -> int:
+    async with open_store(config.store) as store:
+        _print_status(store)
+    return 0
+
+
+async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
+    if not config.store.device_paths():
+        print(f"objfs: creating the embedded default in {config.store.data_dir}")
+        await create_data_dir(config.store.data_dir, buffered=config.store.buffered_io)
+    # Until the S3 face lands, serving means: recover the store, report it, stay up.
+    async with open_store(config.store) as store:
+        _print_status(store)
+        if args.once:
+            return 0
+        print("objfs: store open; no face to serve yet (S3 and FUSE land next). Ctrl-C stops.")
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+    print("objfs: stopped cleanly")
+    return 0

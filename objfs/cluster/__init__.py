@@ -1,0 +1,1 @@
+"""objfs.cluster — placeholder package; the face lands with its own issue."""

@@ -1,0 +1,113 @@
+"""objfs.config — one TOML file parsed into frozen dataclasses, validated at load.
+
+Every value has a unit in its name and a default. Unknown keys and bad values are
+refused with a `ConfigError` that names the key and says why. Nothing else in
+objfs reads configuration files or environment variables for these settings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any
+
+from objfs.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+DEFAULT_DATA_DIR = "./objfs-data"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """What the storage core needs to open and run."""
+
+    data_dir: str = (
+        DEFAULT_DATA_DIR  # device files live in data_dir/devices unless `devices` is set
+    )
+    devices: tuple[str, ...] = ()  # explicit device paths (block devices or files)
+    buffered_io: bool = False  # opt-in for filesystems that refuse O_DIRECT (tmpfs)
+    inline_max_bytes: int = 4 * KiB  # objects up to this size live in their WAL record
+    segment_size_bytes: int = 1 * MiB  # objects are stored in segments of this size
+    writer_in_flight_segments: int = 4  # segment writes one writer keeps going at once
+    device_threads: int = 4  # syscalls in flight per device
+    checkpoint_interval_ms: int = 60_000  # checkpoint at least this often when the WAL moved
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("store.inline_max_bytes", self.inline_max_bytes, 0, 64 * KiB)
+        _check_range("store.segment_size_bytes", self.segment_size_bytes, 64 * KiB, 64 * MiB)
+        if self.segment_size_bytes % (4 * KiB):
+            raise ConfigError("store.segment_size_bytes: must be a multiple of 4096")
+        _check_range("store.writer_in_flight_segments", self.writer_in_flight_segments, 1, 64)
+        _check_range("store.device_threads", self.device_threads, 1, 64)
+        _check_range("store.checkpoint_interval_ms", self.checkpoint_interval_ms, 100, 86_400_000)
+
+    def device_paths(self) -> tuple[str, ...]:
+        """The configured devices, or the embedded default's files in the data directory."""
+        if self.devices:
+            return self.devices
+        directory = os.path.join(self.data_dir, "devices")
+        try:
+            names = sorted(name for name in os.listdir(directory) if name.endswith(".img"))
+        except FileNotFoundError:
+            return ()
+        return tuple(os.path.join(directory, name) for name in names)
+
+
+def _check_range(key: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} is not a whole number from {low} to {high}")
+
+
+def _build_section(cls: type[StoreConfig], section: str, raw: dict[str, Any]) -> StoreConfig:
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in known:
+            raise ConfigError(f"{section}.{name}: unknown key (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), name)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{section}.{name}: must be a list of strings")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{section}.{name}: must be true or false")
+        elif not isinstance(value, type(default)) or isinstance(value, bool):
+            raise ConfigError(f"{section}.{name}: must be a {type(default).__name__}")
+        values[name] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    store: StoreConfig
+
+
+def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
+    """Parse and validate a TOML config; `data_dir` (a flag) overrides the file.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown key or bad value (named).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                raw = tomllib.load(file)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = set(raw) - {"store"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: store)")
+    store_raw = raw.get("store", {})
+    if not isinstance(store_raw, dict):
+        raise ConfigError("store: must be a table")
+    if data_dir is not None:
+        store_raw = {**store_raw, "data_dir": data_dir}
+    return NodeConfig(store=_build_section(StoreConfig, "store", store_raw))

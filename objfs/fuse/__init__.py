@@ -1,0 +1,1 @@
+"""objfs.fuse — placeholder package; the face lands with its own issue."""

@@ -1,0 +1,157 @@
+"""objfs.store.checkpoint — whole-index checkpoints: body encoding and the A/B pointer slots.
+
+A checkpoint body is the index at one LSN, written into extents of the data
+region (one copy on each metadata device). A pointer block in slot 0 or 1 of each
+metadata device names the body, its checksum, and the WAL position to replay from;
+the newest valid pointer wins and the other slot is the fallback (LevelDB's
+MANIFEST/CURRENT, in two fixed places). Encoding here is pure; the store does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import crc32c
+import msgpack
+
+from objfs.errors import Corrupted
+from objfs.store.index import Snapshot
+from objfs.store.records import decode_version, encode_version
+from objfs.store.types import (
+    BLOCK_SIZE_BYTES,
+    BucketInfo,
+    BucketName,
+    Extent,
+    Versioning,
+)
+
+POINTER_MAGIC = b"OBJFS\x00CP"
+BODY_FORMAT = 1
+
+# pointer := magic[8] | version u32 | slot u32 | generation u64 | lsn u64 | wal_start u64
+#            | body_bytes u64 | body_crc32c u32 | copy_count u32
+#            | copy* | crc32c u32 (of everything before it)
+# copy    := device_index u32 | extent_count u32 | (offset u64 | length u64)*
+_POINTER_HEAD = struct.Struct("<8sIIQQQQII")
+_COPY_HEAD = struct.Struct("<II")
+_EXTENT = struct.Struct("<QQ")
+_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPointer:
+    """Where a checkpoint lives and what it covers.
+
+    `lsn` is the last record the body includes; replay starts at WAL position
+    `wal_start` with record `lsn + 1`. `generation` orders checkpoints: newest wins.
+    """
+
+    slot: int
+    generation: int
+    lsn: int
+    wal_start: int
+    body_bytes: int
+    body_crc32c: int
+    copies: tuple[tuple[Extent, ...], ...]  # per copy: its extents, on one device
+
+    def extents(self) -> Iterator[Extent]:
+        for copy in self.copies:
+            yield from copy
+
+    def encode(self) -> bytes:
+        parts = [
+            _POINTER_HEAD.pack(
+                POINTER_MAGIC,
+                BODY_FORMAT,
+                self.slot,
+                self.generation,
+                self.lsn,
+                self.wal_start,
+                self.body_bytes,
+                self.body_crc32c,
+                len(self.copies),
+            )
+        ]
+        for copy in self.copies:
+            parts.append(_COPY_HEAD.pack(copy[0].device_index if copy else 0, len(copy)))
+            parts.extend(_EXTENT.pack(e.offset_bytes, e.length_bytes) for e in copy)
+        body = b"".join(parts)
+        block = body + _CRC.pack(crc32c.crc32c(body))
+        if len(block) > BLOCK_SIZE_BYTES:
+            raise ValueError("checkpoint pointer does not fit in one block (too many extents)")
+        return block + bytes(BLOCK_SIZE_BYTES - len(block))
+
+
+def max_extents_per_pointer(copies: int) -> int:
+    spare = BLOCK_SIZE_BYTES - _POINTER_HEAD.size - _CRC.size - copies * _COPY_HEAD.size
+    return spare // _EXTENT.size
+
+
+def decode_pointer(block: bytes) -> CheckpointPointer | None:
+    """The pointer in a slot block, or None if the slot is blank or damaged."""
+    if block[:8] != POINTER_MAGIC:
+        return None
+    try:
+        (_, version, slot, generation, lsn, wal_start, body_bytes, body_crc, copy_count) = (
+            _POINTER_HEAD.unpack_from(block, 0)
+        )
+        offset = _POINTER_HEAD.size
+        copies = []
+        for _ in range(copy_count):
+            device_index, extent_count = _COPY_HEAD.unpack_from(block, offset)
+            offset += _COPY_HEAD.size
+            extents = []
+            for _ in range(extent_count):
+                start, length = _EXTENT.unpack_from(block, offset)
+                offset += _EXTENT.size
+                extents.append(Extent(device_index, start, length))
+            copies.append(tuple(extents))
+        (stored_crc,) = _CRC.unpack_from(block, offset)
+    except struct.error:
+        return None
+    if crc32c.crc32c(block[:offset]) != stored_crc or version != BODY_FORMAT:
+        return None
+    return CheckpointPointer(slot, generation, lsn, wal_start, body_bytes, body_crc, tuple(copies))
+
+
+# body := msgpack stream: [format, lsn, bucket_count, object_count]
+#         then bucket_count times [name, owner, created_ns, versioning]
+#         then object_count times [bucket, key, [version, ...]]   (key order)
+
+
+def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
+    """Serialise a snapshot. Pure CPU: run it in a worker thread for large indexes."""
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.objects)])]
+    for info in snapshot.buckets:
+        parts.append(packer.pack([info.name, info.owner, info.created_ns, info.versioning.value]))
+    for (bucket, key), versions in snapshot.objects:
+        parts.append(packer.pack([bucket, key, [encode_version(v) for v in versions]]))
+    return b"".join(parts)
+
+
+def decode_body(body: bytes) -> tuple[int, Snapshot]:
+    """(lsn, snapshot) from a body whose checksum matched.
+
+    Raises:
+        Corrupted: the body does not parse.
+    """
+    try:
+        unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=len(body) + 1)
+        unpacker.feed(body)
+        body_format, lsn, bucket_count, object_count = unpacker.unpack()
+        if body_format != BODY_FORMAT:
+            raise Corrupted(f"checkpoint body format {body_format} is not readable")
+        buckets = []
+        for _ in range(bucket_count):
+            name, owner, created_ns, versioning = unpacker.unpack()
+            buckets.append(BucketInfo(BucketName(name), owner, created_ns, Versioning(versioning)))
+        objects = []
+        for _ in range(object_count):
+            bucket, key, versions = unpacker.unpack()
+            objects.append(((bucket, key), tuple(decode_version(v) for v in versions)))
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        raise Corrupted(f"checkpoint body does not parse: {exc}") from exc
+    return lsn, Snapshot(tuple(buckets), objects)

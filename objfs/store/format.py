@@ -1,0 +1,171 @@
+"""objfs.store.format — `objfs format`: give blank devices an identity and an empty store.
+
+Writes, on every device, both superblock copies and blank checkpoint slots, and
+on each metadata device an empty checkpoint (generation 1, LSN 0) so that a store
+always has a checkpoint to start from. Refuses a device that already holds objfs
+data unless forced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+
+import crc32c
+import trio
+
+from objfs.errors import DeviceError, UsageError
+from objfs.store.checkpoint import CheckpointPointer, encode_body
+from objfs.store.device import (
+    BlockDevice,
+    WriteData,
+    create_device_file,
+    free_disk_bytes,
+    make_directory,
+    open_device,
+    round_up,
+    write_parallel,
+)
+from objfs.store.index import Snapshot
+from objfs.store.superblock import (
+    CHECKPOINT_SLOT_OFFSETS_BYTES,
+    SUPERBLOCK_A_OFFSET_BYTES,
+    SUPERBLOCK_B_OFFSET_BYTES,
+    NotASuperblock,
+    Superblock,
+    decode_superblock,
+    plan_layout,
+)
+from objfs.store.types import BLOCK_SIZE_BYTES, Extent, GiB
+
+DEFAULT_DEVICE_COUNT = 1
+MAX_METADATA_COPIES = 3
+
+
+def default_metadata_copies(device_count: int) -> int:
+    """WAL and checkpoint mirrors: every device up to three."""
+    return min(device_count, MAX_METADATA_COPIES)
+
+
+async def format_devices(
+    devices: Sequence[BlockDevice],
+    *,
+    metadata_copies: int | None = None,
+    wal_size_bytes: int | None = None,
+    force: bool = False,
+) -> list[Superblock]:
+    """Format open devices as one node's store. Device i gets device index i.
+
+    Raises:
+        DeviceError: a device holds objfs data (without `force`) or is too small.
+    """
+    if not devices:
+        raise UsageError("format needs at least one device")
+    copies = metadata_copies or default_metadata_copies(len(devices))
+    if not 1 <= copies <= len(devices):
+        raise UsageError(f"metadata copies must be 1..{len(devices)}, not {copies}")
+    if not force:
+        for device in devices:
+            await _refuse_if_formatted(device)
+    cluster_id, node_id, created_ns = uuid.uuid4(), uuid.uuid4(), time.time_ns()
+    superblocks = []
+    for index, device in enumerate(devices):
+        wal_offset, wal_size, data_offset, data_size = plan_layout(
+            device.size_bytes, wal_size_bytes=wal_size_bytes
+        )
+        superblocks.append(
+            Superblock(
+                cluster_id=cluster_id,
+                node_id=node_id,
+                device_id=uuid.uuid4(),
+                device_index=index,
+                device_count=len(devices),
+                metadata_copies=copies,
+                device_size_bytes=device.size_bytes,
+                wal_offset_bytes=wal_offset,
+                wal_size_bytes=wal_size,
+                data_offset_bytes=data_offset,
+                data_size_bytes=data_size,
+                created_ns=created_ns,
+            )
+        )
+    body = encode_body(Snapshot((), []), 0)
+    body_extents = [
+        Extent(sb.device_index, sb.data_offset_bytes, round_up(len(body)))
+        for sb in superblocks[:copies]
+    ]
+    pointer = CheckpointPointer(
+        slot=0,
+        generation=1,
+        lsn=0,
+        wal_start=0,
+        body_bytes=len(body),
+        body_crc32c=crc32c.crc32c(body),
+        copies=tuple((extent,) for extent in body_extents),
+    )
+    blank = bytes(BLOCK_SIZE_BYTES)
+    jobs = []
+    for device, superblock in zip(devices, superblocks, strict=True):
+        writes: list[tuple[int, WriteData]] = [
+            (CHECKPOINT_SLOT_OFFSETS_BYTES[1], blank),
+            (superblock.wal_offset_bytes, blank),
+        ]
+        if superblock.holds_metadata:
+            writes.append((superblock.data_offset_bytes, body))
+            writes.append((CHECKPOINT_SLOT_OFFSETS_BYTES[0], pointer.encode()))
+        else:
+            writes.append((CHECKPOINT_SLOT_OFFSETS_BYTES[0], blank))
+        # The superblocks go last: a device with a superblock is a whole store.
+        writes.append((SUPERBLOCK_A_OFFSET_BYTES, superblock.encode()))
+        writes.append((SUPERBLOCK_B_OFFSET_BYTES, superblock.encode()))
+        jobs.append((device, writes))
+    await write_parallel(jobs)
+    return superblocks
+
+
+async def _refuse_if_formatted(device: BlockDevice) -> None:
+    for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+        try:
+            superblock = decode_superblock(
+                await device.read(offset, BLOCK_SIZE_BYTES), path=device.path
+            )
+        except NotASuperblock:
+            continue
+        raise DeviceError(
+            f"{device.path}: already holds objfs data (node {superblock.node_id}, device "
+            f"{superblock.device_index}); format with --force to erase it"
+        )
+
+
+def default_device_size_bytes(data_dir: str, device_count: int) -> int:
+    """Device files for the embedded default: a quarter of the free disk, 1..16 GiB each."""
+    make_directory(data_dir)
+    share = free_disk_bytes(data_dir) // 4 // device_count
+    return max(1 * GiB, min(16 * GiB, share - share % GiB))
+
+
+async def create_data_dir(
+    data_dir: str,
+    *,
+    device_count: int = DEFAULT_DEVICE_COUNT,
+    device_size_bytes: int | None = None,
+    buffered: bool = False,
+    wal_size_bytes: int | None = None,
+) -> list[Superblock]:
+    """Create and format the embedded default: preallocated device files in `data_dir`."""
+    size = device_size_bytes
+    if size is None:
+        size = await trio.to_thread.run_sync(default_device_size_bytes, data_dir, device_count)
+    directory = os.path.join(data_dir, "devices")
+    await trio.to_thread.run_sync(make_directory, directory)
+    paths = [os.path.join(directory, f"dev{index}.img") for index in range(device_count)]
+    for path in paths:
+        await trio.to_thread.run_sync(create_device_file, path, size)
+    devices = [await open_device(path, buffered=buffered) for path in paths]
+    try:
+        return await format_devices(devices, wal_size_bytes=wal_size_bytes)
+    finally:
+        for device in devices:
+            await device.aclose()

@@ -1,0 +1,279 @@
+"""objfs.store.fsck — one check per invariant of the store, offline or on an open store.
+
+`run_fsck` checks a stopped store without writing a byte (unless `repair`):
+superblocks, checkpoint pointers and body, every WAL mirror's chain, extents
+(inside their device, never shared), piece lists, and optionally every stored
+checksum. `check_open_store` checks a live store's space map against a rebuild
+from its index: free space must be exactly the complement of what is referenced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from objfs.config import StoreConfig
+from objfs.errors import Corrupted, DeviceError, ObjfsError, UsageError
+from objfs.store import recovery
+from objfs.store.datapath import DataPath
+from objfs.store.device import BlockDevice, open_device
+from objfs.store.index import ObjectIndex, version_segments
+from objfs.store.space import Space
+from objfs.store.superblock import (
+    SUPERBLOCK_A_OFFSET_BYTES,
+    SUPERBLOCK_B_OFFSET_BYTES,
+    NotASuperblock,
+    Superblock,
+    decode_superblock,
+)
+from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Segment
+from objfs.store.wal import scan
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    message: str
+
+
+@dataclass
+class FsckReport:
+    findings: list[Finding] = field(default_factory=list)
+    objects: int = 0
+    segments: int = 0
+    verified_bytes: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return all(finding.ok for finding in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [finding for finding in self.findings if not finding.ok]
+
+    def add(self, check: str, ok: bool, message: str) -> None:
+        self.findings.append(Finding(check, ok, message))
+
+    def render(self) -> str:
+        lines = [f"{'ok ' if f.ok else 'BAD'} {f.check}: {f.message}" for f in self.findings]
+        verdict = "clean" if self.clean else f"{len(self.problems)} problem(s)"
+        lines.append(
+            f"fsck: {verdict}; {self.objects} keys, {self.segments} segments, "
+            f"{self.verified_bytes} bytes verified"
+        )
+        return "\n".join(lines)
+
+
+async def check_superblocks(devices: list[BlockDevice], report: FsckReport) -> list[Superblock]:
+    superblocks = []
+    for device in devices:
+        copies: list[Superblock | None] = []
+        for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+            try:
+                block = await device.read(offset, BLOCK_SIZE_BYTES)
+                copies.append(decode_superblock(block, path=device.path))
+            except NotASuperblock:
+                copies.append(None)
+        good = [copy for copy in copies if copy is not None]
+        if not good:
+            raise DeviceError(f"{device.path}: no valid superblock copy; not an objfs device")
+        same = len(good) == 2 and good[0] == good[1]
+        report.add(
+            "superblock",
+            same,
+            f"{device.path}: device {good[0].device_index}, "
+            + ("both copies valid and equal" if same else "one copy is damaged or differs"),
+        )
+        superblocks.append(good[0])
+    recovery.check_identity(devices, superblocks)
+    return superblocks
+
+
+def check_index(index: ObjectIndex, report: FsckReport) -> None:
+    """Piece lists sorted, non-overlapping, inside the object, and sources long enough."""
+    bad = 0
+    for (bucket, key), versions in index.iter_all():
+        report.objects += 1
+        for version in versions:
+            end = 0
+            for piece in version.pieces:
+                source_bytes = (
+                    len(piece.source)
+                    if isinstance(piece.source, bytes)
+                    else piece.source.size_bytes
+                )
+                if (
+                    piece.offset_bytes < end
+                    or piece.length_bytes <= 0
+                    or piece.end_bytes > version.size_bytes
+                    or piece.source_offset_bytes + piece.length_bytes > source_bytes
+                ):
+                    bad += 1
+                    report.add("pieces", False, f"{bucket}/{key} {version.version_id}: bad piece")
+                end = piece.end_bytes
+    if not bad:
+        report.add("pieces", True, f"{report.objects} keys: piece lists well formed")
+
+
+def check_space(
+    space: Space, index: ObjectIndex, reserved: list[Extent], report: FsckReport
+) -> None:
+    """The space map equals all space minus the index's and the checkpoints' extents."""
+    regions = {i: allocator.region() for i, allocator in space.allocators.items()}
+    try:
+        expected = recovery.rebuild_allocators_from_ranges(regions, index, reserved)
+    except Corrupted as exc:
+        report.add("extents", False, str(exc))
+        return
+    report.add("extents", True, "no extent used twice, all inside their devices")
+    problems = []
+    for device_index, allocator in space.allocators.items():
+        actual = list(allocator.free_extents())
+        wanted = list(expected[device_index].free_extents())
+        if actual != wanted:
+            leaked = expected[device_index].free_bytes - allocator.free_bytes
+            problems.append(f"device {device_index}: free map differs ({leaked:+d} bytes leaked)")
+    report.add(
+        "space",
+        not problems,
+        "; ".join(problems) or "free space is exactly the complement of what is referenced",
+    )
+
+
+async def check_data(datapath: DataPath, index: ObjectIndex, report: FsckReport) -> None:
+    """Read every referenced segment and verify its checksum."""
+    corrupt = 0
+    segments: list[Segment] = list(index.referenced_segments())
+    for start in range(0, len(segments), 64):
+        for segment in segments[start : start + 64]:
+            try:
+                await datapath.read_segments([segment])
+                report.verified_bytes += segment.size_bytes
+            except Corrupted as exc:
+                corrupt += 1
+                report.add("data", False, str(exc))
+    report.segments = len(segments)
+    if not corrupt:
+        report.add("data", True, f"{len(segments)} segments read back with matching checksums")
+
+
+def count_segments(index: ObjectIndex) -> int:
+    return sum(1 for _ in index.referenced_segments())
+
+
+async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> FsckReport:
+    """Every check, reading only."""
+    report = FsckReport()
+    superblocks_list = await check_superblocks(devices, report)
+    by_index = {sb.device_index: d for sb, d in zip(superblocks_list, devices, strict=True)}
+    superblocks = {sb.device_index: sb for sb in superblocks_list}
+    first = superblocks[0]
+    metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+    pointers = await recovery.read_pointers(by_index, metadata)
+    try:
+        chosen, index = await recovery.load_checkpoint(by_index, pointers)
+    except Corrupted as exc:
+        report.add("checkpoint", False, str(exc))
+        return report
+    newest = max(p.generation for p in pointers)
+    report.add(
+        "checkpoint",
+        chosen.generation == newest,
+        f"generation {chosen.generation} at LSN {chosen.lsn}"
+        + ("" if chosen.generation == newest else f" (newest, {newest}, is damaged)"),
+    )
+    ends = {}
+    for device_index in metadata:
+        result = await scan(
+            by_index[device_index],
+            first.wal_offset_bytes,
+            first.wal_size_bytes,
+            start_position=chosen.wal_start,
+            start_lsn=chosen.lsn + 1,
+            salt=first.format_stamp,
+        )
+        ends[device_index] = result
+    best = max(ends.values(), key=lambda r: r.next_lsn)
+    same = all(r.next_lsn == best.next_lsn for r in ends.values())
+    report.add(
+        "wal",
+        same,
+        f"{len(best.records)} records after the checkpoint, up to LSN {best.next_lsn - 1}"
+        + ("" if same else f"; mirrors end at {[r.next_lsn - 1 for r in ends.values()]}"),
+    )
+    for item in best.records:
+        try:
+            index.apply(item.record)
+        except ObjfsError:
+            pass
+    check_index(index, report)
+    reserved = [extent for pointer in pointers for extent in pointer.extents()]
+    try:
+        allocators = recovery.rebuild_allocators(superblocks, index, _unique(reserved))
+    except Corrupted as exc:
+        report.add("extents", False, str(exc))
+        return report
+    report.add("extents", True, "no extent used twice, all inside their devices")
+    report.segments = count_segments(index)
+    if verify_data:
+        datapath = DataPath(by_index, Space(allocators, reserve_bytes=0))
+        await check_data(datapath, index, report)
+    return report
+
+
+def _unique(extents: list[Extent]) -> list[Extent]:
+    return list({(e.device_index, e.offset_bytes, e.length_bytes): e for e in extents}.values())
+
+
+async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> FsckReport:
+    """`objfs fsck`: check a stopped store; with `repair`, let recovery mend what it can
+    (damaged superblock copies, lagging WAL mirrors, a damaged newest checkpoint),
+    then check again. Repair only rewrites metadata from a verified good copy."""
+    paths = config.device_paths()
+    if not paths:
+        raise UsageError(f"no devices found in {config.data_dir} and none configured")
+    devices: list[BlockDevice] = [await open_device(p, buffered=config.buffered_io) for p in paths]
+    try:
+        report = await check_offline(devices, verify_data=verify_data)
+        if repair and not report.clean:
+            await _repair(devices)
+            report = await check_offline(devices, verify_data=verify_data)
+    finally:
+        for device in devices:
+            await device.aclose()
+    return report
+
+
+async def _repair(devices: list[BlockDevice]) -> None:
+    from objfs.store.store import open_store  # fsck is below the store; repair uses it
+
+    for device in devices:
+        superblock = await recovery.read_superblock(device)
+        block = superblock.encode()
+        await device.write_many(
+            [(SUPERBLOCK_A_OFFSET_BYTES, block), (SUPERBLOCK_B_OFFSET_BYTES, block)], flush=True
+        )
+    async with open_store(StoreConfig(), devices=devices) as store:
+        await store.checkpoint()
+    await trio.lowlevel.checkpoint()
+
+
+async def check_open_store(store: object, *, verify_data: bool = False) -> FsckReport:
+    """Check an open store's live state: index, extents, space map, and optionally data."""
+    from objfs.store.store import Store
+
+    assert isinstance(store, Store)
+    report = FsckReport()
+    check_index(store.index, report)
+    reserved = _unique([e for p in store.pointers.values() for e in p.extents()])
+    reserved += store.pending_extents()
+    check_space(store.space, store.index, reserved, report)
+    report.segments = count_segments(store.index)
+    if verify_data:
+        await check_data(store.datapath, store.index, report)
+    return report
+
+
+__all__ = ["FsckReport", "check_offline", "check_open_store", "run_fsck", "version_segments"]

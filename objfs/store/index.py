@@ -1,0 +1,321 @@
+"""objfs.store.index — the object index: buckets, keys, versions; applying records.
+
+`ObjectIndex` is pure and synchronous: no I/O, no clock, no randomness. `apply()`
+checks a record's preconditions, then changes the index, and returns the segments
+whose last reference the change dropped (the store frees their extents). It either
+raises an `ObjfsError` and changes nothing, or succeeds whole; replaying the same
+records in the same order always gives the same index (docs/concurrency.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import final
+
+from sortedcontainers import SortedDict
+
+from objfs.errors import (
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    InvalidArgument,
+    KeyAlreadyExists,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+)
+from objfs.store import pieces as piece_math
+from objfs.store.records import (
+    CreateBucket,
+    DeleteBucket,
+    DeleteObject,
+    PutVersion,
+    Record,
+    RenameKey,
+    RenamePrefix,
+    SetAttributes,
+    SetBucketVersioning,
+    Truncate,
+    Wrap,
+    WriteAt,
+)
+from objfs.store.types import (
+    NULL_VERSION,
+    BucketInfo,
+    BucketName,
+    ObjectKey,
+    ObjectVersion,
+    Segment,
+    VersionId,
+)
+
+Versions = tuple[ObjectVersion, ...]  # newest first
+IndexKey = tuple[str, str]  # (bucket, key)
+SegmentId = tuple[int, int]
+
+
+def version_segments(version: ObjectVersion) -> Iterator[Segment]:
+    for piece in version.pieces:
+        if isinstance(piece.source, Segment):
+            yield piece.source
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The index at one moment, cheap to take, safe to serialise from another thread."""
+
+    buckets: tuple[BucketInfo, ...]
+    objects: list[tuple[IndexKey, Versions]]
+
+
+@final
+class ObjectIndex:
+    def __init__(self) -> None:
+        self._buckets: dict[str, BucketInfo] = {}
+        self._objects: SortedDict = SortedDict()  # (bucket, key) -> Versions
+        self._bucket_counts: Counter[str] = Counter()  # keys per bucket
+        self._refs: Counter[SegmentId] = Counter()
+        self._segments: dict[SegmentId, Segment] = {}
+
+    # -- reading -------------------------------------------------------------------
+
+    def bucket(self, name: BucketName) -> BucketInfo:
+        try:
+            return self._buckets[name]
+        except KeyError:
+            raise NoSuchBucket(f"no bucket named {name!r}") from None
+
+    def buckets(self) -> list[BucketInfo]:
+        return sorted(self._buckets.values(), key=lambda info: info.name)
+
+    def versions(self, bucket: BucketName, key: ObjectKey) -> Versions:
+        """Every version of a key, newest first; () if none."""
+        result: Versions = self._objects.get((bucket, key), ())
+        return result
+
+    def current(self, bucket: BucketName, key: ObjectKey) -> ObjectVersion:
+        """The newest version, unless it is a delete marker.
+
+        Raises:
+            NoSuchBucket, NoSuchKey
+        """
+        self.bucket(bucket)
+        versions = self.versions(bucket, key)
+        if not versions or versions[0].delete_marker:
+            raise NoSuchKey(f"no key {key!r} in bucket {bucket!r}")
+        return versions[0]
+
+    def version(self, bucket: BucketName, key: ObjectKey, version_id: VersionId) -> ObjectVersion:
+        self.bucket(bucket)
+        for version in self.versions(bucket, key):
+            if version.version_id == version_id:
+                return version
+        raise NoSuchVersion(f"no version {version_id!r} of {key!r} in bucket {bucket!r}")
+
+    def iter_keys(
+        self, bucket: BucketName, *, start_after: str = "", prefix: str = ""
+    ) -> Iterator[tuple[str, Versions]]:
+        """Keys of a bucket in order, strictly after `start_after`, starting with `prefix`."""
+        low = max(start_after, prefix)
+        inclusive = low == prefix and low != start_after
+        for index_key in self._objects.irange((bucket, low), None, inclusive=(inclusive, True)):
+            if index_key[0] != bucket or not index_key[1].startswith(prefix):
+                return
+            yield index_key[1], self._objects[index_key]
+
+    def iter_all(self) -> Iterator[tuple[IndexKey, Versions]]:
+        """Every key of every bucket, in order."""
+        yield from self._objects.items()
+
+    def key_count(self, bucket: BucketName) -> int:
+        return self._bucket_counts[bucket]
+
+    def object_count(self) -> int:
+        return len(self._objects)
+
+    def referenced_segments(self) -> Iterable[Segment]:
+        return self._segments.values()
+
+    def references(self, segment_id: SegmentId) -> int:
+        return self._refs[segment_id]
+
+    def snapshot(self) -> Snapshot:
+        # The versions tuples are immutable, so a shallow copy is a consistent snapshot.
+        return Snapshot(tuple(self._buckets.values()), list(self._objects.items()))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> ObjectIndex:
+        index = cls()
+        index._buckets = {info.name: info for info in snapshot.buckets}
+        index._objects = SortedDict(snapshot.objects)
+        for (bucket, _key), versions in snapshot.objects:
+            index._bucket_counts[bucket] += 1
+            for version in versions:
+                index._add_refs(version)
+        return index
+
+    # -- references ------------------------------------------------------------------
+
+    def _add_refs(self, version: ObjectVersion) -> None:
+        for segment in version_segments(version):
+            segment_id = segment.segment_id
+            self._refs[segment_id] += 1
+            self._segments.setdefault(segment_id, segment)
+
+    def _drop_refs(self, version: ObjectVersion, freed: list[Segment]) -> None:
+        for segment in version_segments(version):
+            segment_id = segment.segment_id
+            self._refs[segment_id] -= 1
+            if self._refs[segment_id] == 0:
+                del self._refs[segment_id]
+                freed.append(self._segments.pop(segment_id))
+
+    def _set_versions(
+        self, bucket: str, key: str, versions: Versions, freed: list[Segment]
+    ) -> None:
+        """Replace a key's versions, moving references from the old to the new ones."""
+        old = self._objects.get((bucket, key), ())
+        for version in versions:
+            self._add_refs(version)
+        for version in old:
+            self._drop_refs(version, freed)
+        if versions:
+            if not old:
+                self._bucket_counts[bucket] += 1
+            self._objects[(bucket, key)] = versions
+        elif old:
+            self._bucket_counts[bucket] -= 1
+            del self._objects[(bucket, key)]
+
+    # -- applying records ------------------------------------------------------------
+
+    def apply(self, record: Record) -> list[Segment]:
+        """Apply one record; return the segments no longer referenced by anything.
+
+        Raises:
+            ObjfsError: a precondition does not hold; the index is unchanged.
+        """
+        freed: list[Segment] = []
+        match record:
+            case Wrap():
+                pass
+            case CreateBucket(name, owner, created_ns):
+                if name in self._buckets:
+                    raise BucketAlreadyExists(f"bucket {name!r} already exists")
+                self._buckets[name] = BucketInfo(name, owner, created_ns)
+            case DeleteBucket(name):
+                self.bucket(name)
+                if self._bucket_counts[name]:
+                    raise BucketNotEmpty(f"bucket {name!r} is not empty")
+                del self._buckets[name]
+                self._bucket_counts.pop(name, None)
+            case SetBucketVersioning(name, versioning):
+                self._buckets[name] = replace(self.bucket(name), versioning=versioning)
+            case PutVersion():
+                self._put_version(record, freed)
+            case DeleteObject():
+                self._delete_object(record, freed)
+            case RenameKey():
+                self._rename_key(record, freed)
+            case RenamePrefix():
+                self._rename_prefix(record, freed)
+            case WriteAt(bucket, key, pieces, mtime_ns):
+                current = self.current(bucket, key)
+                spliced = piece_math.splice(current.pieces, pieces)
+                size = max([current.size_bytes] + [piece.end_bytes for piece in pieces])
+                updated = replace(
+                    current, pieces=spliced, size_bytes=size, mtime_ns=mtime_ns, etag=None
+                )
+                self._replace_current(bucket, key, updated, freed)
+            case Truncate(bucket, key, size_bytes, mtime_ns):
+                if size_bytes < 0:
+                    raise InvalidArgument(f"cannot truncate to {size_bytes} bytes")
+                current = self.current(bucket, key)
+                clipped = piece_math.clip(current.pieces, 0, size_bytes)
+                etag = current.etag if size_bytes == current.size_bytes else None
+                updated = replace(
+                    current, pieces=clipped, size_bytes=size_bytes, mtime_ns=mtime_ns, etag=etag
+                )
+                self._replace_current(bucket, key, updated, freed)
+            case SetAttributes():
+                self._set_attributes(record, freed)
+        return freed
+
+    def _replace_current(
+        self, bucket: str, key: str, updated: ObjectVersion, freed: list[Segment]
+    ) -> None:
+        versions = self._objects[(bucket, key)]
+        self._set_versions(bucket, key, (updated, *versions[1:]), freed)
+
+    def _put_version(self, record: PutVersion, freed: list[Segment]) -> None:
+        bucket, key, version = record.bucket, record.key, record.version
+        self.bucket(bucket)
+        versions = self.versions(bucket, key)
+        if record.if_none_match and versions and not versions[0].delete_marker:
+            raise KeyAlreadyExists(f"key {key!r} already exists in bucket {bucket!r}")
+        others = tuple(v for v in versions if v.version_id != version.version_id)
+        self._set_versions(bucket, key, (version, *others), freed)
+
+    def _delete_object(self, record: DeleteObject, freed: list[Segment]) -> None:
+        bucket, key = record.bucket, record.key
+        self.bucket(bucket)
+        versions = self.versions(bucket, key)
+        if record.version_id is not None:
+            if not any(v.version_id == record.version_id for v in versions):
+                raise NoSuchVersion(f"no version {record.version_id!r} of {key!r}")
+            remaining = tuple(v for v in versions if v.version_id != record.version_id)
+        elif record.marker is not None:
+            marker = record.marker
+            remaining = (marker, *(v for v in versions if v.version_id != marker.version_id))
+        else:
+            # Unversioned delete: the null version goes; deleting nothing is not an error (S3).
+            remaining = tuple(v for v in versions if v.version_id != NULL_VERSION)
+        self._set_versions(bucket, key, remaining, freed)
+
+    def _rename_key(self, record: RenameKey, freed: list[Segment]) -> None:
+        bucket, source, target = record.bucket, record.source_key, record.target_key
+        versions = self.versions(bucket, source)
+        self.current(bucket, source)  # raises NoSuchBucket / NoSuchKey
+        if source == target:
+            return
+        target_versions = self.versions(bucket, target)
+        if record.no_replace and target_versions and not target_versions[0].delete_marker:
+            raise KeyAlreadyExists(f"key {target!r} already exists in bucket {bucket!r}")
+        self._set_versions(bucket, target, versions, freed)
+        self._set_versions(bucket, source, (), freed)
+
+    def _rename_prefix(self, record: RenamePrefix, freed: list[Segment]) -> None:
+        bucket, source, target = record.bucket, record.source_prefix, record.target_prefix
+        self.bucket(bucket)
+        if not source or not target:
+            raise InvalidArgument("rename of a prefix needs non-empty source and target prefixes")
+        if target.startswith(source) or source.startswith(target):
+            raise InvalidArgument(f"cannot move {source!r} into {target!r} (one holds the other)")
+        moving = list(self.iter_keys(bucket, start_after="", prefix=source))
+        if not moving:
+            raise NoSuchKey(f"no key under {source!r} in bucket {bucket!r}")
+        for existing, _ in self.iter_keys(bucket, prefix=target):
+            if existing != target:
+                raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
+        # Add every new key before dropping any old one, so shared segments never hit zero.
+        self._set_versions(bucket, target, (), freed)
+        for key, versions in moving:
+            self._set_versions(bucket, target + key[len(source) :], versions, freed)
+        for key, _ in moving:
+            self._set_versions(bucket, key, (), freed)
+
+    def _set_attributes(self, record: SetAttributes, freed: list[Segment]) -> None:
+        current = self.current(record.bucket, record.key)
+        updated = current
+        if record.posix is not None:
+            updated = replace(updated, posix=record.posix)
+        if record.metadata is not None:
+            updated = replace(updated, metadata=record.metadata)
+        if record.content_type is not None:
+            updated = replace(updated, content_type=record.content_type)
+        if record.mtime_ns is not None:
+            updated = replace(updated, mtime_ns=record.mtime_ns)
+        if record.etag is not None:
+            updated = replace(updated, etag=record.etag)
+        self._replace_current(record.bucket, record.key, updated, freed)

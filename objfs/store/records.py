@@ -1,0 +1,369 @@
+"""objfs.store.records — every change of the index, as a typed record, and its encoding.
+
+A record carries everything its application needs (times, version ids, fragment
+locations), so applying it is a pure function of the index and the record: the
+WAL replays it, and the cluster's Raft log will carry the same records. The
+payload of each type is a msgpack array whose layout is frozen once released; a
+changed layout gets a new type number and the old decoder stays (Garage v08/v09).
+See docs/format.md, "Records".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from objfs.errors import Corrupted
+from objfs.store.types import (
+    BucketName,
+    Extent,
+    Fragment,
+    ObjectKey,
+    ObjectVersion,
+    Piece,
+    PosixAttrs,
+    Segment,
+    VersionId,
+    Versioning,
+)
+
+
+class RecordType(enum.IntEnum):
+    WRAP = 1  # WAL only: the next record starts at the beginning of the WAL region
+    CREATE_BUCKET = 2
+    DELETE_BUCKET = 3
+    SET_BUCKET_VERSIONING = 4
+    PUT_VERSION = 5
+    DELETE_OBJECT = 6
+    RENAME_KEY = 7
+    RENAME_PREFIX = 8
+    WRITE_AT = 9
+    TRUNCATE = 10
+    SET_ATTRIBUTES = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Wrap:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBucket:
+    name: BucketName
+    owner: str
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBucket:
+    name: BucketName
+
+
+@dataclass(frozen=True, slots=True)
+class SetBucketVersioning:
+    name: BucketName
+    versioning: Versioning
+
+
+@dataclass(frozen=True, slots=True)
+class PutVersion:
+    """Install a version of a key: a new object, an overwrite, or a copy.
+
+    A version with id "null" replaces the key's null version; any other id is
+    added as the newest. With `if_none_match` the put fails if the key has a
+    current (non-delete-marker) version (O_EXCL, If-None-Match: *).
+    """
+
+    bucket: BucketName
+    key: ObjectKey
+    version: ObjectVersion
+    if_none_match: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteObject:
+    """Remove `version_id`, or (when None) the current version.
+
+    When `marker` is set the current version is not removed: the marker becomes
+    the newest version (versioned buckets); a "null" marker replaces the null version.
+    """
+
+    bucket: BucketName
+    key: ObjectKey
+    version_id: VersionId | None
+    marker: ObjectVersion | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenameKey:
+    """Move every version of `source_key` to `target_key` (replacing it unless `no_replace`)."""
+
+    bucket: BucketName
+    source_key: ObjectKey
+    target_key: ObjectKey
+    no_replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RenamePrefix:
+    """Move every key under `source_prefix` to `target_prefix` in one step.
+
+    The target must hold no key under it except, at most, the marker key equal to
+    `target_prefix` itself (an empty directory), which is replaced.
+    """
+
+    bucket: BucketName
+    source_prefix: str
+    target_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAt:
+    """Splice new pieces into the current version of a key (a write in place).
+
+    `pieces` are in object coordinates; they replace whatever covered their
+    ranges. The size grows to `max(size, end of the last piece)`. The ETag becomes
+    unknown (None) until someone sets it.
+    """
+
+    bucket: BucketName
+    key: ObjectKey
+    pieces: tuple[Piece, ...]
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    bucket: BucketName
+    key: ObjectKey
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttributes:
+    """Change metadata of the current version in place; None leaves a field as it is."""
+
+    bucket: BucketName
+    key: ObjectKey
+    posix: PosixAttrs | None = None
+    metadata: tuple[tuple[str, str], ...] | None = None
+    content_type: str | None = None
+    mtime_ns: int | None = None
+    etag: str | None = None
+
+
+Record = (
+    Wrap
+    | CreateBucket
+    | DeleteBucket
+    | SetBucketVersioning
+    | PutVersion
+    | DeleteObject
+    | RenameKey
+    | RenamePrefix
+    | WriteAt
+    | Truncate
+    | SetAttributes
+)
+
+
+# -- value encodings (shared with checkpoints) --------------------------------------
+# A segment: [size, [[device, offset, length, fragment_size, crc32c], ...]]
+# A piece:   [offset, length, source_offset, source] with source = bytes | segment
+# A version: [version_id, size, mtime_ns, etag, content_type, metadata, checksums,
+#             posix | nil, delete_marker, [piece, ...]]
+# posix:     [mode, uid, gid, rdev, atime_ns, ctime_ns]
+
+
+def encode_segment(segment: Segment) -> list[Any]:
+    return [
+        segment.size_bytes,
+        [
+            [
+                f.extent.device_index,
+                f.extent.offset_bytes,
+                f.extent.length_bytes,
+                f.size_bytes,
+                f.crc32c,
+            ]
+            for f in segment.fragments
+        ],
+    ]
+
+
+def decode_segment(raw: list[Any]) -> Segment:
+    return Segment(
+        size_bytes=raw[0],
+        fragments=tuple(
+            Fragment(Extent(f[0], f[1], f[2]), size_bytes=f[3], crc32c=f[4]) for f in raw[1]
+        ),
+    )
+
+
+def encode_piece(piece: Piece) -> list[Any]:
+    source = piece.source if isinstance(piece.source, bytes) else encode_segment(piece.source)
+    return [piece.offset_bytes, piece.length_bytes, piece.source_offset_bytes, source]
+
+
+def decode_piece(raw: list[Any]) -> Piece:
+    source = raw[3] if isinstance(raw[3], bytes) else decode_segment(raw[3])
+    return Piece(raw[0], raw[1], source, raw[2])
+
+
+def encode_posix(posix: PosixAttrs | None) -> list[int] | None:
+    if posix is None:
+        return None
+    return [posix.mode, posix.uid, posix.gid, posix.rdev, posix.atime_ns, posix.ctime_ns]
+
+
+def decode_posix(raw: list[int] | None) -> PosixAttrs | None:
+    return None if raw is None else PosixAttrs(*raw)
+
+
+def _pairs(raw: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in raw)
+
+
+def encode_version(version: ObjectVersion) -> list[Any]:
+    return [
+        version.version_id,
+        version.size_bytes,
+        version.mtime_ns,
+        version.etag,
+        version.content_type,
+        [list(pair) for pair in version.metadata],
+        [list(pair) for pair in version.checksums],
+        encode_posix(version.posix),
+        version.delete_marker,
+        [encode_piece(piece) for piece in version.pieces],
+    ]
+
+
+def decode_version(raw: list[Any]) -> ObjectVersion:
+    return ObjectVersion(
+        version_id=VersionId(raw[0]),
+        size_bytes=raw[1],
+        mtime_ns=raw[2],
+        etag=raw[3],
+        content_type=raw[4],
+        metadata=_pairs(raw[5]),
+        checksums=_pairs(raw[6]),
+        posix=decode_posix(raw[7]),
+        delete_marker=raw[8],
+        pieces=tuple(decode_piece(piece) for piece in raw[9]),
+    )
+
+
+def _optional_pairs(raw: list[list[str]] | None) -> tuple[tuple[str, str], ...] | None:
+    return None if raw is None else _pairs(raw)
+
+
+def _fields(record: Record) -> list[Any]:
+    match record:
+        case Wrap():
+            return []
+        case CreateBucket(name, owner, created_ns):
+            return [name, owner, created_ns]
+        case DeleteBucket(name):
+            return [name]
+        case SetBucketVersioning(name, versioning):
+            return [name, versioning.value]
+        case PutVersion(bucket, key, version, if_none_match):
+            return [bucket, key, encode_version(version), if_none_match]
+        case DeleteObject(bucket, key, version_id, marker):
+            return [bucket, key, version_id, None if marker is None else encode_version(marker)]
+        case RenameKey(bucket, source_key, target_key, no_replace):
+            return [bucket, source_key, target_key, no_replace]
+        case RenamePrefix(bucket, source_prefix, target_prefix):
+            return [bucket, source_prefix, target_prefix]
+        case WriteAt(bucket, key, pieces, mtime_ns):
+            return [bucket, key, [encode_piece(piece) for piece in pieces], mtime_ns]
+        case Truncate(bucket, key, size_bytes, mtime_ns):
+            return [bucket, key, size_bytes, mtime_ns]
+        case SetAttributes(bucket, key, posix, metadata, content_type, mtime_ns, etag):
+            return [
+                bucket,
+                key,
+                encode_posix(posix),
+                None if metadata is None else [list(pair) for pair in metadata],
+                content_type,
+                mtime_ns,
+                etag,
+            ]
+    raise AssertionError(f"unknown record {record!r}")
+
+
+_TYPES: Final[dict[type, RecordType]] = {
+    Wrap: RecordType.WRAP,
+    CreateBucket: RecordType.CREATE_BUCKET,
+    DeleteBucket: RecordType.DELETE_BUCKET,
+    SetBucketVersioning: RecordType.SET_BUCKET_VERSIONING,
+    PutVersion: RecordType.PUT_VERSION,
+    DeleteObject: RecordType.DELETE_OBJECT,
+    RenameKey: RecordType.RENAME_KEY,
+    RenamePrefix: RecordType.RENAME_PREFIX,
+    WriteAt: RecordType.WRITE_AT,
+    Truncate: RecordType.TRUNCATE,
+    SetAttributes: RecordType.SET_ATTRIBUTES,
+}
+
+
+def encode_record(record: Record) -> tuple[RecordType, bytes]:
+    """The record's type and msgpack payload."""
+    return _TYPES[type(record)], msgpack.packb(_fields(record), use_bin_type=True)
+
+
+def _build(record_type: RecordType, f: list[Any]) -> Record:
+    match record_type:
+        case RecordType.WRAP:
+            return Wrap()
+        case RecordType.CREATE_BUCKET:
+            return CreateBucket(BucketName(f[0]), f[1], f[2])
+        case RecordType.DELETE_BUCKET:
+            return DeleteBucket(BucketName(f[0]))
+        case RecordType.SET_BUCKET_VERSIONING:
+            return SetBucketVersioning(BucketName(f[0]), Versioning(f[1]))
+        case RecordType.PUT_VERSION:
+            return PutVersion(BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3])
+        case RecordType.DELETE_OBJECT:
+            marker = None if f[3] is None else decode_version(f[3])
+            version_id = None if f[2] is None else VersionId(f[2])
+            return DeleteObject(BucketName(f[0]), ObjectKey(f[1]), version_id, marker)
+        case RecordType.RENAME_KEY:
+            return RenameKey(BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), f[3])
+        case RecordType.RENAME_PREFIX:
+            return RenamePrefix(BucketName(f[0]), f[1], f[2])
+        case RecordType.WRITE_AT:
+            pieces = tuple(decode_piece(piece) for piece in f[2])
+            return WriteAt(BucketName(f[0]), ObjectKey(f[1]), pieces, f[3])
+        case RecordType.TRUNCATE:
+            return Truncate(BucketName(f[0]), ObjectKey(f[1]), f[2], f[3])
+        case RecordType.SET_ATTRIBUTES:
+            return SetAttributes(
+                BucketName(f[0]),
+                ObjectKey(f[1]),
+                decode_posix(f[2]),
+                _optional_pairs(f[3]),
+                f[4],
+                f[5],
+                f[6],
+            )
+    raise AssertionError(record_type)
+
+
+def decode_record(record_type: int, payload: bytes) -> Record:
+    """Decode a payload whose frame checksum already matched.
+
+    Raises:
+        Corrupted: an unknown type or a payload that does not fit its type (a
+            record written by a newer objfs, or a bug).
+    """
+    try:
+        kind = RecordType(record_type)
+        return _build(kind, msgpack.unpackb(payload, raw=False, use_list=True))
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
+        raise Corrupted(f"record of type {record_type} cannot be decoded: {exc}") from exc

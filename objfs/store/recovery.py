@@ -1,0 +1,305 @@
+"""objfs.store.recovery — opening a store: devices, newest checkpoint, WAL tail, free space.
+
+The procedure (docs/format.md, "Recovery"):
+1. Read every device's superblock (copy A, else B); all must belong to one node,
+   with every device index present once.
+2. Read both checkpoint slots of every metadata device; try pointers newest first
+   and load the first whose body reads back with the right checksum from any copy.
+3. Scan the WAL of every metadata device from that checkpoint; the longest valid
+   chain wins, its records are applied, and shorter copies are rewritten from it.
+4. Free space = data regions minus every extent the index or a pointer references.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import crc32c
+import trio
+
+from objfs.errors import Corrupted, DeviceError, ObjfsError
+from objfs.store.checkpoint import CheckpointPointer, decode_body, decode_pointer
+from objfs.store.device import BlockDevice, round_down
+from objfs.store.extents import ExtentAllocator
+from objfs.store.index import ObjectIndex
+from objfs.store.superblock import (
+    CHECKPOINT_SLOT_OFFSETS_BYTES,
+    SUPERBLOCK_A_OFFSET_BYTES,
+    SUPERBLOCK_B_OFFSET_BYTES,
+    NotASuperblock,
+    Superblock,
+    decode_superblock,
+)
+from objfs.store.types import BLOCK_SIZE_BYTES, Extent
+from objfs.store.wal import ScanResult, scan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recovered:
+    superblocks: dict[int, Superblock]
+    index: ObjectIndex
+    pointers: dict[int, CheckpointPointer]  # slot -> newest valid pointer seen in it
+    chosen: CheckpointPointer  # the checkpoint the index was loaded from
+    reserved: list[Extent]  # every extent any valid pointer names
+    next_lsn: int
+    tail_position: int
+    head_position: int
+    tail_block: bytes
+    replayed: int
+
+
+async def read_superblock(device: BlockDevice) -> Superblock:
+    """Copy A, or copy B if A is damaged.
+
+    Raises:
+        DeviceError: neither copy is an objfs superblock, or it is of a newer format.
+    """
+    for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+        try:
+            return decode_superblock(await device.read(offset, BLOCK_SIZE_BYTES), path=device.path)
+        except NotASuperblock:
+            if offset == SUPERBLOCK_A_OFFSET_BYTES:
+                log.warning("%s: superblock copy A is damaged; using copy B", device.path)
+    raise DeviceError(f"{device.path}: not an objfs device (no valid superblock); run objfs format")
+
+
+def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superblock]) -> None:
+    """All devices belong to one node and every device index is there once.
+
+    Raises:
+        DeviceError: naming the device that does not fit and why.
+    """
+    first, first_path = superblocks[0], devices[0].path
+    seen: dict[int, str] = {}
+    for device, superblock in zip(devices, superblocks, strict=True):
+        if (superblock.cluster_id, superblock.node_id) != (first.cluster_id, first.node_id):
+            raise DeviceError(
+                f"{device.path}: belongs to node {superblock.node_id} of cluster "
+                f"{superblock.cluster_id}, not to node {first.node_id} like {first_path}"
+            )
+        if superblock.device_index in seen:
+            raise DeviceError(
+                f"{device.path}: is device {superblock.device_index}, "
+                f"like {seen[superblock.device_index]}"
+            )
+        if superblock.device_size_bytes > device.size_bytes:
+            raise DeviceError(
+                f"{device.path}: formatted for {superblock.device_size_bytes} bytes but "
+                f"holds only {device.size_bytes}"
+            )
+        seen[superblock.device_index] = device.path
+    missing = sorted(set(range(first.device_count)) - set(seen))
+    if missing:
+        raise DeviceError(
+            f"devices {missing} of node {first.node_id} are missing "
+            f"(found {len(seen)} of {first.device_count})"
+        )
+
+
+async def read_pointers(
+    devices: dict[int, BlockDevice], metadata: Sequence[int]
+) -> list[CheckpointPointer]:
+    """Every valid pointer block in the slots of the metadata devices."""
+    found = []
+    for device_index in metadata:
+        blocks = await devices[device_index].read_many(
+            [(offset, BLOCK_SIZE_BYTES) for offset in CHECKPOINT_SLOT_OFFSETS_BYTES]
+        )
+        for block in blocks:
+            pointer = decode_pointer(block)
+            if pointer is not None:
+                found.append(pointer)
+    return found
+
+
+async def read_body(devices: dict[int, BlockDevice], pointer: CheckpointPointer) -> bytes | None:
+    """The body from the first copy whose checksum matches, or None."""
+    for copy in pointer.copies:
+        try:
+            parts = await devices[copy[0].device_index].read_many(
+                [(e.offset_bytes, e.length_bytes) for e in copy]
+            )
+        except (OSError, ObjfsError) as exc:
+            log.warning("checkpoint %d: copy unreadable: %s", pointer.generation, exc)
+            continue
+        body = b"".join(parts)[: pointer.body_bytes]
+        if len(body) == pointer.body_bytes and crc32c.crc32c(body) == pointer.body_crc32c:
+            return body
+        log.warning(
+            "checkpoint %d: copy on device %d fails its checksum",
+            pointer.generation,
+            copy[0].device_index,
+        )
+    return None
+
+
+async def load_checkpoint(
+    devices: dict[int, BlockDevice], pointers: list[CheckpointPointer]
+) -> tuple[CheckpointPointer, ObjectIndex]:
+    """The newest checkpoint that reads back whole, as an index.
+
+    Raises:
+        Corrupted: no pointer leads to a readable body.
+    """
+    for pointer in sorted(pointers, key=lambda p: p.generation, reverse=True):
+        body = await read_body(devices, pointer)
+        if body is None:
+            log.error("checkpoint %d is damaged; falling back to an older one", pointer.generation)
+            continue
+        lsn, snapshot = await trio.to_thread.run_sync(decode_body, body)
+        if lsn != pointer.lsn:
+            log.error("checkpoint %d holds LSN %d, not %d", pointer.generation, lsn, pointer.lsn)
+            continue
+        index = await trio.to_thread.run_sync(ObjectIndex.from_snapshot, snapshot)
+        return pointer, index
+    raise Corrupted(
+        f"no readable checkpoint on devices {sorted(devices)} "
+        f"({len(pointers)} pointers found, none with an intact body)"
+    )
+
+
+async def replay_wal(
+    devices: dict[int, BlockDevice],
+    metadata: Sequence[int],
+    superblock: Superblock,
+    pointer: CheckpointPointer,
+    index: ObjectIndex,
+) -> tuple[ScanResult, int]:
+    """Apply the longest valid WAL chain after `pointer`; bring shorter copies up to it.
+
+    Returns the scan and the device index of the copy that won.
+    """
+    scans: dict[int, ScanResult] = {}
+    for device_index in metadata:
+        try:
+            scans[device_index] = await scan(
+                devices[device_index],
+                superblock.wal_offset_bytes,
+                superblock.wal_size_bytes,
+                start_position=pointer.wal_start,
+                start_lsn=pointer.lsn + 1,
+                salt=superblock.format_stamp,
+            )
+        except (OSError, ObjfsError) as exc:
+            log.warning("WAL copy on device %d unreadable: %s", device_index, exc)
+    if not scans:
+        raise Corrupted("no WAL copy can be read")
+    winner = max(scans, key=lambda i: (scans[i].next_lsn, -i))
+    best = scans[winner]
+    for item in best.records:
+        try:
+            index.apply(item.record)
+        except ObjfsError:
+            pass  # it failed the same way when it was first applied: nothing changed then either
+    for device_index, result in scans.items():
+        if result.next_lsn != best.next_lsn:
+            log.warning(
+                "WAL copy on device %d ends at LSN %d, copy on device %d at %d; repairing",
+                device_index,
+                result.next_lsn - 1,
+                winner,
+                best.next_lsn - 1,
+            )
+            await copy_wal(
+                devices[winner],
+                devices[device_index],
+                superblock,
+                pointer.wal_start,
+                best.end_position,
+            )
+    return best, winner
+
+
+async def copy_wal(
+    source: BlockDevice, target: BlockDevice, superblock: Superblock, start: int, end: int
+) -> None:
+    """Copy the WAL bytes of logical positions [start, end) from one mirror to another."""
+    size = superblock.wal_size_bytes
+    position = round_down(start)
+    while position < end:
+        physical = position % size
+        length = min(end - position, size - physical, 8 * 1024 * 1024)
+        length = max(length, 1)
+        data = await source.read(superblock.wal_offset_bytes + physical, length)
+        await target.write(superblock.wal_offset_bytes + physical, data)
+        position += length
+    await target.flush()
+
+
+def rebuild_allocators(
+    superblocks: dict[int, Superblock], index: ObjectIndex, reserved: list[Extent]
+) -> dict[int, ExtentAllocator]:
+    """All data space minus what the index and the checkpoint pointers reference.
+
+    Raises:
+        Corrupted: two references claim the same blocks, or one lies outside its device.
+    """
+    regions = {
+        i: (sb.data_offset_bytes, sb.data_offset_bytes + sb.data_size_bytes)
+        for i, sb in superblocks.items()
+    }
+    return rebuild_allocators_from_ranges(regions, index, reserved)
+
+
+def rebuild_allocators_from_ranges(
+    regions: dict[int, tuple[int, int]], index: ObjectIndex, reserved: list[Extent]
+) -> dict[int, ExtentAllocator]:
+    """`rebuild_allocators` over explicit data regions (device index -> [start, end))."""
+    allocators = {i: ExtentAllocator(i, start, end) for i, (start, end) in regions.items()}
+    extents = list(reserved)
+    for segment in index.referenced_segments():
+        extents.extend(fragment.extent for fragment in segment.fragments)
+    for extent in extents:
+        allocator = allocators.get(extent.device_index)
+        if allocator is None:
+            raise Corrupted(f"{extent} is on a device this node does not have")
+        try:
+            allocator.reserve(extent)
+        except ValueError as exc:
+            raise Corrupted(f"space map cannot be rebuilt: {exc}") from exc
+    return allocators
+
+
+async def recover(devices: dict[int, BlockDevice], superblocks: dict[int, Superblock]) -> Recovered:
+    """Steps 2-4 of the procedure above, for devices that passed `check_identity`."""
+    first = superblocks[0]
+    metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+    pointers = await read_pointers(devices, metadata)
+    chosen, index = await load_checkpoint(devices, pointers)
+    result, winner = await replay_wal(devices, metadata, first, chosen, index)
+    newest_per_slot: dict[int, CheckpointPointer] = {}
+    reserved: dict[tuple[int, int, int], Extent] = {}
+    for pointer in pointers:
+        held = newest_per_slot.get(pointer.slot)
+        if held is None or pointer.generation > held.generation:
+            newest_per_slot[pointer.slot] = pointer
+        for extent in pointer.extents():
+            reserved[(extent.device_index, extent.offset_bytes, extent.length_bytes)] = extent
+    # The WAL must keep what the fallback checkpoint (the other slot) would replay.
+    other = newest_per_slot.get(1 - chosen.slot)
+    head = chosen.wal_start
+    if other is not None and other.generation < chosen.generation:
+        head = min(head, other.wal_start)
+    tail = result.end_position
+    tail_block = b""
+    if tail % BLOCK_SIZE_BYTES:
+        physical = tail % first.wal_size_bytes
+        tail_block = await devices[winner].read(
+            first.wal_offset_bytes + round_down(physical), physical - round_down(physical)
+        )
+    return Recovered(
+        superblocks=superblocks,
+        index=index,
+        pointers=newest_per_slot,
+        chosen=chosen,
+        reserved=list(reserved.values()),
+        next_lsn=result.next_lsn,
+        tail_position=tail,
+        head_position=head,
+        tail_block=tail_block,
+        replayed=len(result.records),
+    )

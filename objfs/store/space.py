@@ -1,0 +1,142 @@
+"""objfs.store.space — free space across a node's devices, and who still holds freed segments.
+
+Owns one `ExtentAllocator` per device, the choice of device for a new extent, the
+pins open readers hold on segments, and the frees deferred until the last pin
+goes. Nothing here is persisted: at open the store rebuilds it as "all space minus
+every extent the index and the checkpoint pointers reference". No I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import final
+
+from objfs.errors import NoSpace
+from objfs.store.extents import ExtentAllocator
+from objfs.store.types import Extent, Segment
+
+SegmentId = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceStatistics:
+    total_bytes: int
+    free_bytes: int
+    pinned_segments: int
+    deferred_frees: int
+
+
+@final
+class Space:
+    """Allocators for every device, pins, and deferred frees.
+
+    Args:
+        allocators: device index -> its allocator (already rebuilt).
+        reserve_bytes: free space per device that data allocations leave alone,
+            so a checkpoint (which frees space) can always be written.
+    """
+
+    def __init__(self, allocators: dict[int, ExtentAllocator], *, reserve_bytes: int) -> None:
+        self.allocators = allocators
+        self.reserve_bytes = reserve_bytes
+        self._pins: Counter[SegmentId] = Counter()
+        self._deferred: dict[SegmentId, Segment] = {}
+        self._next_device = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(allocator.free_bytes for allocator in self.allocators.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(allocator.total_bytes for allocator in self.allocators.values())
+
+    def allocate(self, length_bytes: int, *, min_length_bytes: int) -> Extent:
+        """An extent for data, on the devices in turn, skipping any near its reserve.
+
+        May be shorter than asked (never shorter than `min_length_bytes`) when free
+        space is fragmented: the caller then stores a shorter segment.
+
+        Raises:
+            NoSpace: no device has `min_length_bytes` free above its reserve.
+        """
+        indexes = sorted(self.allocators)
+        for turn in range(len(indexes)):
+            allocator = self.allocators[indexes[(self._next_device + turn) % len(indexes)]]
+            if allocator.free_bytes - min_length_bytes < self.reserve_bytes:
+                continue
+            if allocator.largest_free_bytes < min_length_bytes:
+                continue
+            room = allocator.free_bytes - self.reserve_bytes
+            extent = allocator.allocate(min(length_bytes, room), min_length_bytes=min_length_bytes)
+            self._next_device = (self._next_device + turn + 1) % len(indexes)
+            return extent
+        raise NoSpace(
+            f"no device has {min_length_bytes} bytes free "
+            f"({self.free_bytes} bytes free in all, {self.reserve_bytes} kept per device "
+            "for checkpoints)"
+        )
+
+    def allocate_run(self, device_index: int, length_bytes: int, max_extents: int) -> list[Extent]:
+        """Extents on one device adding up to `length_bytes` (for a checkpoint body).
+
+        Uses the reserve. Frees what it took and raises NoSpace if it cannot.
+        """
+        allocator = self.allocators[device_index]
+        taken: list[Extent] = []
+        remaining = length_bytes
+        try:
+            while remaining > 0:
+                if len(taken) == max_extents:
+                    raise NoSpace(f"device {device_index}: free space too fragmented")
+                extent = allocator.allocate(remaining, min_length_bytes=1)
+                taken.append(extent)
+                remaining -= extent.length_bytes
+        except NoSpace:
+            for extent in taken:
+                allocator.free(extent)
+            raise
+        return taken
+
+    def free_extent(self, extent: Extent) -> None:
+        self.allocators[extent.device_index].free(extent)
+
+    def pin(self, segments: Iterable[Segment]) -> None:
+        for segment in segments:
+            self._pins[segment.segment_id] += 1
+
+    def unpin(self, segments: Iterable[Segment]) -> None:
+        for segment in segments:
+            segment_id = segment.segment_id
+            self._pins[segment_id] -= 1
+            if self._pins[segment_id] == 0:
+                del self._pins[segment_id]
+                deferred = self._deferred.pop(segment_id, None)
+                if deferred is not None:
+                    self._free_segment_now(deferred)
+
+    def free_segments(self, segments: Iterable[Segment]) -> None:
+        """Free segments nothing references, now or when their last pin goes."""
+        for segment in segments:
+            if self._pins[segment.segment_id]:
+                self._deferred[segment.segment_id] = segment
+            else:
+                self._free_segment_now(segment)
+
+    def _free_segment_now(self, segment: Segment) -> None:
+        for fragment in segment.fragments:
+            self.free_extent(fragment.extent)
+
+    def deferred_extents(self) -> list[Extent]:
+        """Extents of segments freed by the index but still pinned by a reader."""
+        return [f.extent for segment in self._deferred.values() for f in segment.fragments]
+
+    def statistics(self) -> SpaceStatistics:
+        return SpaceStatistics(
+            total_bytes=self.total_bytes,
+            free_bytes=self.free_bytes,
+            pinned_segments=len(self._pins),
+            deferred_frees=len(self._deferred),
+        )

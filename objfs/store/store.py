@@ -1,0 +1,643 @@
+"""objfs.store.store — `Store`, the one API both faces call, and `open_store`.
+
+Owns the commit protocol: check preconditions, store new bytes, then append one
+record; the WAL makes it durable, applies it to the index, and only then does the
+call return. Index reads are synchronous (no I/O); anything that can block is
+async. Also owns the checkpointer, which writes whole-index checkpoints into the
+older A/B slot and trims the WAL behind them (docs/concurrency.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import final
+
+import crc32c
+import trio
+
+from objfs.config import StoreConfig
+from objfs.errors import InvalidArgument, ObjfsError, ReadOnly, UsageError
+from objfs.store import names
+from objfs.store.checkpoint import CheckpointPointer, encode_body, max_extents_per_pointer
+from objfs.store.datapath import DataPath
+from objfs.store.device import BlockDevice, WriteData, open_device, round_up, write_parallel
+from objfs.store.index import ObjectIndex, version_segments
+from objfs.store.keylocks import KeyLocks
+from objfs.store.listing import list_page
+from objfs.store.reader import ObjectReader
+from objfs.store.records import (
+    CreateBucket,
+    DeleteBucket,
+    DeleteObject,
+    PutVersion,
+    Record,
+    RenameKey,
+    RenamePrefix,
+    SetAttributes,
+    SetBucketVersioning,
+    Truncate,
+    WriteAt,
+)
+from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
+from objfs.store.space import Space
+from objfs.store.superblock import CHECKPOINT_SLOT_OFFSETS_BYTES, Superblock
+from objfs.store.types import (
+    NULL_VERSION,
+    BucketInfo,
+    BucketName,
+    DeleteResult,
+    Extent,
+    ListPage,
+    Lsn,
+    MiB,
+    ObjectInfo,
+    ObjectKey,
+    ObjectVersion,
+    Piece,
+    PosixAttrs,
+    Segment,
+    StoreStatistics,
+    VersionId,
+    Versioning,
+    object_info,
+)
+from objfs.store.wal import Wal
+from objfs.store.writer import ObjectWriter
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], int]
+
+
+@final
+class Store:
+    def __init__(
+        self,
+        config: StoreConfig,
+        devices: dict[int, BlockDevice],
+        superblocks: dict[int, Superblock],
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self._devices = devices
+        self._superblocks = superblocks
+        self._metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+        self._clock = clock
+        self._locks = KeyLocks()
+        self._checkpoint_lock = trio.Lock()
+        self._checkpoint_wanted = trio.Event()
+        self._wal_stopped = trio.Event()
+        # Set by _recover():
+        self._index = ObjectIndex()
+        self._space: Space
+        self._datapath: DataPath
+        self._wal: Wal
+        self._pointers: dict[int, CheckpointPointer] = {}
+        self._stale_extents: list[
+            Extent
+        ] = []  # named by pointers that the next checkpoints replace
+        self.checkpoints = 0
+        self.replayed_records = 0
+
+    # -- opening and background work ---------------------------------------------------
+
+    async def _recover(self) -> None:
+        recovered = await recover(self._devices, self._superblocks)
+        self._index = recovered.index
+        self._pointers = recovered.pointers
+        live = {e for p in recovered.pointers.values() for e in p.extents()}
+        self._stale_extents = [e for e in recovered.reserved if e not in live]
+        allocators = rebuild_allocators(self._superblocks, self._index, recovered.reserved)
+        smallest = min(sb.data_size_bytes for sb in self._superblocks.values())
+        self._space = Space(allocators, reserve_bytes=max(4 * MiB, smallest // 64))
+        self._datapath = DataPath(self._devices, self._space)
+        first = self._superblocks[0]
+        self._wal = Wal(
+            [self._devices[i] for i in self._metadata],
+            wal_offset_bytes=first.wal_offset_bytes,
+            wal_size_bytes=first.wal_size_bytes,
+            next_lsn=recovered.next_lsn,
+            tail_position=recovered.tail_position,
+            head_position=recovered.head_position,
+            tail_block=recovered.tail_block,
+            salt=first.format_stamp,
+            apply=self._apply,
+            before_write=self._datapath.flush_dirty,
+            request_checkpoint=lambda: self._checkpoint_wanted.set(),
+        )
+        self.replayed_records = recovered.replayed
+
+    def _apply(self, lsn: Lsn, record: Record) -> None:
+        self._space.free_segments(self._index.apply(record))
+
+    async def _run_wal(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self._wal.run(task_status=task_status)
+        finally:
+            self._wal_stopped.set()
+
+    async def _run_checkpointer(self) -> None:
+        while True:
+            with trio.move_on_after(self.config.checkpoint_interval_ms / 1000):
+                await self._checkpoint_wanted.wait()
+            self._checkpoint_wanted = trio.Event()
+            try:
+                await self.checkpoint()
+            except ObjfsError as exc:
+                log.error("checkpoint failed: %s; retrying in 1 s", exc)
+                await trio.sleep(1)
+
+    async def _close(self) -> None:
+        """Drain the WAL, then write a final checkpoint (so the next open replays nothing)."""
+        self._wal.close()
+        await self._wal_stopped.wait()
+        if self._wal.failure is None and not self.config.read_only:
+            try:
+                await self.checkpoint()
+            except ObjfsError as exc:
+                log.error("final checkpoint failed: %s (the WAL still holds everything)", exc)
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _newest_pointer(self) -> CheckpointPointer:
+        return max(self._pointers.values(), key=lambda p: p.generation)
+
+    async def checkpoint(self) -> bool:
+        """Write a checkpoint of the index if the WAL moved since the last one.
+
+        Returns whether one was written. Checkpoints are serialised by a lock.
+
+        Raises:
+            NoSpace: no room for the body (the WAL keeps growing until there is).
+        """
+        async with self._checkpoint_lock:
+            newest = self._newest_pointer()
+            lsn, position = self._wal.applied_lsn, self._wal.applied_position
+            if lsn == newest.lsn:
+                return False
+            snapshot = self._index.snapshot()
+            body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
+            slot = 1 - newest.slot
+            copies = await self._write_body(body)
+            pointer = CheckpointPointer(
+                slot=slot,
+                generation=newest.generation + 1,
+                lsn=lsn,
+                wal_start=position,
+                body_bytes=len(body),
+                body_crc32c=crc32c.crc32c(body),
+                copies=copies,
+            )
+            block = pointer.encode()
+            try:
+                writes = [(CHECKPOINT_SLOT_OFFSETS_BYTES[slot], block)]
+                await write_parallel([(self._devices[i], writes) for i in self._metadata])
+            except BaseExceptionGroup as group:
+                # Some slots may hold the new pointer, some the old: keep every extent
+                # both name, and stop writing until a restart sorts it out.
+                self._wal.fail(f"checkpoint pointer write failed: {group.exceptions[0]}")
+                raise ReadOnly(f"the store is read-only: {self._wal.failure}") from group
+            old = self._pointers.get(slot)
+            self._pointers[slot] = pointer
+            if old is not None:
+                for extent in old.extents():
+                    self._space.free_extent(extent)
+            for extent in self._stale_extents:
+                self._space.free_extent(extent)
+            self._stale_extents = []
+            self._wal.set_head(self._pointers.get(1 - slot, pointer).wal_start)
+            self.checkpoints += 1
+            return True
+
+    async def _write_body(self, body: bytes) -> tuple[tuple[Extent, ...], ...]:
+        limit = max_extents_per_pointer(len(self._metadata)) // len(self._metadata)
+        copies = []
+        try:
+            for i in self._metadata:
+                copies.append(tuple(self._space.allocate_run(i, round_up(len(body)), limit)))
+            jobs = []
+            for copy in copies:
+                writes: list[tuple[int, WriteData]] = []
+                start = 0
+                for extent in copy:
+                    writes.append((extent.offset_bytes, body[start : start + extent.length_bytes]))
+                    start += extent.length_bytes
+                jobs.append((self._devices[copy[0].device_index], writes))
+            await write_parallel(jobs)
+        except BaseException:
+            for copy in copies:
+                for extent in copy:
+                    self._space.free_extent(extent)
+            raise
+        return tuple(copies)
+
+    # -- buckets --------------------------------------------------------------------
+
+    async def _commit(self, record: Record) -> None:
+        if self.config.read_only:
+            raise ReadOnly("the store was opened read-only")
+        await self._wal.append(record)
+
+    async def create_bucket(self, name: str, *, owner: str = "root") -> BucketInfo:
+        """Create a bucket. Raises InvalidBucketName, BucketAlreadyExists."""
+        bucket = names.check_bucket_name(name)
+        await self._commit(CreateBucket(bucket, owner, self._clock()))
+        return self._index.bucket(bucket)
+
+    async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket. Raises NoSuchBucket, BucketNotEmpty."""
+        self._index.bucket(BucketName(name))
+        await self._commit(DeleteBucket(BucketName(name)))
+
+    def head_bucket(self, name: str) -> BucketInfo:
+        return self._index.bucket(BucketName(name))
+
+    def list_buckets(self) -> list[BucketInfo]:
+        return self._index.buckets()
+
+    async def set_bucket_versioning(self, name: str, versioning: Versioning) -> BucketInfo:
+        self._index.bucket(BucketName(name))
+        await self._commit(SetBucketVersioning(BucketName(name), versioning))
+        return self._index.bucket(BucketName(name))
+
+    # -- reading objects ------------------------------------------------------------
+
+    def head_object(self, bucket: str, key: str, *, version_id: str | None = None) -> ObjectInfo:
+        """Metadata of the current version (or of `version_id`). Raises NoSuchBucket, NoSuchKey."""
+        version = self._version(bucket, key, version_id)
+        return object_info(
+            bucket,
+            key,
+            version,
+            is_latest=version is self._index.versions(BucketName(bucket), ObjectKey(key))[0],
+        )
+
+    def _version(self, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
+        if version_id is None:
+            return self._index.current(BucketName(bucket), ObjectKey(key))
+        return self._index.version(BucketName(bucket), ObjectKey(key), VersionId(version_id))
+
+    def list_objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str | None = None,
+        start_after: str = "",
+        limit: int = 1000,
+    ) -> ListPage:
+        """One page of current keys in order, from the index alone (no data is touched)."""
+        self._index.bucket(BucketName(bucket))
+        return list_page(self._index, BucketName(bucket), prefix, delimiter, start_after, limit)
+
+    @asynccontextmanager
+    async def open_reader(
+        self, bucket: str, key: str, *, version_id: str | None = None
+    ) -> AsyncIterator[ObjectReader]:
+        """A reader of the version current now; it keeps reading that version even if the
+        key is overwritten or deleted meanwhile. Opening does not block; reads do."""
+        version = self._version(bucket, key, version_id)
+        segments = list(version_segments(version))
+        self._space.pin(segments)
+        try:
+            yield ObjectReader(self._datapath, object_info(bucket, key, version), version)
+        finally:
+            self._space.unpin(segments)
+
+    async def get_object(
+        self, bucket: str, key: str, *, offset_bytes: int = 0, size_bytes: int | None = None
+    ) -> bytes:
+        """Convenience: read a whole object (or a range) into memory."""
+        async with self.open_reader(bucket, key) as reader:
+            return await reader.read(
+                offset_bytes, reader.size_bytes if size_bytes is None else size_bytes
+            )
+
+    # -- writing objects ------------------------------------------------------------
+
+    def _check_writable(self, bucket: str, key: str) -> tuple[BucketName, ObjectKey]:
+        if self.config.read_only:
+            raise ReadOnly("the store was opened read-only")
+        if self._wal.failure is not None:
+            raise ReadOnly(f"the store is read-only: {self._wal.failure}")
+        checked_key = names.check_key(key)
+        self._index.bucket(BucketName(bucket))
+        return BucketName(bucket), checked_key
+
+    def _new_version_id(self, bucket: BucketName) -> VersionId:
+        if self._index.bucket(bucket).versioning is Versioning.ENABLED:
+            # Sortable by time, unique by the random tail; decided before the record.
+            return VersionId(f"{self._clock():020d}{secrets.token_hex(6)}")
+        return NULL_VERSION
+
+    @asynccontextmanager
+    async def open_writer(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[str, str] | None = None,
+        posix: PosixAttrs | None = None,
+        if_none_match: bool = False,
+    ) -> AsyncIterator[ObjectWriter]:
+        """A streaming writer; nothing is visible until `await writer.commit()`.
+
+        Entering checks the bucket and key (InvalidKey, NoSuchBucket) and does not
+        block. Leaving without a commit frees every byte written.
+        """
+        bucket_name, object_key = self._check_writable(bucket, key)
+        meta = tuple(sorted((metadata or {}).items()))
+        sums = tuple(sorted((checksums or {}).items()))
+
+        async def commit(size: int, etag: str, pieces: tuple[Piece, ...]) -> ObjectVersion:
+            version = ObjectVersion(
+                version_id=self._new_version_id(bucket_name),
+                size_bytes=size,
+                mtime_ns=self._clock(),
+                etag=etag,
+                content_type=content_type,
+                metadata=meta,
+                checksums=sums,
+                posix=posix,
+                pieces=pieces,
+            )
+            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
+            return version
+
+        async with trio.open_nursery() as nursery:
+            writer = ObjectWriter(
+                self._datapath,
+                nursery,
+                segment_size_bytes=self.config.segment_size_bytes,
+                inline_max_bytes=self.config.inline_max_bytes,
+                in_flight=self.config.writer_in_flight_segments,
+                commit=commit,
+            )
+            try:
+                yield writer
+            finally:
+                if not writer.committed:
+                    nursery.cancel_scope.cancel()
+        if not writer.committed:
+            writer.discard()
+
+    async def put_object(self, bucket: str, key: str, data: bytes, **options: object) -> ObjectInfo:
+        """Convenience: store `data` whole as the new current version of the key."""
+        async with self.open_writer(bucket, key, **options) as writer:  # type: ignore[arg-type]
+            await writer.write(data)
+            version = await writer.commit()
+        return object_info(bucket, key, version)
+
+    async def delete_object(
+        self, bucket: str, key: str, *, version_id: str | None = None
+    ) -> DeleteResult:
+        """Delete the current version (a marker, in a versioned bucket) or one version."""
+        bucket_name, object_key = BucketName(bucket), ObjectKey(key)
+        info = self._index.bucket(bucket_name)
+        marker = None
+        if version_id is None and info.versioning is not Versioning.DISABLED:
+            marker_id = self._new_version_id(bucket_name)
+            marker = ObjectVersion(marker_id, 0, self._clock(), None, delete_marker=True)
+        vid = None if version_id is None else VersionId(version_id)
+        await self._commit(DeleteObject(bucket_name, object_key, vid, marker))
+        if marker is not None:
+            return DeleteResult(marker.version_id, True)
+        return DeleteResult(vid, False)
+
+    async def rename_object(
+        self, bucket: str, source_key: str, target_key: str, *, no_replace: bool = False
+    ) -> ObjectInfo:
+        """Move a key (all its versions) in one record; the target is replaced unless
+        `no_replace`. Raises NoSuchKey, KeyAlreadyExists, InvalidKey."""
+        bucket_name, target = self._check_writable(bucket, target_key)
+        source = ObjectKey(source_key)
+        self._index.current(bucket_name, source)
+        await self._commit(RenameKey(bucket_name, source, target, no_replace))
+        return self.head_object(bucket, target)
+
+    async def rename_prefix(self, bucket: str, source_prefix: str, target_prefix: str) -> None:
+        """Move every key under a prefix (a directory) in one atomic record.
+
+        Raises:
+            NoSuchKey: nothing under the source.
+            BucketNotEmpty: the target holds keys (other than its own marker).
+            InvalidArgument: one prefix lies inside the other.
+        """
+        bucket_name, _ = self._check_writable(bucket, names.check_prefix(target_prefix))
+        names.check_prefix(source_prefix)
+        await self._commit(RenamePrefix(bucket_name, source_prefix, target_prefix))
+
+    async def copy_object(
+        self,
+        source_bucket: str,
+        source_key: str,
+        target_bucket: str,
+        target_key: str,
+        *,
+        version_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """Copy by reference: the new version shares the source's stored segments."""
+        bucket_name, object_key = self._check_writable(target_bucket, target_key)
+        source = self._version(source_bucket, source_key, version_id)
+        segments = list(version_segments(source))
+        version = replace(
+            source,
+            version_id=self._new_version_id(bucket_name),
+            mtime_ns=self._clock(),
+            metadata=source.metadata if metadata is None else tuple(sorted(metadata.items())),
+            content_type=source.content_type if content_type is None else content_type,
+        )
+        self._space.pin(segments)  # the source may go away before the record is applied
+        try:
+            await self._commit(PutVersion(bucket_name, object_key, version))
+        finally:
+            self._space.unpin(segments)
+        return object_info(target_bucket, target_key, version)
+
+    async def write_at(self, bucket: str, key: str, offset_bytes: int, data: bytes) -> ObjectInfo:
+        """Write bytes into an existing object at any offset, storing only the new bytes.
+
+        The object grows if the write ends past its end (a gap reads as zeros). The
+        ETag becomes unknown (None) until `set_attributes(etag=...)`.
+        """
+        bucket_name, object_key = self._check_writable(bucket, key)
+        if offset_bytes < 0:
+            raise InvalidArgument(f"negative offset {offset_bytes}")
+        async with self._locks.hold((bucket_name, object_key)):
+            current = self._index.current(bucket_name, object_key)
+            if not data:
+                return object_info(bucket, key, current)
+            new_size = max(current.size_bytes, offset_bytes + len(data))
+            fresh: list[Segment] = []
+            pieces: list[Piece] = []
+            if new_size <= self.config.inline_max_bytes:
+                pieces.append(Piece(offset_bytes, len(data), bytes(data)))
+            else:
+                fresh = await self._datapath.store_bytes(
+                    bytes(data), segment_size_bytes=self.config.segment_size_bytes
+                )
+                position = offset_bytes
+                for segment in fresh:
+                    pieces.append(Piece(position, segment.size_bytes, segment))
+                    position += segment.size_bytes
+            await self._commit_fresh(
+                WriteAt(bucket_name, object_key, tuple(pieces), self._clock()), fresh
+            )
+            return self.head_object(bucket, key)
+
+    async def truncate(self, bucket: str, key: str, size_bytes: int) -> ObjectInfo:
+        """Cut or extend (with zeros) an object; no stored byte is rewritten."""
+        bucket_name, object_key = self._check_writable(bucket, key)
+        async with self._locks.hold((bucket_name, object_key)):
+            await self._commit(Truncate(bucket_name, object_key, size_bytes, self._clock()))
+        return self.head_object(bucket, key)
+
+    async def set_attributes(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        posix: PosixAttrs | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        mtime_ns: int | None = None,
+        etag: str | None = None,
+    ) -> ObjectInfo:
+        """Change metadata of the current version in place (chmod, utimens, xattrs)."""
+        bucket_name, object_key = self._check_writable(bucket, key)
+        meta = None if metadata is None else tuple(sorted(metadata.items()))
+        record = SetAttributes(bucket_name, object_key, posix, meta, content_type, mtime_ns, etag)
+        await self._commit(record)
+        return self.head_object(bucket, key)
+
+    async def _commit_fresh(self, record: Record, fresh: Sequence[Segment]) -> None:
+        """Commit a record that points at newly stored segments; free them if it fails."""
+        try:
+            await self._commit(record)
+        except ObjfsError as exc:
+            if not isinstance(exc, ReadOnly):  # a failed WAL may still hold the record
+                self._datapath.discard(fresh)
+            raise
+
+    # -- status ---------------------------------------------------------------------
+
+    @property
+    def index(self) -> ObjectIndex:
+        """The index, for fsck and tests; the faces use the methods above."""
+        return self._index
+
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def datapath(self) -> DataPath:
+        return self._datapath
+
+    def pending_extents(self) -> list[Extent]:
+        """Allocated but not referenced by the index: stale checkpoint bodies, and
+        segments freed while a reader still pins them."""
+        return list(self._stale_extents) + self._space.deferred_extents()
+
+    @property
+    def devices(self) -> dict[int, BlockDevice]:
+        return self._devices
+
+    @property
+    def superblocks(self) -> dict[int, Superblock]:
+        return self._superblocks
+
+    @property
+    def pointers(self) -> dict[int, CheckpointPointer]:
+        return self._pointers
+
+    @property
+    def wal(self) -> Wal:
+        return self._wal
+
+    def statistics(self) -> StoreStatistics:
+        versions = logical = 0
+        for _, entry in self._index.iter_all():
+            versions += len(entry)
+            logical += sum(v.size_bytes for v in entry)
+        return StoreStatistics(
+            buckets=len(self._index.buckets()),
+            objects=self._index.object_count(),
+            versions=versions,
+            logical_bytes=logical,
+            device_bytes=self._space.total_bytes,
+            free_bytes=self._space.free_bytes,
+            wal_bytes_used=self._wal.used_bytes,
+            wal_bytes_total=self._wal.size_bytes,
+            last_lsn=self._wal.applied_lsn,
+            checkpoint_lsn=self._newest_pointer().lsn,
+            devices=tuple(device.path for _, device in sorted(self._devices.items())),
+        )
+
+
+@asynccontextmanager
+async def open_store(
+    config: StoreConfig,
+    *,
+    devices: Sequence[BlockDevice] | None = None,
+    clock: Clock = time.time_ns,
+) -> AsyncIterator[Store]:
+    """Open and recover a store, run its WAL committer and checkpointer, yield it.
+
+    Entering blocks for the whole recovery; leaving drains the WAL and writes a
+    final checkpoint (shielded from cancellation), then closes the devices.
+
+    Args:
+        devices: already-open devices (tests pass MemoryDevices); by default the
+            config's device paths are opened.
+
+    Raises:
+        UsageError: no devices configured or found.
+        DeviceError: a device is missing, foreign, of a newer format, or in use.
+        Corrupted: no readable checkpoint.
+    """
+    opened: list[BlockDevice] = []
+    if devices is None:
+        paths = config.device_paths()
+        if not paths:
+            raise UsageError(
+                f"no devices in {os.path.join(config.data_dir, 'devices')} and none configured; "
+                "run `objfs format` first"
+            )
+        for path in paths:
+            opened.append(
+                await open_device(path, buffered=config.buffered_io, threads=config.device_threads)
+            )
+        devices = opened
+    try:
+        superblocks_list = [await read_superblock(device) for device in devices]
+        check_identity(devices, superblocks_list)
+        by_index = {
+            sb.device_index: device for sb, device in zip(superblocks_list, devices, strict=True)
+        }
+        superblocks = {sb.device_index: sb for sb in superblocks_list}
+        store = Store(config, by_index, superblocks, clock)
+        await store._recover()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store._run_wal)
+            nursery.start_soon(store._run_checkpointer)
+            try:
+                yield store
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store._close()
+                nursery.cancel_scope.cancel()
+    finally:
+        for device in opened:
+            await device.aclose()

@@ -1,0 +1,205 @@
+"""objfs.store.types — the frozen value types of the core.
+
+Everything here is plain immutable data: what the index holds, what records carry
+and what the Store API returns. No I/O, no behaviour beyond small derived
+properties. See docs/glossary.md for the words (extent, segment, fragment, piece).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NewType
+
+BucketName = NewType("BucketName", str)
+ObjectKey = NewType("ObjectKey", str)
+VersionId = NewType("VersionId", str)
+Lsn = NewType("Lsn", int)  # WAL sequence number
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+BLOCK_SIZE_BYTES = 4 * KiB  # the unit of every device I/O and allocation
+
+NULL_VERSION = VersionId("null")  # the version of a key written while versioning was never on
+
+
+class Versioning(enum.Enum):
+    """A bucket's versioning state (S3: unset, Enabled, Suspended)."""
+
+    DISABLED = 0
+    ENABLED = 1
+    SUSPENDED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """A run of blocks on one device: where bytes live."""
+
+    device_index: int
+    offset_bytes: int
+    length_bytes: int
+
+    @property
+    def end_bytes(self) -> int:
+        return self.offset_bytes + self.length_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One stored fragment of a segment: its extent and the CRC32C of its bytes.
+
+    `size_bytes` is how many bytes at the start of the extent are the fragment;
+    the rest of the extent (up to the next block) is padding.
+    """
+
+    extent: Extent
+    size_bytes: int
+    crc32c: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Bytes written once and never changed: the unit of storage and of sharing.
+
+    Without erasure coding a segment is one fragment holding its bytes. The
+    erasure-coding issue adds k data + m parity fragments of one stripe; the
+    `fragments` tuple has room for them. A segment is identified by the extent of
+    its first fragment (extents are never used twice while referenced).
+    """
+
+    size_bytes: int
+    fragments: tuple[Fragment, ...]
+
+    @property
+    def segment_id(self) -> tuple[int, int]:
+        first = self.fragments[0].extent
+        return (first.device_index, first.offset_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A logical byte range of an object, taken from a range of a source.
+
+    The source is a stored `Segment` or inline `bytes` (small objects live in
+    their WAL record). Bytes of an object that no piece covers read as zeros.
+
+    Example: piece(offset_bytes=4096, length_bytes=100, source_offset_bytes=10)
+    serves object bytes [4096, 4196) from source bytes [10, 110).
+    """
+
+    offset_bytes: int
+    length_bytes: int
+    source: Segment | bytes
+    source_offset_bytes: int = 0
+
+    @property
+    def end_bytes(self) -> int:
+        return self.offset_bytes + self.length_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PosixAttrs:
+    """POSIX attributes of an object written through the mount (None when never set)."""
+
+    mode: int
+    uid: int
+    gid: int
+    rdev: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One version of one key: metadata and the pieces that make its bytes."""
+
+    version_id: VersionId
+    size_bytes: int
+    mtime_ns: int
+    etag: str | None  # hex MD5 for single writes; None when not (yet) known
+    content_type: str = "application/octet-stream"
+    metadata: tuple[tuple[str, str], ...] = ()  # user metadata, sorted by name
+    checksums: tuple[tuple[str, str], ...] = ()  # e.g. ("crc32c", base64) as sent by S3 clients
+    posix: PosixAttrs | None = None
+    pieces: tuple[Piece, ...] = ()
+    delete_marker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BucketInfo:
+    name: BucketName
+    owner: str
+    created_ns: int
+    versioning: Versioning = Versioning.DISABLED
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What head/list return about the current (or a named) version of a key."""
+
+    bucket: BucketName
+    key: ObjectKey
+    version_id: VersionId
+    size_bytes: int
+    mtime_ns: int
+    etag: str | None
+    content_type: str
+    metadata: tuple[tuple[str, str], ...]
+    checksums: tuple[tuple[str, str], ...]
+    posix: PosixAttrs | None
+    is_latest: bool = True
+    delete_marker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a listing: objects and common prefixes, both in key order."""
+
+    objects: tuple[ObjectInfo, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    next_start_after: str | None  # pass as start_after to get the next page
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """What a delete did: removed a version, or added a delete marker."""
+
+    version_id: VersionId | None
+    delete_marker: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    buckets: int
+    objects: int
+    versions: int
+    logical_bytes: int
+    device_bytes: int
+    free_bytes: int
+    wal_bytes_used: int
+    wal_bytes_total: int
+    last_lsn: int
+    checkpoint_lsn: int
+    devices: tuple[str, ...] = field(default=())
+
+
+def object_info(
+    bucket: str, key: str, version: ObjectVersion, *, is_latest: bool = True
+) -> ObjectInfo:
+    """What the faces see of one version of a key."""
+    return ObjectInfo(
+        bucket=BucketName(bucket),
+        key=ObjectKey(key),
+        version_id=version.version_id,
+        size_bytes=version.size_bytes,
+        mtime_ns=version.mtime_ns,
+        etag=version.etag,
+        content_type=version.content_type,
+        metadata=version.metadata,
+        checksums=version.checksums,
+        posix=version.posix,
+        is_latest=is_latest,
+        delete_marker=version.delete_marker,
+    )

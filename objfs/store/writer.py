@@ -1,0 +1,146 @@
+"""objfs.store.writer — `ObjectWriter`: a streaming PUT in bounded memory.
+
+Bytes arrive in any chunk sizes and are gathered into aligned segment buffers;
+each full buffer is hashed (MD5 for the ETag, in a worker thread) and written in
+the background while the next one fills, with at most `in_flight` buffers alive.
+Nothing is visible until `commit()`: it waits for the writes, then appends one
+PUT_VERSION record. A writer that is not committed frees what it stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import final
+
+import trio
+
+from objfs.errors import ObjfsError
+from objfs.store.datapath import DataPath
+from objfs.store.device import AlignedBuffer
+from objfs.store.types import ObjectVersion, Piece, Segment
+
+# Called at commit with (size, etag, pieces, fresh segments); returns the version stored.
+CommitFunction = Callable[[int, str, tuple[Piece, ...]], Awaitable[ObjectVersion]]
+
+
+@final
+class ObjectWriter:
+    def __init__(
+        self,
+        datapath: DataPath,
+        nursery: trio.Nursery,
+        *,
+        segment_size_bytes: int,
+        inline_max_bytes: int,
+        in_flight: int,
+        commit: CommitFunction,
+    ) -> None:
+        self._datapath = datapath
+        self._nursery = nursery
+        self._segment_size = segment_size_bytes
+        self._inline_max = inline_max_bytes
+        self._in_flight = in_flight
+        self._commit_function = commit
+        self._slots = trio.Semaphore(in_flight)
+        self._free_buffers: list[AlignedBuffer] = []
+        self._buffer: AlignedBuffer | None = None
+        self._filled = 0
+        self._sealed_bytes = 0  # bytes handed to background writes so far
+        self._md5 = hashlib.md5()
+        self._stored: list[tuple[int, list[Segment]]] = []  # (object offset, segments)
+        self._error: BaseException | None = None
+        self.committed = False
+        self.version: ObjectVersion | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self._sealed_bytes + self._filled
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes. Blocks while `in_flight` segments are being written (backpressure)."""
+        self._raise_stored_error()
+        view = memoryview(data)
+        while view.nbytes:
+            if self._buffer is None:
+                self._buffer = self._take_buffer()
+            count = min(view.nbytes, self._segment_size - self._filled)
+            self._buffer.view[self._filled : self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == self._segment_size:
+                await self._seal()
+
+    async def commit(self) -> ObjectVersion:
+        """Make the object durable and visible; return its version.
+
+        Raises:
+            ObjfsError: from storing the bytes or from applying the record (e.g.
+                the bucket went away); nothing is then visible and space is freed.
+        """
+        self._raise_stored_error()
+        pieces: tuple[Piece, ...]
+        if self._sealed_bytes == 0 and self._filled <= self._inline_max:
+            data = bytes(self._buffer.view[: self._filled]) if self._buffer else b""
+            self._md5.update(data)
+            pieces = (Piece(0, len(data), data),) if data else ()
+        else:
+            if self._filled:
+                await self._seal()
+            for _ in range(self._in_flight):  # every slot back: every write has finished
+                await self._slots.acquire()
+            self._raise_stored_error()
+            pieces = self._pieces()
+        version = await self._commit_function(self.size_bytes, self._md5.hexdigest(), pieces)
+        self.committed = True
+        self.version = version
+        return version
+
+    def discard(self) -> None:
+        """Free whatever was stored; for a writer that will not commit."""
+        for _, segments in self._stored:
+            self._datapath.discard(segments)
+        self._stored.clear()
+        for buffer in self._free_buffers:
+            buffer.close()
+        self._free_buffers.clear()
+
+    def _pieces(self) -> tuple[Piece, ...]:
+        pieces = []
+        for offset, segments in sorted(self._stored, key=lambda item: item[0]):
+            for segment in segments:
+                pieces.append(Piece(offset, segment.size_bytes, segment))
+                offset += segment.size_bytes
+        return tuple(pieces)
+
+    def fresh_segments(self) -> list[Segment]:
+        return [segment for _, segments in self._stored for segment in segments]
+
+    def _take_buffer(self) -> AlignedBuffer:
+        if self._free_buffers:
+            return self._free_buffers.pop()
+        return AlignedBuffer(self._segment_size)
+
+    async def _seal(self) -> None:
+        buffer, size = self._buffer, self._filled
+        assert buffer is not None
+        self._buffer, self._filled = None, 0
+        offset = self._sealed_bytes
+        self._sealed_bytes += size
+        await self._slots.acquire()
+        await trio.to_thread.run_sync(self._md5.update, buffer.view[:size])
+        self._nursery.start_soon(self._store, buffer, size, offset)
+
+    async def _store(self, buffer: AlignedBuffer, size: int, offset: int) -> None:
+        try:
+            segments = await self._datapath.write_segments(buffer, size)
+            self._stored.append((offset, segments))
+        except (ObjfsError, OSError) as exc:
+            self._error = exc
+        finally:
+            self._free_buffers.append(buffer)
+            self._slots.release()
+
+    def _raise_stored_error(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,0 +1,47 @@
+"""Shared fixtures: stores on in-memory devices and on real O_DIRECT device files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from objfs.config import StoreConfig
+from objfs.store import Store, open_store
+from objfs.store.format import format_devices
+from objfs.store.fsck import check_open_store
+from objfs.store.testing import MemoryDevice
+
+WORK_DIR = os.environ.get("OBJFS_TEST_DIR", "/var/tmp/objfs-tests")
+
+
+@pytest.fixture
+def memory_devices() -> list[MemoryDevice]:
+    return [MemoryDevice(64 * 1024 * 1024, path=f"mem{i}") for i in range(3)]
+
+
+@pytest.fixture
+def small_config() -> StoreConfig:
+    return StoreConfig(segment_size_bytes=256 * 1024, checkpoint_interval_ms=3_600_000)
+
+
+@pytest.fixture
+async def store(
+    memory_devices: list[MemoryDevice], small_config: StoreConfig
+) -> AsyncIterator[Store]:
+    """A recovered store on three in-memory devices; fsck must be clean at the end."""
+    await format_devices(memory_devices)
+    async with open_store(small_config, devices=memory_devices) as opened:
+        yield opened
+        report = await check_open_store(opened, verify_data=True)
+        assert report.clean, report.render()
+
+
+@pytest.fixture
+def disk_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A directory on a disk filesystem (O_DIRECT works there, unlike tmpfs)."""
+    os.makedirs(WORK_DIR, exist_ok=True)
+    path = os.path.join(WORK_DIR, tmp_path_factory.mktemp("d").name)
+    os.makedirs(path, exist_ok=True)
+    return path

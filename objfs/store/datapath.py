@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import crc32c
 import trio
 
-from objfs.errors import Corrupted, DeviceError
+from objfs.errors import Corrupted, DeviceError, ObjfsError
 from objfs.store.device import AlignedBuffer, BlockDevice, WriteData, round_up
 from objfs.store.space import Space
 from objfs.store.types import BLOCK_SIZE_BYTES, Fragment, Segment
@@ -83,9 +83,19 @@ class DataPath:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
+        failures: list[str] = []
+
+        async def flush(device_index: int) -> None:
+            try:
+                await self.devices[device_index].flush()
+            except (OSError, ObjfsError) as exc:
+                failures.append(f"{self.devices[device_index].path}: flush failed: {exc}")
+
         async with trio.open_nursery() as nursery:
             for device_index in sorted(dirty):
-                nursery.start_soon(self.devices[device_index].flush)
+                nursery.start_soon(flush, device_index)
+        if failures:
+            raise DeviceError(failures[0])
 
     async def read_segments(self, segments: Sequence[Segment]) -> list[bytes]:
         """The bytes of each segment, verified, fetched with one thread hop per device.
@@ -97,6 +107,7 @@ class DataPath:
         for position, segment in enumerate(segments):
             by_device[segment.fragments[0].extent.device_index].append(position)
         results: list[bytes] = [b""] * len(segments)
+        failures: list[Corrupted] = []
 
         async def read_device(device_index: int, positions: list[int]) -> None:
             requests = [
@@ -105,14 +116,22 @@ class DataPath:
             ]
             try:
                 datas = await self.devices[device_index].read_many(requests)
-            except (OSError, DeviceError) as exc:
-                raise Corrupted(f"device {device_index} cannot be read: {exc}") from exc
-            for position, data in zip(positions, datas, strict=True):
-                results[position] = self._verified(segments[position], data)
+                for position, data in zip(positions, datas, strict=True):
+                    results[position] = self._verified(segments[position], data)
+            except Corrupted as exc:
+                failures.append(exc)
+            except (OSError, ObjfsError) as exc:
+                failures.append(Corrupted(f"device {device_index} cannot be read: {exc}"))
 
-        async with trio.open_nursery() as nursery:
-            for device_index, positions in by_device.items():
-                nursery.start_soon(read_device, device_index, positions)
+        if len(by_device) == 1:  # the common case: no nursery, one thread hop
+            [(device_index, positions)] = by_device.items()
+            await read_device(device_index, positions)
+        else:
+            async with trio.open_nursery() as nursery:
+                for device_index, positions in by_device.items():
+                    nursery.start_soon(read_device, device_index, positions)
+        if failures:
+            raise failures[0]
         return results
 
     def _verified(self, segment: Segment, data: bytes) -> bytes:

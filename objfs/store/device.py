@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import mmap
 import os
 import stat
@@ -22,7 +21,7 @@ from typing import Protocol, final
 
 import trio
 
-from objfs.errors import DeviceError, NoSpace
+from objfs.errors import DeviceError, NoSpace, ObjfsError
 from objfs.store.types import BLOCK_SIZE_BYTES
 
 Buffer = bytes | bytearray | memoryview
@@ -316,11 +315,25 @@ async def write_parallel(
     """Write (and flush) each device's list of writes, all devices at once.
 
     Raises:
-        BaseExceptionGroup: of the failures, if any device failed.
+        DeviceError: naming the first device that failed (every write was tried).
+        NoSpace: the filesystem under a device file is full.
     """
+    failures: list[tuple[BlockDevice, Exception]] = []
+
+    async def one(device: BlockDevice, writes: Sequence[tuple[int, WriteData]]) -> None:
+        try:
+            await device.write_many(writes, flush=True)
+        except (OSError, ObjfsError) as exc:
+            failures.append((device, exc))
+
     async with trio.open_nursery() as nursery:
         for device, writes in jobs:
-            nursery.start_soon(functools.partial(device.write_many, writes, flush=True))
+            nursery.start_soon(one, device, writes)
+    if failures:
+        device, exc = failures[0]
+        if isinstance(exc, NoSpace):
+            raise exc
+        raise DeviceError(f"{device.path}: write failed: {exc}") from exc
 
 
 def make_directory(path: str) -> None:

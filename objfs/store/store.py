@@ -140,6 +140,11 @@ class Store:
     ) -> None:
         try:
             await self._wal.run(task_status=task_status)
+        except BaseException:
+            # A broken invariant (or cancellation) mid-batch: the index may be half
+            # changed, so no checkpoint may be written from it. Recovery redoes it.
+            self._wal.fail("the WAL committer stopped unexpectedly")
+            raise
         finally:
             self._wal_stopped.set()
 
@@ -179,9 +184,12 @@ class Store:
         """
         async with self._checkpoint_lock:
             newest = self._newest_pointer()
+            other = self._pointers.get(1 - newest.slot)
             lsn, position = self._wal.applied_lsn, self._wal.applied_position
-            if lsn == newest.lsn:
-                return False
+            if lsn == newest.lsn and other is not None and other.lsn == lsn:
+                return False  # both slots cover everything: nothing to gain
+            # (At an unchanged LSN a second checkpoint still moves the WAL head up to
+            # the newest one: that is how a full WAL gets room again.)
             snapshot = self._index.snapshot()
             body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
             slot = 1 - newest.slot
@@ -199,11 +207,11 @@ class Store:
             try:
                 writes = [(CHECKPOINT_SLOT_OFFSETS_BYTES[slot], block)]
                 await write_parallel([(self._devices[i], writes) for i in self._metadata])
-            except BaseExceptionGroup as group:
+            except ObjfsError as exc:
                 # Some slots may hold the new pointer, some the old: keep every extent
                 # both name, and stop writing until a restart sorts it out.
-                self._wal.fail(f"checkpoint pointer write failed: {group.exceptions[0]}")
-                raise ReadOnly(f"the store is read-only: {self._wal.failure}") from group
+                self._wal.fail(f"checkpoint pointer write failed: {exc}")
+                raise ReadOnly(f"the store is read-only: {self._wal.failure}") from exc
             old = self._pointers.get(slot)
             self._pointers[slot] = pointer
             if old is not None:

@@ -19,7 +19,7 @@ from typing import Any, final
 import crc32c
 import trio
 
-from objfs.errors import ObjfsError, ReadOnly, Unavailable
+from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly, Unavailable
 from objfs.store.device import BlockDevice, round_down, write_parallel
 from objfs.store.records import Record, RecordType, Wrap, decode_record, encode_record
 from objfs.store.types import BLOCK_SIZE_BYTES, Lsn
@@ -216,7 +216,10 @@ class Wal:
         self._check_open()
         record_type, payload = encode_record(record)
         if len(payload) > max_record_bytes(self.size_bytes):
-            raise ObjfsError(f"record of {len(payload)} bytes is larger than the WAL allows")
+            raise EntityTooLarge(
+                f"the change needs a {len(payload)}-byte record; this store's WAL takes at "
+                f"most {max_record_bytes(self.size_bytes)} (format with a larger --wal-size)"
+            )
         entry = _Entry(record, record_type, payload)
         self._queue.append(entry)
         self._wakeup.set()
@@ -264,7 +267,7 @@ class Wal:
         if self._failure is not None:
             self._finish(batch, ReadOnly(f"the store is read-only: {self._failure}"))
             return
-        runs, new_tail, lsns = self._layout(batch)
+        runs, new_tail, lsns, ends = self._layout(batch)
         # Keep two blocks between tail and head, so rewriting the tail's block never
         # touches a block that still holds a needed frame.
         while new_tail - self._head > self.size_bytes - 2 * BLOCK_SIZE_BYTES:
@@ -276,7 +279,7 @@ class Wal:
             await self._before_write()
             writes = [(self._wal_offset + physical, data) for physical, data in runs]
             await write_parallel([(device, writes) for device in self._devices])
-        except (OSError, ObjfsError, BaseExceptionGroup) as exc:
+        except (OSError, ObjfsError) as exc:
             self._failure = f"WAL write failed: {exc}"
             log.error("%s; the store is now read-only", self._failure)
             self._finish(batch, ReadOnly(f"the store is read-only: {self._failure}"))
@@ -287,15 +290,16 @@ class Wal:
         end_physical = last_physical + len(last_data)
         self._tail_block = last_data[round_down(end_physical) - last_physical :]
         self._tail = new_tail
-        self._next_lsn = lsns[-1] + 1 if lsns else self._next_lsn
-        for entry, lsn in zip(batch, lsns, strict=True):
+        self._next_lsn = lsns[-1] + 1
+        for entry, lsn, end in zip(batch, lsns, ends, strict=True):
             try:
                 entry.result = self._apply(Lsn(lsn), entry.record)
             except ObjfsError as exc:
                 entry.error = exc
+            # Per record, so a checkpoint never pairs an index with the wrong LSN,
+            # even if a later apply dies of a broken invariant.
+            self.applied_lsn, self.applied_position = Lsn(lsn), end
             self.records += 1
-        self.applied_lsn = Lsn(self._next_lsn - 1)
-        self.applied_position = self._tail
         for entry in batch:
             entry.done.set()
 
@@ -304,7 +308,9 @@ class Wal:
             entry.error = error
             entry.done.set()
 
-    def _layout(self, batch: list[_Entry]) -> tuple[list[tuple[int, bytes]], int, list[int]]:
+    def _layout(
+        self, batch: list[_Entry]
+    ) -> tuple[list[tuple[int, bytes]], int, list[int], list[int]]:
         """Place the batch's frames: the physical runs to write, the new tail, the LSNs.
 
         The first run starts at the tail's block and repeats the bytes already there
@@ -316,7 +322,7 @@ class Wal:
         runs: list[tuple[int, bytearray]] = [
             (position % size - len(self._tail_block), bytearray(self._tail_block))
         ]
-        lsns = []
+        lsns, ends = [], []
         for entry in batch:
             frame_bytes = HEADER_BYTES + len(entry.payload)
             if position % size + frame_bytes + HEADER_BYTES > size:
@@ -328,4 +334,5 @@ class Wal:
             lsns.append(lsn)
             lsn += 1
             position += frame_bytes
-        return [(physical, bytes(data)) for physical, data in runs if data], position, lsns
+            ends.append(position)
+        return [(p, bytes(data)) for p, data in runs if data], position, lsns, ends

@@ -1,0 +1,76 @@
+"""The `objfs` command as a user runs it: format, serve --once, status, fsck, mistakes.
+
+Method: run `python -m objfs` in a subprocess on real device files; user mistakes
+must print one line and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+
+def objfs(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "objfs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def test_format_serve_status_fsck_on_the_embedded_default(disk_dir: str) -> None:
+    data = os.path.join(disk_dir, "data")
+    formatted = objfs("--data", data, "format", "--device-count", "2", "--device-size", "64M")
+    assert formatted.returncode == 0, formatted.stderr
+    assert "formatted 2 device(s)" in formatted.stdout
+    served = objfs("--data", data, "serve", "--once")
+    assert served.returncode == 0, served.stderr
+    assert "buckets:    0" in served.stdout
+    status = objfs("--data", data, "status")
+    assert "objects:    0" in status.stdout
+    checked = objfs("--data", data, "fsck", "--verify-data")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "fsck: clean" in checked.stdout
+    again = objfs("--data", data, "format")
+    assert again.returncode == 2 and "already has devices" in again.stderr
+    assert "Traceback" not in again.stderr
+    shutil.rmtree(data)
+
+
+def test_serve_formats_the_data_directory_on_first_start(disk_dir: str) -> None:
+    data = os.path.join(disk_dir, "fresh")
+    served = objfs("--data", data, "serve", "--once")
+    assert served.returncode == 0, served.stderr
+    assert "creating the embedded default" in served.stdout
+    assert os.listdir(os.path.join(data, "devices")) == ["dev0.img"]
+    shutil.rmtree(data)
+
+
+def test_user_mistakes_print_one_line_and_no_traceback(disk_dir: str) -> None:
+    missing = objfs("--data", os.path.join(disk_dir, "none"), "status")
+    assert missing.returncode == 2
+    assert "run `objfs format` first" in missing.stderr
+    config = os.path.join(disk_dir, "bad.toml")
+    with open(config, "w") as file:
+        file.write("[store]\nsegment_size_bytes = 3\n")
+    bad = objfs("--config", config, "status")
+    assert bad.returncode == 2
+    assert "store.segment_size_bytes" in bad.stderr
+    for result in (missing, bad):
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_format_refuses_a_device_that_holds_objfs_data(disk_dir: str) -> None:
+    path = os.path.join(disk_dir, "dev.img")
+    with open(path, "wb") as file:
+        file.truncate(64 * 1024 * 1024)
+    assert objfs("format", path).returncode == 0
+    again = objfs("format", path)
+    assert again.returncode == 2 and "already holds objfs data" in again.stderr
+    assert objfs("format", "--force", path).returncode == 0
+    os.unlink(path)

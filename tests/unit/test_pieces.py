@@ -6,6 +6,8 @@ truncates both to a piece list and to a plain bytearray and compares the bytes.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,5 +81,5 @@ def test_random_writes_and_truncates_match_a_byte_array(ops: list[tuple[str, int
             pieces = clip(pieces, 0, offset)
         ends = [p.offset_bytes for p in pieces]
         assert ends == sorted(ends)
-        assert all(a.end_bytes <= b.offset_bytes for a, b in zip(pieces, pieces[1:]))
+        assert all(a.end_bytes <= b.offset_bytes for a, b in pairwise(pieces))
         assert materialise(pieces, len(model)) == bytes(model)

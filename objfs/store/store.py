@@ -9,6 +9,7 @@ older A/B slot and trims the WAL behind them (docs/concurrency.md).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -398,11 +399,48 @@ class Store:
         if not writer.committed:
             writer.discard()
 
-    async def put_object(self, bucket: str, key: str, data: bytes, **options: object) -> ObjectInfo:
-        """Convenience: store `data` whole as the new current version of the key."""
-        async with self.open_writer(bucket, key, **options) as writer:  # type: ignore[arg-type]
-            await writer.write(data)
-            version = await writer.commit()
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[str, str] | None = None,
+        posix: PosixAttrs | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        """Store `data` whole as the new current version of the key.
+
+        Small objects take a direct path: one inline record, no writer, no buffer.
+        """
+        if len(data) > self.config.inline_max_bytes:
+            async with self.open_writer(
+                bucket,
+                key,
+                content_type=content_type,
+                metadata=metadata,
+                checksums=checksums,
+                posix=posix,
+                if_none_match=if_none_match,
+            ) as writer:
+                await writer.write(data)
+                version = await writer.commit()
+            return object_info(bucket, key, version)
+        bucket_name, object_key = self._check_writable(bucket, key)
+        version = ObjectVersion(
+            version_id=self._new_version_id(bucket_name),
+            size_bytes=len(data),
+            mtime_ns=self._clock(),
+            etag=hashlib.md5(data).hexdigest(),
+            content_type=content_type,
+            metadata=tuple(sorted((metadata or {}).items())),
+            checksums=tuple(sorted((checksums or {}).items())),
+            posix=posix,
+            pieces=(Piece(0, len(data), bytes(data)),) if data else (),
+        )
+        await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
         return object_info(bucket, key, version)
 
     async def delete_object(

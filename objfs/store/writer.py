@@ -44,6 +44,7 @@ class ObjectWriter:
         self._commit_function = commit
         self._slots = trio.Semaphore(in_flight)
         self._free_buffers: list[AlignedBuffer] = []
+        self._small = bytearray()  # bytes so far, while they may still fit inline
         self._buffer: AlignedBuffer | None = None
         self._filled = 0
         self._sealed_bytes = 0  # bytes handed to background writes so far
@@ -55,15 +56,28 @@ class ObjectWriter:
 
     @property
     def size_bytes(self) -> int:
-        return self._sealed_bytes + self._filled
+        return self._sealed_bytes + self._filled + len(self._small)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes. Blocks while `in_flight` segments are being written (backpressure)."""
         self._raise_stored_error()
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
+        if self._buffer is None and self._sealed_bytes == 0:
+            # Small objects never need an aligned buffer: keep them in memory until
+            # they outgrow the inline limit, then move them into segment buffers.
+            if len(self._small) + view.nbytes <= self._inline_max:
+                self._small += view
+                return
+            self._buffer = self._take_buffer()
+            self._filled = len(self._small)
+            self._buffer.view[: self._filled] = self._small
+            self._small = bytearray()
         while view.nbytes:
             if self._buffer is None:
                 self._buffer = self._take_buffer()
+            if self._filled == self._segment_size:
+                await self._seal()
+                continue
             count = min(view.nbytes, self._segment_size - self._filled)
             self._buffer.view[self._filled : self._filled + count] = view[:count]
             self._filled += count
@@ -80,8 +94,8 @@ class ObjectWriter:
         """
         self._raise_stored_error()
         pieces: tuple[Piece, ...]
-        if self._sealed_bytes == 0 and self._filled <= self._inline_max:
-            data = bytes(self._buffer.view[: self._filled]) if self._buffer else b""
+        if self._buffer is None and self._sealed_bytes == 0:
+            data = bytes(self._small)
             self._md5.update(data)
             pieces = (Piece(0, len(data), data),) if data else ()
         else:

@@ -41,26 +41,39 @@ def _size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="objfs", description=__doc__.splitlines()[0])
+    # The common options work before or after the command (`objfs --data D serve`
+    # and `objfs serve --data D`); SUPPRESS keeps a subcommand from resetting them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    common.add_argument(
+        "--data", default=argparse.SUPPRESS, help="data directory (default ./objfs-data)"
+    )
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG level"
+    )
+    parser = argparse.ArgumentParser(
+        prog="objfs", description=__doc__.splitlines()[0], parents=[common]
+    )
+    parser.set_defaults(config=None, data=None, verbose=False)
     parser.add_argument("--version", action="version", version=f"objfs {__version__}")
-    parser.add_argument("--config", help="TOML config file (default: none)")
-    parser.add_argument("--data", help="data directory of the embedded default (./objfs-data)")
-    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fmt = commands.add_parser("format", help="format devices (or create the data directory)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[common])
+
+    fmt = command("format", "format devices (or create the data directory)")
     fmt.add_argument("devices", nargs="*", help="device paths; none: files in the data directory")
     fmt.add_argument("--device-count", type=int, default=DEFAULT_DEVICE_COUNT)
     fmt.add_argument("--device-size", type=_size, help="size of each device file, e.g. 2G")
     fmt.add_argument("--wal-size", type=_size, help="WAL region size per device, e.g. 64M")
     fmt.add_argument("--force", action="store_true", help="erase devices that hold objfs data")
 
-    serve = commands.add_parser("serve", help="run the node (formats the data directory first)")
+    serve = command("serve", "run the node (formats the data directory first)")
     serve.add_argument("--once", action="store_true", help="open, print status, and exit")
 
-    commands.add_parser("status", help="open the store and print what it holds")
+    command("status", "open the store and print what it holds")
 
-    fsck = commands.add_parser("fsck", help="check every invariant of a stopped store")
+    fsck = command("fsck", "check every invariant of a stopped store")
     fsck.add_argument("--verify-data", action="store_true", help="read and checksum every byte")
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
     return parser

@@ -154,6 +154,8 @@ class Store:
             with trio.move_on_after(self.config.checkpoint_interval_ms / 1000):
                 await self._checkpoint_wanted.wait()
             self._checkpoint_wanted = trio.Event()
+            if self._wal.failure is not None:
+                continue  # read-only until a restart: checkpoints would not be safe
             try:
                 await self.checkpoint()
             except ObjfsError as exc:
@@ -184,6 +186,10 @@ class Store:
             NoSpace: no room for the body (the WAL keeps growing until there is).
         """
         async with self._checkpoint_lock:
+            if self._wal.failure is not None:
+                # The index may lack records that some mirror holds, and their
+                # extents may have been freed: a checkpoint now could be wrong.
+                raise ReadOnly(f"no checkpoint: the store is read-only: {self._wal.failure}")
             newest = self._newest_pointer()
             other = self._pointers.get(1 - newest.slot)
             lsn, position = self._wal.applied_lsn, self._wal.applied_position
@@ -382,6 +388,7 @@ class Store:
             await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
             return version
 
+        body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             writer = ObjectWriter(
                 self._datapath,
@@ -393,11 +400,14 @@ class Store:
             )
             try:
                 yield writer
-            finally:
-                if not writer.committed:
-                    nursery.cancel_scope.cancel()
-        if not writer.committed:
+            except BaseException as exc:
+                body_error = exc  # re-raised below, outside the nursery: not as a group
+            if not writer.committed:
+                nursery.cancel_scope.cancel()
+        if not writer.committed and not writer.record_maybe_durable:
             writer.discard()
+        if body_error is not None:
+            raise body_error
 
     async def put_object(
         self,
@@ -675,15 +685,19 @@ async def open_store(
         superblocks = {sb.device_index: sb for sb in superblocks_list}
         store = Store(config, by_index, superblocks, clock)
         await store._recover()
+        body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(store._run_wal)
             nursery.start_soon(store._run_checkpointer)
             try:
                 yield store
-            finally:
-                with trio.CancelScope(shield=True):
-                    await store._close()
-                nursery.cancel_scope.cancel()
+            except BaseException as exc:
+                body_error = exc  # re-raised below, outside the nursery: not as a group
+            with trio.CancelScope(shield=True):
+                await store._close()
+            nursery.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
     finally:
         for device in opened:
             await device.aclose()

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IIQB3x")
 HEADER_BYTES = _HEADER.size  # 20
 _WRAP_PAYLOAD = encode_record(Wrap())[1]
+WRAP_FRAME_BYTES = HEADER_BYTES + len(_WRAP_PAYLOAD)  # 21: a frame must leave room for one
 
 
 def encode_frame(lsn: int, record_type: int, payload: bytes, salt: int) -> bytes:
@@ -97,7 +98,7 @@ async def scan(
     while position - start_position < wal_size_bytes:
         physical = position % wal_size_bytes
         if physical + HEADER_BYTES > wal_size_bytes:
-            break
+            break  # the writer always leaves room for a WRAP frame: nothing valid here
         stored_crc, length, frame_lsn, record_type = _HEADER.unpack(
             await bytes_at(physical, HEADER_BYTES)
         )
@@ -325,7 +326,7 @@ class Wal:
         lsns, ends = [], []
         for entry in batch:
             frame_bytes = HEADER_BYTES + len(entry.payload)
-            if position % size + frame_bytes + HEADER_BYTES > size:
+            if position % size + frame_bytes + WRAP_FRAME_BYTES > size:
                 runs[-1][1].extend(encode_frame(lsn, RecordType.WRAP, _WRAP_PAYLOAD, self._salt))
                 lsn += 1
                 position = next_lap(position, size)

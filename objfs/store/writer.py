@@ -15,7 +15,7 @@ from typing import final
 
 import trio
 
-from objfs.errors import ObjfsError
+from objfs.errors import ObjfsError, ReadOnly
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
 from objfs.store.types import ObjectVersion, Piece, Segment
@@ -52,6 +52,9 @@ class ObjectWriter:
         self._stored: list[tuple[int, list[Segment]]] = []  # (object offset, segments)
         self._error: BaseException | None = None
         self.committed = False
+        # Set when the commit's record may be on disk although the commit failed
+        # (the WAL failed mid-write): its segments must then not be freed.
+        self.record_maybe_durable = False
         self.version: ObjectVersion | None = None
 
     @property
@@ -105,7 +108,11 @@ class ObjectWriter:
                 await self._slots.acquire()
             self._raise_stored_error()
             pieces = self._pieces()
-        version = await self._commit_function(self.size_bytes, self._md5.hexdigest(), pieces)
+        try:
+            version = await self._commit_function(self.size_bytes, self._md5.hexdigest(), pieces)
+        except ReadOnly:
+            self.record_maybe_durable = True
+            raise
         self.committed = True
         self.version = version
         return version

@@ -42,24 +42,29 @@ def _size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     # The common options work before or after the command (`objfs --data D serve`
-    # and `objfs serve --data D`); SUPPRESS keeps a subcommand from resetting them.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
-    common.add_argument(
-        "--data", default=argparse.SUPPRESS, help="data directory (default ./objfs-data)"
-    )
-    common.add_argument(
-        "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG level"
-    )
+    # and `objfs serve --data D`). SUPPRESS keeps a subcommand from resetting what
+    # was given before it; each parser gets its own copies of the actions, because
+    # set_defaults on one would change the default of shared ones.
+    def common() -> argparse.ArgumentParser:
+        options = argparse.ArgumentParser(add_help=False)
+        options.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+        options.add_argument(
+            "--data", default=argparse.SUPPRESS, help="data directory (default ./objfs-data)"
+        )
+        options.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG"
+        )
+        return options
+
     parser = argparse.ArgumentParser(
-        prog="objfs", description=__doc__.splitlines()[0], parents=[common]
+        prog="objfs", description=__doc__.splitlines()[0], parents=[common()]
     )
     parser.set_defaults(config=None, data=None, verbose=False)
     parser.add_argument("--version", action="version", version=f"objfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=text, description=text, parents=[common])
+        return commands.add_parser(name, help=text, description=text, parents=[common()])
 
     fmt = command("format", "format devices (or create the data directory)")
     fmt.add_argument("devices", nargs="*", help="device paths; none: files in the data directory")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -39,9 +41,12 @@ async def store(
 
 
 @pytest.fixture
-def disk_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A directory on a disk filesystem (O_DIRECT works there, unlike tmpfs)."""
+def disk_dir() -> Iterator[str]:
+    """A fresh directory on a disk filesystem (O_DIRECT works there, unlike tmpfs),
+    removed afterwards; unique even when several pytest sessions run at once."""
     os.makedirs(WORK_DIR, exist_ok=True)
-    path = os.path.join(WORK_DIR, tmp_path_factory.mktemp("d").name)
-    os.makedirs(path, exist_ok=True)
-    return path
+    path = tempfile.mkdtemp(dir=WORK_DIR)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

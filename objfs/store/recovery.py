@@ -168,8 +168,11 @@ async def replay_wal(
     superblock: Superblock,
     pointer: CheckpointPointer,
     index: ObjectIndex,
+    *,
+    writable: bool = True,
 ) -> tuple[ScanResult, int]:
-    """Apply the longest valid WAL chain after `pointer`; bring shorter copies up to it.
+    """Apply the longest valid WAL chain after `pointer`; if `writable`, bring shorter
+    copies up to it.
 
     Returns the scan and the device index of the copy that won.
     """
@@ -196,7 +199,7 @@ async def replay_wal(
         except ObjfsError:
             pass  # it failed the same way when it was first applied: nothing changed then either
     for device_index, result in scans.items():
-        if result.next_lsn != best.next_lsn:
+        if result.next_lsn != best.next_lsn and writable:
             log.warning(
                 "WAL copy on device %d ends at LSN %d, copy on device %d at %d; repairing",
                 device_index,
@@ -212,6 +215,24 @@ async def replay_wal(
                 best.end_position,
             )
     return best, winner
+
+
+async def seal_tail(
+    devices: Sequence[BlockDevice], superblock: Superblock, tail: int, tail_block: bytes
+) -> None:
+    """Zero what follows the tail on every mirror, up to the end of the next block.
+
+    The next frame of the chain would start exactly at the tail. A mirror may hold
+    a valid frame there that the winning chain lacks (it was written to that mirror
+    only, by a batch that never completed); a later recovery must not find it.
+    """
+    size = superblock.wal_size_bytes
+    physical = tail % size
+    start = round_down(physical)
+    length = min(2 * BLOCK_SIZE_BYTES, size - start)
+    block = tail_block + bytes(length - len(tail_block))
+    for device in devices:
+        await device.write_many([(superblock.wal_offset_bytes + start, block)], flush=True)
 
 
 async def copy_wal(
@@ -264,13 +285,18 @@ def rebuild_allocators_from_ranges(
     return allocators
 
 
-async def recover(devices: dict[int, BlockDevice], superblocks: dict[int, Superblock]) -> Recovered:
-    """Steps 2-4 of the procedure above, for devices that passed `check_identity`."""
+async def recover(
+    devices: dict[int, BlockDevice], superblocks: dict[int, Superblock], *, writable: bool = True
+) -> Recovered:
+    """Steps 2-4 of the procedure above, for devices that passed `check_identity`.
+
+    With `writable` False nothing is written (no mirror repair, no tail seal).
+    """
     first = superblocks[0]
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
     pointers = await read_pointers(devices, metadata)
     chosen, index = await load_checkpoint(devices, pointers)
-    result, winner = await replay_wal(devices, metadata, first, chosen, index)
+    result, winner = await replay_wal(devices, metadata, first, chosen, index, writable=writable)
     newest_per_slot: dict[int, CheckpointPointer] = {}
     reserved: dict[tuple[int, int, int], Extent] = {}
     for pointer in pointers:
@@ -291,6 +317,8 @@ async def recover(devices: dict[int, BlockDevice], superblocks: dict[int, Superb
         tail_block = await devices[winner].read(
             first.wal_offset_bytes + round_down(physical), physical - round_down(physical)
         )
+    if writable:
+        await seal_tail([devices[i] for i in metadata], first, tail, tail_block)
     return Recovered(
         superblocks=superblocks,
         index=index,

@@ -108,7 +108,9 @@ class Store:
     # -- opening and background work ---------------------------------------------------
 
     async def _recover(self) -> None:
-        recovered = await recover(self._devices, self._superblocks)
+        recovered = await recover(
+            self._devices, self._superblocks, writable=not self.config.read_only
+        )
         self._index = recovered.index
         self._pointers = recovered.pointers
         live = {e for p in recovered.pointers.values() for e in p.extents()}
@@ -185,6 +187,8 @@ class Store:
         Raises:
             NoSpace: no room for the body (the WAL keeps growing until there is).
         """
+        if self.config.read_only:
+            raise ReadOnly("no checkpoint: the store was opened read-only")
         async with self._checkpoint_lock:
             if self._wal.failure is not None:
                 # The index may lack records that some mirror holds, and their
@@ -688,7 +692,8 @@ async def open_store(
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(store._run_wal)
-            nursery.start_soon(store._run_checkpointer)
+            if not config.read_only:
+                nursery.start_soon(store._run_checkpointer)
             try:
                 yield store
             except BaseException as exc:

@@ -30,7 +30,7 @@ def test_format_serve_status_fsck_on_the_embedded_default(disk_dir: str) -> None
     served = objfs("--data", data, "serve", "--once")
     assert served.returncode == 0, served.stderr
     assert "buckets:    0" in served.stdout
-    status = objfs("--data", data, "status")
+    status = objfs("status", "--data", data)  # options after the command work too
     assert "objects:    0" in status.stdout
     checked = objfs("--data", data, "fsck", "--verify-data")
     assert checked.returncode == 0, checked.stdout + checked.stderr

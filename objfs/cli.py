@@ -19,7 +19,7 @@ from objfs import __version__
 from objfs.config import NodeConfig, load_config
 from objfs.errors import ObjfsError, UsageError
 from objfs.store import Store, open_store
-from objfs.store.device import open_device
+from objfs.store.device import open_devices
 from objfs.store.format import DEFAULT_DEVICE_COUNT, create_data_dir, format_devices
 from objfs.store.fsck import run_fsck
 from objfs.store.types import GiB, MiB
@@ -117,9 +117,7 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
 
 async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
     if args.devices:
-        devices = [
-            await open_device(path, buffered=config.store.buffered_io) for path in args.devices
-        ]
+        devices = await open_devices(args.devices, buffered=config.store.buffered_io)
         try:
             superblocks = await format_devices(
                 devices, wal_size_bytes=args.wal_size, force=args.force

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import stat
@@ -23,6 +24,8 @@ import trio
 
 from objfs.errors import DeviceError, NoSpace, ObjfsError
 from objfs.store.types import BLOCK_SIZE_BYTES
+
+log = logging.getLogger(__name__)
 
 Buffer = bytes | bytearray | memoryview
 
@@ -258,6 +261,28 @@ def create_device_file(path: str, size_bytes: int) -> None:
         os.close(directory)
 
 
+_VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem holding `path` (from /proc/self/mounts), if known."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return None
+    return kind
+
+
 def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> FileDevice:
     """Open a device file or block device. Blocking: call from a thread.
 
@@ -282,9 +307,9 @@ def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> 
     except OSError as exc:
         if exc.errno == errno.EINVAL and not buffered:
             raise DeviceError(
-                f"{path}: the filesystem refuses O_DIRECT (tmpfs does); put the data on a "
-                "disk filesystem, or set store.buffered_io = true to use the page cache "
-                "with fdatasync"
+                f"{path}: the filesystem refuses O_DIRECT (tmpfs before Linux 6.6 does); "
+                "put the data on a disk filesystem, or set store.buffered_io = true to use "
+                "the page cache with fdatasync"
             ) from exc
         raise DeviceError(f"{path}: cannot open: {exc.strerror}") from exc
     try:
@@ -299,6 +324,9 @@ def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> 
     except BaseException:
         os.close(fd)
         raise
+    if stat.S_ISREG(mode) and filesystem_type(path) in _VOLATILE_FILESYSTEMS:
+        # Linux 6.6+ lets tmpfs take O_DIRECT, so nothing else would say it.
+        log.warning("%s: lives on a RAM filesystem: its contents vanish at reboot", path)
     return FileDevice(path, fd, size_bytes, direct_io=not buffered, threads=threads)
 
 
@@ -350,3 +378,18 @@ def free_disk_bytes(path: str) -> int:
     """Bytes free to unprivileged users on the filesystem holding `path`. Blocking."""
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
+
+
+async def open_devices(
+    paths: Sequence[str], *, buffered: bool = False, threads: int = 4
+) -> list[FileDevice]:
+    """Open every path, or none: on a failure the ones already open are closed."""
+    opened: list[FileDevice] = []
+    try:
+        for path in paths:
+            opened.append(await open_device(path, buffered=buffered, threads=threads))
+    except BaseException:
+        for device in opened:
+            await device.aclose()
+        raise
+    return opened

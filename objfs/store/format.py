@@ -24,7 +24,7 @@ from objfs.store.device import (
     create_device_file,
     free_disk_bytes,
     make_directory,
-    open_device,
+    open_devices,
     round_up,
     write_parallel,
 )
@@ -163,7 +163,7 @@ async def create_data_dir(
     paths = [os.path.join(directory, f"dev{index}.img") for index in range(device_count)]
     for path in paths:
         await trio.to_thread.run_sync(create_device_file, path, size)
-    devices = [await open_device(path, buffered=buffered) for path in paths]
+    devices = await open_devices(paths, buffered=buffered)
     try:
         return await format_devices(devices, wal_size_bytes=wal_size_bytes)
     finally:

@@ -17,7 +17,7 @@ from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError, ObjfsError, UsageError
 from objfs.store import recovery
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, open_device
+from objfs.store.device import BlockDevice, open_devices
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.space import Space
 from objfs.store.superblock import (
@@ -234,7 +234,7 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
     paths = config.device_paths()
     if not paths:
         raise UsageError(f"no devices found in {config.data_dir} and none configured")
-    devices: list[BlockDevice] = [await open_device(p, buffered=config.buffered_io) for p in paths]
+    devices: list[BlockDevice] = list(await open_devices(paths, buffered=config.buffered_io))
     try:
         report = await check_offline(devices, verify_data=verify_data)
         if repair and not report.clean:

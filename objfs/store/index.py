@@ -114,11 +114,20 @@ class ObjectIndex:
         raise NoSuchVersion(f"no version {version_id!r} of {key!r} in bucket {bucket!r}")
 
     def iter_keys(
-        self, bucket: BucketName, *, start_after: str = "", prefix: str = ""
+        self,
+        bucket: BucketName,
+        *,
+        start_after: str = "",
+        prefix: str = "",
+        start_at: str | None = None,
     ) -> Iterator[tuple[str, Versions]]:
-        """Keys of a bucket in order, strictly after `start_after`, starting with `prefix`."""
-        low = max(start_after, prefix)
-        inclusive = low == prefix and low != start_after
+        """Keys of a bucket in order, starting with `prefix`, strictly after
+        `start_after` (or, when `start_at` is given, from `start_at` on)."""
+        if start_at is not None:
+            low, inclusive = max(start_at, prefix), True
+        else:
+            low = max(start_after, prefix)
+            inclusive = low == prefix and low != start_after
         for index_key in self._objects.irange((bucket, low), None, inclusive=(inclusive, True)):
             if index_key[0] != bucket or not index_key[1].startswith(prefix):
                 return

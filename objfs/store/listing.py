@@ -11,7 +11,22 @@ from __future__ import annotations
 from objfs.store.index import ObjectIndex
 from objfs.store.types import BucketName, ListPage, ObjectInfo, ObjectKey, object_info
 
-_AFTER_ALL = "\U0010ffff"  # sorts after every character a key may hold
+_LAST_CODE_POINT = 0x10FFFF
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix` (None: none is).
+
+    Example: "a/" -> "a0" (the next code point after "/"); "a\U0010ffff" -> "b".
+    Keys never hold surrogates, so the step over them is safe.
+    """
+    while prefix:
+        code = ord(prefix[-1])
+        if code < _LAST_CODE_POINT:
+            code = 0xE000 if 0xD800 <= code + 1 <= 0xDFFF else code + 1
+            return prefix[:-1] + chr(code)
+        prefix = prefix[:-1]
+    return None
 
 
 def list_page(
@@ -22,37 +37,39 @@ def list_page(
     start_after: str,
     limit: int,
 ) -> ListPage:
+    if limit <= 0:
+        return ListPage((), (), False, None)  # asked for nothing (S3 max-keys=0)
     objects: list[ObjectInfo] = []
     prefixes: list[str] = []
     last: str | None = None
-    cursor = start_after
     truncated = False
+    start_at: str | None = None  # where to go on after skipping a common prefix
     while True:
-        keys = index.iter_keys(bucket, start_after=cursor, prefix=prefix)
-        restart = False
+        keys = index.iter_keys(bucket, start_after=start_after, prefix=prefix, start_at=start_at)
+        skip_to: str | None = None
         for key, versions in keys:
+            if versions[0].delete_marker:
+                continue  # hidden, and a directory of hidden keys is not listed either
+            common = None
             if delimiter:
                 found = key.find(delimiter, len(prefix))
                 if found >= 0:
                     common = key[: found + len(delimiter)]
-                    cursor = common + _AFTER_ALL  # skip every key under the common prefix
-                    if start_after.startswith(common):
-                        restart = True
-                        break
-                    if len(objects) + len(prefixes) >= limit:
-                        truncated = True
-                        break
-                    prefixes.append(common)
-                    last = common
-                    restart = True
-                    break
-            if versions[0].delete_marker:
-                continue
+            if common is not None and start_after.startswith(common):
+                skip_to = prefix_successor(common) or ""  # listed on an earlier page
+                break
             if len(objects) + len(prefixes) >= limit:
                 truncated = True
                 break
-            objects.append(object_info(bucket, ObjectKey(key), versions[0]))
-            last = key
-        if truncated or not restart:
+            if common is None:
+                objects.append(object_info(bucket, ObjectKey(key), versions[0]))
+                last = key
+                continue
+            prefixes.append(common)
+            last = common
+            skip_to = prefix_successor(common) or ""
             break
+        if truncated or not skip_to:
+            break
+        start_at = skip_to
     return ListPage(tuple(objects), tuple(prefixes), truncated, last if truncated else None)

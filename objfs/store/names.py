@@ -11,11 +11,18 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from objfs.errors import InvalidBucketName, InvalidKey, KeyTooLong
+from objfs.errors import (
+    EntityTooLarge,
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidKey,
+    KeyTooLong,
+)
 from objfs.store.types import BucketName, ObjectKey
 
 MAX_KEY_BYTES = 1024
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MAX_OBJECT_BYTES = 5 * 1024**4  # 5 TiB, as S3: offsets and sizes beyond are refused
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # used with fullmatch: no "\n" slips by
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
@@ -23,7 +30,7 @@ _BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 def check_bucket_name(name: str) -> BucketName:
     """Return `name` as a BucketName, or raise InvalidBucketName saying which rule it breaks."""
-    if not isinstance(name, str) or not _BUCKET.match(name):
+    if not isinstance(name, str) or not _BUCKET.fullmatch(name):
         raise InvalidBucketName(
             f"bucket name {name!r:.80}: use 3 to 63 lowercase letters, digits, dots and "
             "hyphens, beginning and ending with a letter or digit"
@@ -54,6 +61,22 @@ def check_key(key: str) -> ObjectKey:
     if any(segment in (".", "..") for segment in key.split("/")):
         raise InvalidKey(f"key {key!r:.80} holds a '.' or '..' path segment")
     return ObjectKey(key)
+
+
+def check_extent_of_object(offset_bytes: int, length_bytes: int = 0) -> None:
+    """An offset and length inside the largest object objfs stores.
+
+    Raises:
+        InvalidArgument: a negative offset or length.
+        EntityTooLarge: the end lies past MAX_OBJECT_BYTES.
+    """
+    if offset_bytes < 0 or length_bytes < 0:
+        raise InvalidArgument(f"negative offset or size ({offset_bytes}, {length_bytes})")
+    if offset_bytes + length_bytes > MAX_OBJECT_BYTES:
+        raise EntityTooLarge(
+            f"an object may not reach past {MAX_OBJECT_BYTES} bytes "
+            f"(asked for {offset_bytes + length_bytes})"
+        )
 
 
 def check_prefix(prefix: str) -> str:

@@ -9,7 +9,7 @@ every extent the index and the checkpoint pointers reference". No I/O.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import final
 
@@ -38,8 +38,17 @@ class Space:
             so a checkpoint (which frees space) can always be written.
     """
 
-    def __init__(self, allocators: dict[int, ExtentAllocator], *, reserve_bytes: int) -> None:
+    def __init__(
+        self,
+        allocators: dict[int, ExtentAllocator],
+        *,
+        reserve_bytes: int,
+        is_referenced: Callable[[SegmentId], bool] = lambda _: False,
+    ) -> None:
         self.allocators = allocators
+        # A pinned segment freed by the index can be referenced again before the pin
+        # goes (a copy racing a delete of its source): then it must not be freed.
+        self._is_referenced = is_referenced
         self.reserve_bytes = reserve_bytes
         self._pins: Counter[SegmentId] = Counter()
         self._deferred: dict[SegmentId, Segment] = {}
@@ -114,7 +123,7 @@ class Space:
             if self._pins[segment_id] == 0:
                 del self._pins[segment_id]
                 deferred = self._deferred.pop(segment_id, None)
-                if deferred is not None:
+                if deferred is not None and not self._is_referenced(segment_id):
                     self._free_segment_now(deferred)
 
     def free_segments(self, segments: Iterable[Segment]) -> None:
@@ -123,6 +132,7 @@ class Space:
             if self._pins[segment.segment_id]:
                 self._deferred[segment.segment_id] = segment
             else:
+                self._deferred.pop(segment.segment_id, None)
                 self._free_segment_now(segment)
 
     def _free_segment_now(self, segment: Segment) -> None:

@@ -27,7 +27,7 @@ from objfs.errors import InvalidArgument, ObjfsError, ReadOnly, UsageError
 from objfs.store import names
 from objfs.store.checkpoint import CheckpointPointer, encode_body, max_extents_per_pointer
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, WriteData, open_device, round_up, write_parallel
+from objfs.store.device import BlockDevice, WriteData, open_devices, round_up, write_parallel
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
 from objfs.store.listing import list_page
@@ -117,7 +117,11 @@ class Store:
         self._stale_extents = [e for e in recovered.reserved if e not in live]
         allocators = rebuild_allocators(self._superblocks, self._index, recovered.reserved)
         smallest = min(sb.data_size_bytes for sb in self._superblocks.values())
-        self._space = Space(allocators, reserve_bytes=max(4 * MiB, smallest // 64))
+        self._space = Space(
+            allocators,
+            reserve_bytes=max(4 * MiB, smallest // 64),
+            is_referenced=lambda segment_id: self._index.references(segment_id) > 0,
+        )
         self._datapath = DataPath(self._devices, self._space)
         first = self._superblocks[0]
         self._wal = Wal(
@@ -314,6 +318,8 @@ class Store:
     ) -> ListPage:
         """One page of current keys in order, from the index alone (no data is touched)."""
         self._index.bucket(BucketName(bucket))
+        if limit < 0:
+            raise InvalidArgument(f"a listing limit must not be negative (got {limit})")
         return list_page(self._index, BucketName(bucket), prefix, delimiter, start_after, limit)
 
     @asynccontextmanager
@@ -532,8 +538,7 @@ class Store:
         ETag becomes unknown (None) until `set_attributes(etag=...)`.
         """
         bucket_name, object_key = self._check_writable(bucket, key)
-        if offset_bytes < 0:
-            raise InvalidArgument(f"negative offset {offset_bytes}")
+        names.check_extent_of_object(offset_bytes, len(data))
         async with self._locks.hold((bucket_name, object_key)):
             current = self._index.current(bucket_name, object_key)
             if not data:
@@ -559,6 +564,7 @@ class Store:
     async def truncate(self, bucket: str, key: str, size_bytes: int) -> ObjectInfo:
         """Cut or extend (with zeros) an object; no stored byte is rewritten."""
         bucket_name, object_key = self._check_writable(bucket, key)
+        names.check_extent_of_object(size_bytes)
         async with self._locks.hold((bucket_name, object_key)):
             await self._commit(Truncate(bucket_name, object_key, size_bytes, self._clock()))
         return self.head_object(bucket, key)
@@ -585,9 +591,10 @@ class Store:
         """Commit a record that points at newly stored segments; free them if it fails."""
         try:
             await self._commit(record)
-        except ObjfsError as exc:
-            if not isinstance(exc, ReadOnly):  # a failed WAL may still hold the record
-                self._datapath.discard(fresh)
+        except ReadOnly:
+            raise  # a failed WAL may still hold the record: keep its segments
+        except Exception:
+            self._datapath.discard(fresh)
             raise
 
     # -- status ---------------------------------------------------------------------
@@ -675,10 +682,9 @@ async def open_store(
                 f"no devices in {os.path.join(config.data_dir, 'devices')} and none configured; "
                 "run `objfs format` first"
             )
-        for path in paths:
-            opened.append(
-                await open_device(path, buffered=config.buffered_io, threads=config.device_threads)
-            )
+        opened.extend(
+            await open_devices(paths, buffered=config.buffered_io, threads=config.device_threads)
+        )
         devices = opened
     try:
         superblocks_list = [await read_superblock(device) for device in devices]

@@ -71,9 +71,12 @@ async def format_devices(
             await _refuse_if_formatted(device)
     cluster_id, node_id, created_ns = uuid.uuid4(), uuid.uuid4(), time.time_ns()
     superblocks = []
+    # One WAL geometry for every device: the mirrors must be byte-for-byte alike.
+    smallest = min(device.size_bytes for device in devices)
+    wal_size = plan_layout(smallest, wal_size_bytes=wal_size_bytes)[1]
     for index, device in enumerate(devices):
         wal_offset, wal_size, data_offset, data_size = plan_layout(
-            device.size_bytes, wal_size_bytes=wal_size_bytes
+            device.size_bytes, wal_size_bytes=wal_size
         )
         superblocks.append(
             Superblock(
@@ -106,6 +109,17 @@ async def format_devices(
         copies=tuple((extent,) for extent in body_extents),
     )
     blank = bytes(BLOCK_SIZE_BYTES)
+    # Three phases, each flushed before the next, so a power cut at any point
+    # leaves either the old store (untouched), nothing openable, or the new store:
+    # 1. erase the old superblocks (a half-rewritten old store must not open);
+    # 2. write the empty store: pointer slots, WAL start, the empty checkpoint;
+    # 3. write the superblocks: now the device is a store.
+    await write_parallel(
+        [
+            (device, [(SUPERBLOCK_A_OFFSET_BYTES, blank), (SUPERBLOCK_B_OFFSET_BYTES, blank)])
+            for device in devices
+        ]
+    )
     jobs = []
     for device, superblock in zip(devices, superblocks, strict=True):
         writes: list[tuple[int, WriteData]] = [
@@ -117,11 +131,20 @@ async def format_devices(
             writes.append((CHECKPOINT_SLOT_OFFSETS_BYTES[0], pointer.encode()))
         else:
             writes.append((CHECKPOINT_SLOT_OFFSETS_BYTES[0], blank))
-        # The superblocks go last: a device with a superblock is a whole store.
-        writes.append((SUPERBLOCK_A_OFFSET_BYTES, superblock.encode()))
-        writes.append((SUPERBLOCK_B_OFFSET_BYTES, superblock.encode()))
         jobs.append((device, writes))
     await write_parallel(jobs)
+    await write_parallel(
+        [
+            (
+                device,
+                [
+                    (SUPERBLOCK_A_OFFSET_BYTES, sb.encode()),
+                    (SUPERBLOCK_B_OFFSET_BYTES, sb.encode()),
+                ],
+            )
+            for device, sb in zip(devices, superblocks, strict=True)
+        ]
+    )
     return superblocks
 
 

@@ -21,7 +21,7 @@ import trio
 
 from objfs.errors import Corrupted, DeviceError, ObjfsError
 from objfs.store.checkpoint import CheckpointPointer, decode_body, decode_pointer
-from objfs.store.device import BlockDevice, round_down
+from objfs.store.device import BlockDevice, WriteData, round_down, write_parallel
 from objfs.store.extents import ExtentAllocator
 from objfs.store.index import ObjectIndex
 from objfs.store.superblock import (
@@ -44,6 +44,7 @@ class Recovered:
     index: ObjectIndex
     pointers: dict[int, CheckpointPointer]  # slot -> newest valid pointer seen in it
     chosen: CheckpointPointer  # the checkpoint the index was loaded from
+    max_generation: int  # the next checkpoint's generation is one more
     reserved: list[Extent]  # every extent any valid pointer names
     next_lsn: int
     tail_position: int
@@ -85,6 +86,15 @@ def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superbl
             raise DeviceError(
                 f"{device.path}: is device {superblock.device_index}, "
                 f"like {seen[superblock.device_index]}"
+            )
+        if superblock.holds_metadata and (
+            superblock.wal_offset_bytes,
+            superblock.wal_size_bytes,
+            superblock.metadata_copies,
+        ) != (first.wal_offset_bytes, first.wal_size_bytes, first.metadata_copies):
+            raise DeviceError(
+                f"{device.path}: its WAL region or metadata copies differ from {first_path}'s "
+                "(all metadata devices of a node must share one WAL geometry)"
             )
         if superblock.device_size_bytes > device.size_bytes:
             raise DeviceError(
@@ -150,7 +160,11 @@ async def load_checkpoint(
         if body is None:
             log.error("checkpoint %d is damaged; falling back to an older one", pointer.generation)
             continue
-        lsn, snapshot = await trio.to_thread.run_sync(decode_body, body)
+        try:
+            lsn, snapshot = await trio.to_thread.run_sync(decode_body, body)
+        except Corrupted as exc:
+            log.error("checkpoint %d does not parse (%s); falling back", pointer.generation, exc)
+            continue
         if lsn != pointer.lsn:
             log.error("checkpoint %d holds LSN %d, not %d", pointer.generation, lsn, pointer.lsn)
             continue
@@ -218,21 +232,35 @@ async def replay_wal(
 
 
 async def seal_tail(
-    devices: Sequence[BlockDevice], superblock: Superblock, tail: int, tail_block: bytes
+    devices: Sequence[BlockDevice],
+    superblock: Superblock,
+    tail: int,
+    head: int,
+    tail_block: bytes,
 ) -> None:
-    """Zero what follows the tail on every mirror, up to the end of the next block.
+    """Zero, on every mirror, the ring space that the last batch may have written.
 
-    The next frame of the chain would start exactly at the tail. A mirror may hold
-    a valid frame there that the winning chain lacks (it was written to that mirror
-    only, by a batch that never completed); a later recovery must not find it.
+    A batch that never completed can have left valid frames after the tail on
+    some mirror (a device may write blocks out of order, and one mirror may lag
+    behind another). If a later chain ever reached one of them with the matching
+    LSN, its record would be replayed over extents reused meanwhile. A batch is at
+    most an eighth of the ring plus a frame, and never reaches the head's blocks.
     """
     size = superblock.wal_size_bytes
-    physical = tail % size
-    start = round_down(physical)
-    length = min(2 * BLOCK_SIZE_BYTES, size - start)
-    block = tail_block + bytes(length - len(tail_block))
-    for device in devices:
-        await device.write_many([(superblock.wal_offset_bytes + start, block)], flush=True)
+    start = round_down(tail)
+    end = min(start + size // 8 + 2 * BLOCK_SIZE_BYTES, head + size - 2 * BLOCK_SIZE_BYTES)
+    writes: list[tuple[int, WriteData]] = []
+    position = start
+    while position < end:
+        physical = position % size
+        length = min(end - position, size - physical)
+        data = bytes(length)
+        if position == start:
+            data = tail_block + data[len(tail_block) :]
+        writes.append((superblock.wal_offset_bytes + physical, data))
+        position += length
+    if writes:
+        await write_parallel([(device, writes) for device in devices])
 
 
 async def copy_wal(
@@ -298,11 +326,29 @@ async def recover(
     chosen, index = await load_checkpoint(devices, pointers)
     result, winner = await replay_wal(devices, metadata, first, chosen, index, writable=writable)
     newest_per_slot: dict[int, CheckpointPointer] = {}
-    reserved: dict[tuple[int, int, int], Extent] = {}
     for pointer in pointers:
         held = newest_per_slot.get(pointer.slot)
         if held is None or pointer.generation > held.generation:
             newest_per_slot[pointer.slot] = pointer
+    if writable:
+        # Mirrors may disagree on a slot (a pointer write that reached only some):
+        # make every mirror hold the same two pointers, so the bodies of the
+        # superseded ones can be freed without a later recovery finding them.
+        await write_parallel(
+            [
+                (
+                    devices[i],
+                    [
+                        (CHECKPOINT_SLOT_OFFSETS_BYTES[s], p.encode())
+                        for s, p in newest_per_slot.items()
+                    ],
+                )
+                for i in metadata
+            ]
+        )
+        pointers = list(newest_per_slot.values())
+    reserved: dict[tuple[int, int, int], Extent] = {}
+    for pointer in pointers:
         for extent in pointer.extents():
             reserved[(extent.device_index, extent.offset_bytes, extent.length_bytes)] = extent
     # The WAL must keep what the fallback checkpoint (the other slot) would replay.
@@ -318,12 +364,13 @@ async def recover(
             first.wal_offset_bytes + round_down(physical), physical - round_down(physical)
         )
     if writable:
-        await seal_tail([devices[i] for i in metadata], first, tail, tail_block)
+        await seal_tail([devices[i] for i in metadata], first, tail, head, tail_block)
     return Recovered(
         superblocks=superblocks,
         index=index,
         pointers=newest_per_slot,
         chosen=chosen,
+        max_generation=max(p.generation for p in newest_per_slot.values()),
         reserved=list(reserved.values()),
         next_lsn=result.next_lsn,
         tail_position=tail,

@@ -98,7 +98,9 @@ class Store:
         self._space: Space
         self._datapath: DataPath
         self._wal: Wal
-        self._pointers: dict[int, CheckpointPointer] = {}
+        self._pointers: dict[int, CheckpointPointer] = {}  # slot -> what it holds on disk
+        self._current: CheckpointPointer  # the newest good checkpoint
+        self._max_generation = 0
         self._stale_extents: list[
             Extent
         ] = []  # named by pointers that the next checkpoints replace
@@ -113,13 +115,16 @@ class Store:
         )
         self._index = recovered.index
         self._pointers = recovered.pointers
+        self._current = recovered.chosen
+        self._max_generation = recovered.max_generation
         live = {e for p in recovered.pointers.values() for e in p.extents()}
         self._stale_extents = [e for e in recovered.reserved if e not in live]
         allocators = rebuild_allocators(self._superblocks, self._index, recovered.reserved)
         smallest = min(sb.data_size_bytes for sb in self._superblocks.values())
+        self._base_reserve_bytes = max(4 * MiB, smallest // 64)
         self._space = Space(
             allocators,
-            reserve_bytes=max(4 * MiB, smallest // 64),
+            reserve_bytes=self._base_reserve_bytes,
             is_referenced=lambda segment_id: self._index.references(segment_id) > 0,
         )
         self._datapath = DataPath(self._devices, self._space)
@@ -166,6 +171,7 @@ class Store:
                 await self.checkpoint()
             except ObjfsError as exc:
                 log.error("checkpoint failed: %s; retrying in 1 s", exc)
+                self._wal.no_room(exc)
                 await trio.sleep(1)
 
     async def _close(self) -> None:
@@ -179,9 +185,6 @@ class Store:
                 log.error("final checkpoint failed: %s (the WAL still holds everything)", exc)
 
     # -- checkpoints ----------------------------------------------------------------
-
-    def _newest_pointer(self) -> CheckpointPointer:
-        return max(self._pointers.values(), key=lambda p: p.generation)
 
     async def checkpoint(self) -> bool:
         """Write a checkpoint of the index if the WAL moved since the last one.
@@ -198,20 +201,25 @@ class Store:
                 # The index may lack records that some mirror holds, and their
                 # extents may have been freed: a checkpoint now could be wrong.
                 raise ReadOnly(f"no checkpoint: the store is read-only: {self._wal.failure}")
-            newest = self._newest_pointer()
-            other = self._pointers.get(1 - newest.slot)
+            # The next checkpoint goes into the slot that does NOT hold the one the
+            # index came from: after a fallback that is the damaged newer one, never
+            # the only good checkpoint.
+            current = self._current
+            other = self._pointers.get(1 - current.slot)
             lsn, position = self._wal.applied_lsn, self._wal.applied_position
-            if lsn == newest.lsn and other is not None and other.lsn == lsn:
+            if lsn == current.lsn and other is not None and other.lsn == lsn:
                 return False  # both slots cover everything: nothing to gain
             # (At an unchanged LSN a second checkpoint still moves the WAL head up to
             # the newest one: that is how a full WAL gets room again.)
             snapshot = self._index.snapshot()
             body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
-            slot = 1 - newest.slot
+            # Keep room for the next body (the index may grow) away from data writes.
+            self._space.reserve_bytes = max(self._base_reserve_bytes, 2 * round_up(len(body)))
+            slot = 1 - current.slot
             copies = await self._write_body(body)
             pointer = CheckpointPointer(
                 slot=slot,
-                generation=newest.generation + 1,
+                generation=self._max_generation + 1,
                 lsn=lsn,
                 wal_start=position,
                 body_bytes=len(body),
@@ -235,7 +243,9 @@ class Store:
             for extent in self._stale_extents:
                 self._space.free_extent(extent)
             self._stale_extents = []
-            self._wal.set_head(self._pointers.get(1 - slot, pointer).wal_start)
+            self._wal.set_head(current.wal_start)  # the fallback now: keep what it replays
+            self._current = pointer
+            self._max_generation = pointer.generation
             self.checkpoints += 1
             return True
 
@@ -648,7 +658,7 @@ class Store:
             wal_bytes_used=self._wal.used_bytes,
             wal_bytes_total=self._wal.size_bytes,
             last_lsn=self._wal.applied_lsn,
-            checkpoint_lsn=self._newest_pointer().lsn,
+            checkpoint_lsn=self._current.lsn,
             devices=tuple(device.path for _, device in sorted(self._devices.items())),
         )
 

@@ -173,9 +173,11 @@ class Wal:
         self._before_write = before_write
         self._request_checkpoint = request_checkpoint
         self._queue: list[_Entry] = []
+        self._inflight: list[_Entry] = []  # the batch being committed
         self._wakeup = trio.Event()
         self._space_freed = trio.Event()
         self._failure: str | None = None
+        self._space_error: ObjfsError | None = None
         self._closed = False
         self.applied_lsn = Lsn(next_lsn - 1)
         self.applied_position = tail_position
@@ -192,10 +194,27 @@ class Wal:
         return self._failure
 
     def fail(self, reason: str) -> None:
-        """Stop accepting records: on-disk metadata is in a state only recovery sorts out."""
+        """Stop accepting records: on-disk metadata is in a state only recovery sorts out.
+
+        Every appender still waiting is woken with ReadOnly (its record may or may
+        not be on disk: recovery decides), so nobody waits on a dead committer.
+        """
         if self._failure is None:
             self._failure = reason
             log.error("%s; the store is now read-only", reason)
+        error = ReadOnly(f"the store is read-only: {reason}")
+        for entry in self._inflight + self._queue:
+            if not entry.done.is_set():
+                entry.error = error
+                entry.done.set()
+        self._queue.clear()
+        self._space_freed.set()
+
+    def no_room(self, error: ObjfsError) -> None:
+        """A checkpoint failed: a batch waiting for ring space gets `error` instead."""
+        self._space_error = error
+        self._space_freed.set()
+        self._space_freed = trio.Event()
 
     def set_head(self, position: int) -> None:
         """Everything before `position` is no longer needed (a checkpoint covers it)."""
@@ -251,8 +270,9 @@ class Wal:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 continue
-            batch, self._queue = self._take_batch()
-            await self._commit(batch)
+            self._inflight, self._queue = self._take_batch()
+            await self._commit(self._inflight)
+            self._inflight = []
 
     def _take_batch(self) -> tuple[list[_Entry], list[_Entry]]:
         limit = max_record_bytes(self.size_bytes)
@@ -272,8 +292,16 @@ class Wal:
         # Keep two blocks between tail and head, so rewriting the tail's block never
         # touches a block that still holds a needed frame.
         while new_tail - self._head > self.size_bytes - 2 * BLOCK_SIZE_BYTES:
+            if self._failure is not None:
+                return  # fail() already answered this batch
             self._request_checkpoint()
             await self._space_freed.wait()
+            if self._space_error is not None:
+                # The checkpoint that would make room failed (no space for its body):
+                # answer this batch with that error rather than wait forever.
+                error, self._space_error = self._space_error, None
+                self._finish(batch, error)
+                return
         if self.used_bytes > self.size_bytes // 4:
             self._request_checkpoint()
         try:
@@ -281,9 +309,7 @@ class Wal:
             writes = [(self._wal_offset + physical, data) for physical, data in runs]
             await write_parallel([(device, writes) for device in self._devices])
         except (OSError, ObjfsError) as exc:
-            self._failure = f"WAL write failed: {exc}"
-            log.error("%s; the store is now read-only", self._failure)
-            self._finish(batch, ReadOnly(f"the store is read-only: {self._failure}"))
+            self.fail(f"WAL write failed: {exc}")  # answers this batch and the queue
             return
         self.batches += 1
         self.flushes += len(self._devices)

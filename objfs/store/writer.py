@@ -122,8 +122,8 @@ class ObjectWriter:
         for _, segments in self._stored:
             self._datapath.discard(segments)
         self._stored.clear()
-        for buffer in self._free_buffers:
-            buffer.close()
+        # Dropped, not closed: an exception in flight may still hold a view of one,
+        # and closing would replace it with a BufferError. GC unmaps them.
         self._free_buffers.clear()
 
     def _pieces(self) -> tuple[Piece, ...]:

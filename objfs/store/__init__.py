@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from objfs.store.store import Store, open_store
+from objfs.store.opening import open_store
+from objfs.store.store import Store
 from objfs.store.types import (
     BucketInfo,
     BucketName,

@@ -247,7 +247,7 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
 
 
 async def _repair(devices: list[BlockDevice]) -> None:
-    from objfs.store.store import open_store  # fsck is below the store; repair uses it
+    from objfs.store.opening import open_store  # fsck is below the store; repair uses it
 
     for device in devices:
         superblock = await recovery.read_superblock(device)

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import final
 
-import crc32c
 import trio
 
 from objfs.config import StoreConfig
-from objfs.errors import InvalidArgument, ObjfsError, ReadOnly, UsageError
+from objfs.errors import InvalidArgument, ReadOnly
 from objfs.store import names
-from objfs.store.checkpoint import CheckpointPointer, encode_body, max_extents_per_pointer
+from objfs.store.checkpoint import CheckpointPointer
+from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, WriteData, open_devices, round_up, write_parallel
+from objfs.store.device import BlockDevice
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
 from objfs.store.listing import list_page
@@ -45,9 +43,8 @@ from objfs.store.records import (
     Truncate,
     WriteAt,
 )
-from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
 from objfs.store.space import Space
-from objfs.store.superblock import CHECKPOINT_SLOT_OFFSETS_BYTES, Superblock
+from objfs.store.superblock import Superblock
 from objfs.store.types import (
     NULL_VERSION,
     BucketInfo,
@@ -55,8 +52,6 @@ from objfs.store.types import (
     DeleteResult,
     Extent,
     ListPage,
-    Lsn,
-    MiB,
     ObjectInfo,
     ObjectKey,
     ObjectVersion,
@@ -77,199 +72,48 @@ Clock = Callable[[], int]
 
 @final
 class Store:
+    """The storage core's API. Built and run by `open_store` (objfs/store/opening.py)."""
+
     def __init__(
         self,
         config: StoreConfig,
+        *,
         devices: dict[int, BlockDevice],
         superblocks: dict[int, Superblock],
+        index: ObjectIndex,
+        space: Space,
+        datapath: DataPath,
+        wal: Wal,
+        checkpointer: Checkpointer,
         clock: Clock,
+        replayed_records: int,
     ) -> None:
         self.config = config
         self._devices = devices
         self._superblocks = superblocks
-        self._metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+        self._index = index
+        self._space = space
+        self._datapath = datapath
+        self._wal = wal
+        self._checkpointer = checkpointer
         self._clock = clock
         self._locks = KeyLocks()
-        self._checkpoint_lock = trio.Lock()
-        self._checkpoint_wanted = trio.Event()
-        self._wal_stopped = trio.Event()
-        # Set by _recover():
-        self._index = ObjectIndex()
-        self._space: Space
-        self._datapath: DataPath
-        self._wal: Wal
-        self._pointers: dict[int, CheckpointPointer] = {}  # slot -> what it holds on disk
-        self._current: CheckpointPointer  # the newest good checkpoint
-        self._max_generation = 0
-        self._stale_extents: list[
-            Extent
-        ] = []  # named by pointers that the next checkpoints replace
-        self.checkpoints = 0
-        self.replayed_records = 0
-
-    # -- opening and background work ---------------------------------------------------
-
-    async def _recover(self) -> None:
-        recovered = await recover(
-            self._devices, self._superblocks, writable=not self.config.read_only
-        )
-        self._index = recovered.index
-        self._pointers = recovered.pointers
-        self._current = recovered.chosen
-        self._max_generation = recovered.max_generation
-        live = {e for p in recovered.pointers.values() for e in p.extents()}
-        self._stale_extents = [e for e in recovered.reserved if e not in live]
-        allocators = rebuild_allocators(self._superblocks, self._index, recovered.reserved)
-        smallest = min(sb.data_size_bytes for sb in self._superblocks.values())
-        self._base_reserve_bytes = max(4 * MiB, smallest // 64)
-        self._space = Space(
-            allocators,
-            reserve_bytes=self._base_reserve_bytes,
-            is_referenced=lambda segment_id: self._index.references(segment_id) > 0,
-        )
-        self._datapath = DataPath(self._devices, self._space)
-        first = self._superblocks[0]
-        self._wal = Wal(
-            [self._devices[i] for i in self._metadata],
-            wal_offset_bytes=first.wal_offset_bytes,
-            wal_size_bytes=first.wal_size_bytes,
-            next_lsn=recovered.next_lsn,
-            tail_position=recovered.tail_position,
-            head_position=recovered.head_position,
-            tail_block=recovered.tail_block,
-            salt=first.format_stamp,
-            apply=self._apply,
-            before_write=self._datapath.flush_dirty,
-            request_checkpoint=lambda: self._checkpoint_wanted.set(),
-        )
-        self.replayed_records = recovered.replayed
-
-    def _apply(self, lsn: Lsn, record: Record) -> None:
-        self._space.free_segments(self._index.apply(record))
-
-    async def _run_wal(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            await self._wal.run(task_status=task_status)
-        except BaseException:
-            # A broken invariant (or cancellation) mid-batch: the index may be half
-            # changed, so no checkpoint may be written from it. Recovery redoes it.
-            self._wal.fail("the WAL committer stopped unexpectedly")
-            raise
-        finally:
-            self._wal_stopped.set()
-
-    async def _run_checkpointer(self) -> None:
-        while True:
-            with trio.move_on_after(self.config.checkpoint_interval_ms / 1000):
-                await self._checkpoint_wanted.wait()
-            self._checkpoint_wanted = trio.Event()
-            if self._wal.failure is not None:
-                continue  # read-only until a restart: checkpoints would not be safe
-            try:
-                await self.checkpoint()
-            except ObjfsError as exc:
-                log.error("checkpoint failed: %s; retrying in 1 s", exc)
-                self._wal.no_room(exc)
-                await trio.sleep(1)
-
-    async def _close(self) -> None:
-        """Drain the WAL, then write a final checkpoint (so the next open replays nothing)."""
-        self._wal.close()
-        await self._wal_stopped.wait()
-        if self._wal.failure is None and not self.config.read_only:
-            try:
-                await self.checkpoint()
-            except ObjfsError as exc:
-                log.error("final checkpoint failed: %s (the WAL still holds everything)", exc)
+        self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
 
     async def checkpoint(self) -> bool:
-        """Write a checkpoint of the index if the WAL moved since the last one.
+        """Write a checkpoint of the index now if it would cover anything new.
 
-        Returns whether one was written. Checkpoints are serialised by a lock.
+        Returns whether one was written.
 
         Raises:
-            NoSpace: no room for the body (the WAL keeps growing until there is).
+            ReadOnly: opened read-only, or the WAL has failed.
+            NoSpace: no room for the checkpoint body.
         """
         if self.config.read_only:
             raise ReadOnly("no checkpoint: the store was opened read-only")
-        async with self._checkpoint_lock:
-            if self._wal.failure is not None:
-                # The index may lack records that some mirror holds, and their
-                # extents may have been freed: a checkpoint now could be wrong.
-                raise ReadOnly(f"no checkpoint: the store is read-only: {self._wal.failure}")
-            # The next checkpoint goes into the slot that does NOT hold the one the
-            # index came from: after a fallback that is the damaged newer one, never
-            # the only good checkpoint.
-            current = self._current
-            other = self._pointers.get(1 - current.slot)
-            lsn, position = self._wal.applied_lsn, self._wal.applied_position
-            if lsn == current.lsn and other is not None and other.lsn == lsn:
-                return False  # both slots cover everything: nothing to gain
-            # (At an unchanged LSN a second checkpoint still moves the WAL head up to
-            # the newest one: that is how a full WAL gets room again.)
-            snapshot = self._index.snapshot()
-            body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
-            # Keep room for the next body (the index may grow) away from data writes.
-            self._space.reserve_bytes = max(self._base_reserve_bytes, 2 * round_up(len(body)))
-            slot = 1 - current.slot
-            copies = await self._write_body(body)
-            pointer = CheckpointPointer(
-                slot=slot,
-                generation=self._max_generation + 1,
-                lsn=lsn,
-                wal_start=position,
-                body_bytes=len(body),
-                body_crc32c=crc32c.crc32c(body),
-                copies=copies,
-            )
-            block = pointer.encode()
-            try:
-                writes = [(CHECKPOINT_SLOT_OFFSETS_BYTES[slot], block)]
-                await write_parallel([(self._devices[i], writes) for i in self._metadata])
-            except ObjfsError as exc:
-                # Some slots may hold the new pointer, some the old: keep every extent
-                # both name, and stop writing until a restart sorts it out.
-                self._wal.fail(f"checkpoint pointer write failed: {exc}")
-                raise ReadOnly(f"the store is read-only: {self._wal.failure}") from exc
-            old = self._pointers.get(slot)
-            self._pointers[slot] = pointer
-            if old is not None:
-                for extent in old.extents():
-                    self._space.free_extent(extent)
-            for extent in self._stale_extents:
-                self._space.free_extent(extent)
-            self._stale_extents = []
-            self._wal.set_head(current.wal_start)  # the fallback now: keep what it replays
-            self._current = pointer
-            self._max_generation = pointer.generation
-            self.checkpoints += 1
-            return True
-
-    async def _write_body(self, body: bytes) -> tuple[tuple[Extent, ...], ...]:
-        limit = max_extents_per_pointer(len(self._metadata)) // len(self._metadata)
-        copies = []
-        try:
-            for i in self._metadata:
-                copies.append(tuple(self._space.allocate_run(i, round_up(len(body)), limit)))
-            jobs = []
-            for copy in copies:
-                writes: list[tuple[int, WriteData]] = []
-                start = 0
-                for extent in copy:
-                    writes.append((extent.offset_bytes, body[start : start + extent.length_bytes]))
-                    start += extent.length_bytes
-                jobs.append((self._devices[copy[0].device_index], writes))
-            await write_parallel(jobs)
-        except BaseException:
-            for copy in copies:
-                for extent in copy:
-                    self._space.free_extent(extent)
-            raise
-        return tuple(copies)
+        return await self._checkpointer.checkpoint()
 
     # -- buckets --------------------------------------------------------------------
 
@@ -625,7 +469,7 @@ class Store:
     def pending_extents(self) -> list[Extent]:
         """Allocated but not referenced by the index: stale checkpoint bodies, and
         segments freed while a reader still pins them."""
-        return list(self._stale_extents) + self._space.deferred_extents()
+        return list(self._checkpointer.stale_extents) + self._space.deferred_extents()
 
     @property
     def devices(self) -> dict[int, BlockDevice]:
@@ -637,7 +481,17 @@ class Store:
 
     @property
     def pointers(self) -> dict[int, CheckpointPointer]:
-        return self._pointers
+        """Slot -> the checkpoint pointer it holds."""
+        return self._checkpointer.pointers
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        return self._checkpointer
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints written since open."""
+        return self._checkpointer.checkpoints
 
     @property
     def wal(self) -> Wal:
@@ -658,67 +512,6 @@ class Store:
             wal_bytes_used=self._wal.used_bytes,
             wal_bytes_total=self._wal.size_bytes,
             last_lsn=self._wal.applied_lsn,
-            checkpoint_lsn=self._current.lsn,
+            checkpoint_lsn=self._checkpointer.current.lsn,
             devices=tuple(device.path for _, device in sorted(self._devices.items())),
         )
-
-
-@asynccontextmanager
-async def open_store(
-    config: StoreConfig,
-    *,
-    devices: Sequence[BlockDevice] | None = None,
-    clock: Clock = time.time_ns,
-) -> AsyncIterator[Store]:
-    """Open and recover a store, run its WAL committer and checkpointer, yield it.
-
-    Entering blocks for the whole recovery; leaving drains the WAL and writes a
-    final checkpoint (shielded from cancellation), then closes the devices.
-
-    Args:
-        devices: already-open devices (tests pass MemoryDevices); by default the
-            config's device paths are opened.
-
-    Raises:
-        UsageError: no devices configured or found.
-        DeviceError: a device is missing, foreign, of a newer format, or in use.
-        Corrupted: no readable checkpoint.
-    """
-    opened: list[BlockDevice] = []
-    if devices is None:
-        paths = config.device_paths()
-        if not paths:
-            raise UsageError(
-                f"no devices in {os.path.join(config.data_dir, 'devices')} and none configured; "
-                "run `objfs format` first"
-            )
-        opened.extend(
-            await open_devices(paths, buffered=config.buffered_io, threads=config.device_threads)
-        )
-        devices = opened
-    try:
-        superblocks_list = [await read_superblock(device) for device in devices]
-        check_identity(devices, superblocks_list)
-        by_index = {
-            sb.device_index: device for sb, device in zip(superblocks_list, devices, strict=True)
-        }
-        superblocks = {sb.device_index: sb for sb in superblocks_list}
-        store = Store(config, by_index, superblocks, clock)
-        await store._recover()
-        body_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store._run_wal)
-            if not config.read_only:
-                nursery.start_soon(store._run_checkpointer)
-            try:
-                yield store
-            except BaseException as exc:
-                body_error = exc  # re-raised below, outside the nursery: not as a group
-            with trio.CancelScope(shield=True):
-                await store._close()
-            nursery.cancel_scope.cancel()
-        if body_error is not None:
-            raise body_error
-    finally:
-        for device in opened:
-            await device.aclose()

@@ -1,0 +1,165 @@
+"""objfs.store.checkpointer — writing checkpoints: the A/B slots, generations, the WAL head.
+
+Owns which slot holds which checkpoint, the generation counter, and the order of
+a checkpoint's writes: body copies (flushed), then the pointer into the slot that
+does not hold the checkpoint the index came from (flushed), then freeing the body
+that pointer replaced and moving the WAL head to the fallback's start. Runs as a
+background task on request (WAL filling) or on an interval (docs/concurrency.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import final
+
+import crc32c
+import trio
+
+from objfs.errors import ObjfsError, ReadOnly
+from objfs.store.checkpoint import CheckpointPointer, encode_body, max_extents_per_pointer
+from objfs.store.device import BlockDevice, WriteData, round_up, write_parallel
+from objfs.store.index import Snapshot
+from objfs.store.space import Space
+from objfs.store.superblock import CHECKPOINT_SLOT_OFFSETS_BYTES
+from objfs.store.types import Extent
+from objfs.store.wal import Wal
+
+log = logging.getLogger(__name__)
+
+
+@final
+class Checkpointer:
+    """Args:
+    pointers: slot -> the pointer it holds on every metadata mirror.
+    current: the checkpoint the index was loaded from (the newest good one).
+    stale_extents: extents named by pointers no slot holds any more, still
+        reserved (read-only opens do not rewrite slots); freed by the next checkpoint.
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: dict[int, BlockDevice],
+        metadata: list[int],
+        space: Space,
+        wal: Wal,
+        snapshot: Callable[[], Snapshot],
+        pointers: dict[int, CheckpointPointer],
+        current: CheckpointPointer,
+        max_generation: int,
+        stale_extents: list[Extent],
+        base_reserve_bytes: int,
+    ) -> None:
+        self._devices = devices
+        self._metadata = metadata
+        self._space = space
+        self._wal = wal
+        self._snapshot = snapshot
+        self.pointers = pointers
+        self.current = current
+        self._max_generation = max_generation
+        self.stale_extents = stale_extents
+        self._base_reserve_bytes = base_reserve_bytes
+        self._lock = trio.Lock()
+        self._wanted = trio.Event()
+        self.checkpoints = 0
+
+    def request(self) -> None:
+        """Ask the background task for a checkpoint soon (never blocks)."""
+        self._wanted.set()
+
+    async def run(self, interval_ms: int) -> None:
+        """The background task: a checkpoint on request, or every `interval_ms`."""
+        while True:
+            with trio.move_on_after(interval_ms / 1000):
+                await self._wanted.wait()
+            self._wanted = trio.Event()
+            if self._wal.failure is not None:
+                continue  # read-only until a restart: checkpoints would not be safe
+            try:
+                await self.checkpoint()
+            except ObjfsError as exc:
+                log.error("checkpoint failed: %s; retrying in 1 s", exc)
+                self._wal.no_room(exc)
+                await trio.sleep(1)
+
+    async def checkpoint(self) -> bool:
+        """Write a checkpoint of the index if it would cover anything new.
+
+        Returns whether one was written. Checkpoints are serialised by a lock.
+
+        Raises:
+            NoSpace: no room for the body.
+            ReadOnly: the WAL has failed, or the pointer write failed (which also
+                fails the WAL: the slots may now disagree until a restart).
+        """
+        async with self._lock:
+            if self._wal.failure is not None:
+                # The index may lack records that some mirror holds, and their
+                # extents may have been freed: a checkpoint now could be wrong.
+                raise ReadOnly(f"no checkpoint: the store is read-only: {self._wal.failure}")
+            current = self.current
+            other = self.pointers.get(1 - current.slot)
+            lsn, position = self._wal.applied_lsn, self._wal.applied_position
+            if lsn == current.lsn and other is not None and other.lsn == lsn:
+                return False  # both slots cover everything: nothing to gain
+            # At an unchanged LSN a second checkpoint still moves the WAL head up to
+            # the newest one: that is how a full WAL gets room again.
+            snapshot = self._snapshot()
+            body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
+            # Keep room for the next body (the index may grow) away from data writes.
+            self._space.reserve_bytes = max(self._base_reserve_bytes, 2 * round_up(len(body)))
+            # The slot NOT holding the checkpoint the index came from: after a
+            # fallback that is the damaged newer one, never the only good checkpoint.
+            slot = 1 - current.slot
+            pointer = CheckpointPointer(
+                slot=slot,
+                generation=self._max_generation + 1,
+                lsn=lsn,
+                wal_start=position,
+                body_bytes=len(body),
+                body_crc32c=crc32c.crc32c(body),
+                copies=await self._write_body(body),
+            )
+            try:
+                writes = [(CHECKPOINT_SLOT_OFFSETS_BYTES[slot], pointer.encode())]
+                await write_parallel([(self._devices[i], writes) for i in self._metadata])
+            except ObjfsError as exc:
+                # Some mirrors may hold the new pointer, some the old: keep every
+                # extent both name, and stop writing until a restart sorts it out.
+                self._wal.fail(f"checkpoint pointer write failed: {exc}")
+                raise ReadOnly(f"the store is read-only: {self._wal.failure}") from exc
+            replaced = self.pointers.get(slot)
+            self.pointers[slot] = pointer
+            for extent in [*(replaced.extents() if replaced else ()), *self.stale_extents]:
+                self._space.free_extent(extent)
+            self.stale_extents = []
+            self._wal.set_head(current.wal_start)  # the fallback now: keep what it replays
+            self.current = pointer
+            self._max_generation = pointer.generation
+            self.checkpoints += 1
+            return True
+
+    async def _write_body(self, body: bytes) -> tuple[tuple[Extent, ...], ...]:
+        """One copy of the body on each metadata device, written and flushed."""
+        limit = max_extents_per_pointer(len(self._metadata)) // len(self._metadata)
+        copies: list[tuple[Extent, ...]] = []
+        try:
+            for i in self._metadata:
+                copies.append(tuple(self._space.allocate_run(i, round_up(len(body)), limit)))
+            jobs = []
+            for copy in copies:
+                writes: list[tuple[int, WriteData]] = []
+                start = 0
+                for extent in copy:
+                    writes.append((extent.offset_bytes, body[start : start + extent.length_bytes]))
+                    start += extent.length_bytes
+                jobs.append((self._devices[copy[0].device_index], writes))
+            await write_parallel(jobs)
+        except BaseException:
+            for copy in copies:
+                for extent in copy:
+                    self._space.free_extent(extent)
+            raise
+        return tuple(copies)

@@ -20,7 +20,7 @@ from objfs.config import StoreConfig
 from objfs.errors import ObjfsError, UsageError
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, open_devices
+from objfs.store.device import BlockDevice, open_devices, round_up
 from objfs.store.index import ObjectIndex
 from objfs.store.records import Record
 from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
@@ -44,13 +44,15 @@ async def _assemble(
     allocators = rebuild_allocators(superblocks, index, recovered.reserved)
     smallest = min(sb.data_size_bytes for sb in superblocks.values())
     base_reserve_bytes = max(4 * MiB, smallest // 64)
+    metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
     space = Space(
         allocators,
-        reserve_bytes=base_reserve_bytes,
+        # As after a checkpoint: room for a body twice the one just loaded.
+        reserve_bytes=max(base_reserve_bytes, 2 * round_up(recovered.chosen.body_bytes)),
+        reserve_devices=set(metadata),
         is_referenced=lambda segment_id: index.references(segment_id) > 0,
     )
     datapath = DataPath(devices, space)
-    metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
 
     def apply(lsn: Lsn, record: Record) -> None:
         space.free_segments(index.apply(record))

@@ -244,11 +244,13 @@ async def seal_tail(
     some mirror (a device may write blocks out of order, and one mirror may lag
     behind another). If a later chain ever reached one of them with the matching
     LSN, its record would be replayed over extents reused meanwhile. A batch is at
-    most an eighth of the ring plus a frame, and never reaches the head's blocks.
+    most an eighth of the ring plus a frame; one that wrapped also skipped up to
+    a record's worth before its WRAP frame: a quarter of the ring and three blocks
+    cover both. The seal never reaches the head's blocks.
     """
     size = superblock.wal_size_bytes
     start = round_down(tail)
-    end = min(start + size // 8 + 2 * BLOCK_SIZE_BYTES, head + size - 2 * BLOCK_SIZE_BYTES)
+    end = min(start + size // 4 + 3 * BLOCK_SIZE_BYTES, head + size - 2 * BLOCK_SIZE_BYTES)
     writes: list[tuple[int, WriteData]] = []
     position = start
     while position < end:
@@ -330,6 +332,9 @@ async def recover(
         held = newest_per_slot.get(pointer.slot)
         if held is None or pointer.generation > held.generation:
             newest_per_slot[pointer.slot] = pointer
+    # The loaded checkpoint is what its slot must hold, even if a newer (damaged)
+    # pointer was seen there: rewriting that one would erase the only good checkpoint.
+    newest_per_slot[chosen.slot] = chosen
     if writable:
         # Mirrors may disagree on a slot (a pointer write that reached only some):
         # make every mirror hold the same two pointers, so the bodies of the

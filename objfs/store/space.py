@@ -43,9 +43,12 @@ class Space:
         allocators: dict[int, ExtentAllocator],
         *,
         reserve_bytes: int,
+        reserve_devices: set[int] | None = None,
         is_referenced: Callable[[SegmentId], bool] = lambda _: False,
     ) -> None:
         self.allocators = allocators
+        # Only devices that hold checkpoint bodies need space kept back.
+        self._reserve_devices = set(allocators) if reserve_devices is None else reserve_devices
         # A pinned segment freed by the index can be referenced again before the pin
         # goes (a copy racing a delete of its source): then it must not be freed.
         self._is_referenced = is_referenced
@@ -74,11 +77,12 @@ class Space:
         indexes = sorted(self.allocators)
         for turn in range(len(indexes)):
             allocator = self.allocators[indexes[(self._next_device + turn) % len(indexes)]]
-            if allocator.free_bytes - min_length_bytes < self.reserve_bytes:
+            reserve = self.reserve_bytes if allocator.device_index in self._reserve_devices else 0
+            if allocator.free_bytes - min_length_bytes < reserve:
                 continue
             if allocator.largest_free_bytes < min_length_bytes:
                 continue
-            room = allocator.free_bytes - self.reserve_bytes
+            room = allocator.free_bytes - reserve
             extent = allocator.allocate(min(length_bytes, room), min_length_bytes=min_length_bytes)
             self._next_device = (self._next_device + turn + 1) % len(indexes)
             return extent

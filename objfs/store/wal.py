@@ -220,6 +220,7 @@ class Wal:
         """Everything before `position` is no longer needed (a checkpoint covers it)."""
         assert self._head <= position <= self._tail
         self._head = position
+        self._space_error = None  # a checkpoint succeeded: an older failure is moot
         self._space_freed.set()
         self._space_freed = trio.Event()
 

@@ -15,9 +15,10 @@ from typing import final
 
 import trio
 
-from objfs.errors import ObjfsError, ReadOnly
+from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
+from objfs.store.names import MAX_OBJECT_BYTES
 from objfs.store.types import ObjectVersion, Piece, Segment
 
 # Called at commit with (size, etag, pieces, fresh segments); returns the version stored.
@@ -65,6 +66,8 @@ class ObjectWriter:
         """Append bytes. Blocks while `in_flight` segments are being written (backpressure)."""
         self._raise_stored_error()
         view = memoryview(data).cast("B")
+        if self.size_bytes + view.nbytes > MAX_OBJECT_BYTES:
+            raise EntityTooLarge(f"an object may not be larger than {MAX_OBJECT_BYTES} bytes")
         if self._buffer is None and self._sealed_bytes == 0:
             # Small objects never need an aligned buffer: keep them in memory until
             # they outgrow the inline limit, then move them into segment buffers.

@@ -3,25 +3,54 @@
 A reader sees the version it opened, whatever happens to the key afterwards: the
 store pins the version's segments, so their extents are not reused until the
 reader closes (a late close is fine). Every fragment is verified before use. The
-last segment read is kept, so small sequential reads fetch each segment once.
+last segment read is kept, so small sequential reads fetch each segment once, and
+after each read the next segment is fetched in the background (readahead), so a
+sequential reader finds it ready.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import final
 
+import trio
+
+from objfs.errors import Corrupted
 from objfs.store import pieces as piece_math
 from objfs.store.datapath import DataPath
 from objfs.store.types import ObjectInfo, ObjectVersion, Segment
 
+SegmentId = tuple[int, int]
+
+
+_MAX_READ_AHEAD_SEGMENTS = 8
+
+
+class _Fetch:
+    """A segment being fetched ahead of the reader."""
+
+    def __init__(self, start_bytes: int) -> None:
+        self.start_bytes = start_bytes  # where in the object the segment is first used
+        self.done = trio.Event()
+        self.data: bytes | None = None
+
 
 @final
 class ObjectReader:
-    def __init__(self, datapath: DataPath, info: ObjectInfo, version: ObjectVersion) -> None:
+    def __init__(
+        self,
+        datapath: DataPath,
+        info: ObjectInfo,
+        version: ObjectVersion,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
         self._datapath = datapath
         self.info = info
         self._version = version
-        self._cache: tuple[tuple[int, int], bytes] | None = None
+        self._nursery = nursery  # readahead runs here; None: no readahead
+        self._starts = [piece.offset_bytes for piece in version.pieces]
+        self._cache: tuple[SegmentId, bytes] | None = None
+        self._ahead: dict[SegmentId, _Fetch] = {}
 
     @property
     def size_bytes(self) -> int:
@@ -38,19 +67,11 @@ class ObjectReader:
         if start >= end:
             return b""
         runs = list(piece_math.covering(self._version.pieces, start, end))
-        wanted: dict[tuple[int, int], Segment] = {}
+        wanted: dict[SegmentId, Segment] = {}
         for _, _, piece in runs:
             if piece is not None and isinstance(piece.source, Segment):
                 wanted.setdefault(piece.source.segment_id, piece.source)
-        fetched: dict[tuple[int, int], bytes] = {}
-        if self._cache is not None and self._cache[0] in wanted:
-            fetched[self._cache[0]] = self._cache[1]
-        missing = [segment for segment_id, segment in wanted.items() if segment_id not in fetched]
-        if missing:
-            for segment, data in zip(
-                missing, await self._datapath.read_segments(missing), strict=True
-            ):
-                fetched[segment.segment_id] = data
+        fetched = await self._fetch(wanted, start)
         parts = []
         for run_start, run_end, piece in runs:
             if piece is None:
@@ -63,4 +84,58 @@ class ObjectReader:
         last = runs[-1][2]
         if last is not None and isinstance(last.source, Segment):
             self._cache = (last.source.segment_id, fetched[last.source.segment_id])
+        self._read_ahead(end, max(2, min(len(wanted), _MAX_READ_AHEAD_SEGMENTS)))
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _fetch(
+        self, wanted: dict[SegmentId, Segment], start_bytes: int
+    ) -> dict[SegmentId, bytes]:
+        """The bytes of each wanted segment: from the cache, a readahead, or the devices."""
+        fetched: dict[SegmentId, bytes] = {}
+        if self._cache is not None and self._cache[0] in wanted:
+            fetched[self._cache[0]] = self._cache[1]
+        for segment_id in wanted:
+            ahead = self._ahead.pop(segment_id, None)
+            if ahead is not None and segment_id not in fetched:
+                await ahead.done.wait()
+                if ahead.data is not None:
+                    fetched[segment_id] = ahead.data  # a failed readahead is read again
+        # Readaheads behind this read will not be asked for again: let them go.
+        self._ahead = {k: v for k, v in self._ahead.items() if v.start_bytes >= start_bytes}
+        missing = [segment for segment_id, segment in wanted.items() if segment_id not in fetched]
+        if missing:
+            for segment, data in zip(
+                missing, await self._datapath.read_segments(missing), strict=True
+            ):
+                fetched[segment.segment_id] = data
+        return fetched
+
+    def _read_ahead(self, end_bytes: int, count: int) -> None:
+        """Start fetching the next `count` stored segments from `end_bytes` on (as
+        many as the last read needed, at least two), each in its own thread hop:
+        with two or more reads in flight the device never waits for the loop."""
+        if self._nursery is None:
+            return
+        pieces = self._version.pieces
+        index = max(bisect_right(self._starts, end_bytes - 1) - 1, 0)
+        started = 0
+        for piece in pieces[index:]:
+            if started == count or len(self._ahead) >= 2 * _MAX_READ_AHEAD_SEGMENTS:
+                break
+            if piece.end_bytes <= end_bytes or not isinstance(piece.source, Segment):
+                continue
+            segment_id = piece.source.segment_id
+            if segment_id in self._ahead or (self._cache and self._cache[0] == segment_id):
+                started += segment_id in self._ahead
+                continue
+            fetch = self._ahead[segment_id] = _Fetch(max(piece.offset_bytes, end_bytes))
+            self._nursery.start_soon(self._fetch_ahead, piece.source, fetch)
+            started += 1
+
+    async def _fetch_ahead(self, segment: Segment, fetch: _Fetch) -> None:
+        try:
+            [fetch.data] = await self._datapath.read_segments([segment])
+        except Corrupted:
+            pass  # the reader reads it again and meets the error itself
+        finally:
+            fetch.done.set()

@@ -183,10 +183,22 @@ class Store:
         """A reader of the version current now; it keeps reading that version even if the
         key is overwritten or deleted meanwhile. Opening does not block; reads do."""
         version = self._version(bucket, key, version_id)
+        info = object_info(bucket, key, version)
         segments = list(version_segments(version))
         self._space.pin(segments)
         try:
-            yield ObjectReader(self._datapath, object_info(bucket, key, version), version)
+            if len(segments) < 2:  # nothing to read ahead
+                yield ObjectReader(self._datapath, info, version)
+                return
+            body_error: BaseException | None = None
+            async with trio.open_nursery() as nursery:  # readahead runs here
+                try:
+                    yield ObjectReader(self._datapath, info, version, nursery)
+                except BaseException as exc:
+                    body_error = exc  # re-raised below, outside the nursery: not as a group
+                nursery.cancel_scope.cancel()
+            if body_error is not None:
+                raise body_error
         finally:
             self._space.unpin(segments)
 

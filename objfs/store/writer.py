@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import final
 
+import crc32c
 import trio
 
 from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly
@@ -50,6 +51,8 @@ class ObjectWriter:
         self._filled = 0
         self._sealed_bytes = 0  # bytes handed to background writes so far
         self._md5 = hashlib.md5()
+        self._hashed = trio.Event()  # set when every sealed segment so far is hashed
+        self._hashed.set()
         self._stored: list[tuple[int, list[Segment]]] = []  # (object offset, segments)
         self._error: BaseException | None = None
         self.committed = False
@@ -152,16 +155,39 @@ class ObjectWriter:
         offset = self._sealed_bytes
         self._sealed_bytes += size
         await self._slots.acquire()
-        await trio.to_thread.run_sync(self._md5.update, buffer.view[:size])
-        self._nursery.start_soon(self._store, buffer, size, offset)
+        # The MD5 must see segments in order: each task hashes after the previous
+        # one has, then writes; so hashing segment n overlaps writing n-1 and
+        # receiving n+1, and the caller never waits for a hash.
+        previous, mine = self._hashed, trio.Event()
+        self._hashed = mine
+        self._nursery.start_soon(self._store, buffer, size, offset, previous, mine)
 
-    async def _store(self, buffer: AlignedBuffer, size: int, offset: int) -> None:
+    async def _store(
+        self,
+        buffer: AlignedBuffer,
+        size: int,
+        offset: int,
+        previous: trio.Event,
+        mine: trio.Event,
+    ) -> None:
+        view = buffer.view[:size]
+
+        def digest() -> int:
+            self._md5.update(view)
+            return int(crc32c.crc32c(view))
+
         try:
-            segments = await self._datapath.write_segments(buffer, size)
+            try:
+                await previous.wait()
+                crc = await trio.to_thread.run_sync(digest)
+            finally:
+                mine.set()  # never leave the next segment waiting, even on failure
+            segments = await self._datapath.write_segments(buffer, size, whole_crc=crc)
             self._stored.append((offset, segments))
         except (ObjfsError, OSError) as exc:
             self._error = exc
         finally:
+            view.release()
             self._free_buffers.append(buffer)
             self._slots.release()
 

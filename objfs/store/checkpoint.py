@@ -10,6 +10,7 @@ MANIFEST/CURRENT, in two fixed places). Encoding here is pure; the store does I/
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -124,10 +125,10 @@ def decode_pointer(block: bytes) -> CheckpointPointer | None:
 def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
     """Serialise a snapshot. Pure CPU: run it in a worker thread for large indexes."""
     packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.objects)])]
+    parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.keys)])]
     for info in snapshot.buckets:
         parts.append(packer.pack([info.name, info.owner, info.created_ns, info.versioning.value]))
-    for (bucket, key), versions in snapshot.objects:
+    for (bucket, key), versions in snapshot.items():
         parts.append(packer.pack([bucket, key, [encode_version(v) for v in versions]]))
     return b"".join(parts)
 
@@ -151,7 +152,8 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         objects = []
         for _ in range(object_count):
             bucket, key, versions = unpacker.unpack()
-            objects.append(((bucket, key), tuple(decode_version(v) for v in versions)))
+            versions_tuple = tuple(decode_version(v) for v in versions)
+            objects.append(((sys.intern(bucket), key), versions_tuple))
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise Corrupted(f"checkpoint body does not parse: {exc}") from exc
-    return lsn, Snapshot(tuple(buckets), objects)
+    return lsn, Snapshot.of(tuple(buckets), objects)

@@ -94,7 +94,7 @@ async def format_devices(
                 created_ns=created_ns,
             )
         )
-    body = encode_body(Snapshot((), []), 0)
+    body = encode_body(Snapshot.of((), []), 0)
     body_extents = [
         Extent(sb.device_index, sb.data_offset_bytes, round_up(len(body)))
         for sb in superblocks[:copies]

@@ -11,6 +11,7 @@ See docs/format.md, "Records".
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -244,12 +245,14 @@ def encode_version(version: ObjectVersion) -> list[Any]:
 
 
 def decode_version(raw: list[Any]) -> ObjectVersion:
+    # Version ids ("null" mostly) and content types repeat across millions of
+    # versions: interned, they are one string each instead of one per version.
     return ObjectVersion(
-        version_id=VersionId(raw[0]),
+        version_id=VersionId(sys.intern(raw[0])),
         size_bytes=raw[1],
         mtime_ns=raw[2],
         etag=raw[3],
-        content_type=raw[4],
+        content_type=sys.intern(raw[4]),
         metadata=_pairs(raw[5]),
         checksums=_pairs(raw[6]),
         posix=decode_posix(raw[7]),

@@ -303,7 +303,9 @@ class Wal:
                 error, self._space_error = self._space_error, None
                 self._finish(batch, error)
                 return
-        if self.used_bytes > self.size_bytes // 4:
+        if self.used_bytes > self.size_bytes // 2:
+            # Half the ring: a checkpoint moves the head to the previous one's start,
+            # so under steady writes each checkpoint covers about a quarter.
             self._request_checkpoint()
         try:
             await self._before_write()

@@ -10,6 +10,7 @@ numbers) and checks the whole map against the model after every step.
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from hypothesis import settings
@@ -325,3 +326,35 @@ AllocatorMachine.TestCase.settings = settings(
     max_examples=200, stateful_step_count=60, deadline=None
 )
 TestAllocatorMachine = AllocatorMachine.TestCase
+
+
+def test_with_used_builds_the_same_map_as_reserving_one_by_one() -> None:
+    rng = random.Random(3)
+    start, end = 1 << 20, 64 << 20
+    used: list[Extent] = []
+    position = start
+    while position < end:
+        position += rng.randrange(0, 8) * B
+        length = rng.randrange(1, 16) * B
+        if position + length > end:
+            break
+        used.append(Extent(0, position, length))
+        position += length
+    rng.shuffle(used)
+    one_by_one = ExtentAllocator(0, start, end)
+    for extent in used:
+        one_by_one.reserve(extent)
+    bulk = ExtentAllocator.with_used(0, start, end, used)
+    assert list(bulk.free_extents()) == list(one_by_one.free_extents())
+    assert bulk.free_bytes == one_by_one.free_bytes
+    assert bulk.largest_free_bytes == one_by_one.largest_free_bytes
+    assert bulk.allocate(B) == one_by_one.allocate(B)
+
+
+def test_with_used_refuses_overlaps_and_strays() -> None:
+    with pytest.raises(ValueError, match="overlaps"):
+        ExtentAllocator.with_used(0, 0, 1 << 20, [Extent(0, 0, 8192), Extent(0, 4096, 4096)])
+    with pytest.raises(ValueError):
+        ExtentAllocator.with_used(0, 0, 1 << 20, [Extent(0, 1 << 20, 4096)])
+    with pytest.raises(ValueError):
+        ExtentAllocator.with_used(0, 0, 1 << 20, [Extent(1, 0, 4096)])

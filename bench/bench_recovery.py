@@ -331,7 +331,8 @@ async def recover(args: argparse.Namespace) -> None:
     gc.collect()
     before = rss_bytes()
     started = time.perf_counter()
-    async with open_store(StoreConfig(data_dir=args.root)) as store:
+    # As `objfs serve` opens it: the recovered index frozen out of later GC passes.
+    async with open_store(StoreConfig(data_dir=args.root), freeze_index=True) as store:
         seconds = time.perf_counter() - started
         gc.collect()
         result: dict[str, Any] = {

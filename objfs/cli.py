@@ -8,7 +8,6 @@ its traceback. Long-running services (S3, FUSE) land in `objfs.node`.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import signal
 import sys
@@ -164,12 +163,7 @@ async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
         print(f"objfs: creating the embedded default in {config.store.data_dir}")
         await create_data_dir(config.store.data_dir, buffered=config.store.buffered_io)
     # Until the S3 face lands, serving means: recover the store, report it, stay up.
-    async with open_store(config.store) as store:
-        # The recovered index is long-lived: keep it out of every later cyclic GC
-        # pass (a full pass over millions of objects takes seconds). Only here, in
-        # the one-store process: a process that opens stores again and again would
-        # freeze each closed store's reference cycles for good.
-        gc.freeze()
+    async with open_store(config.store, freeze_index=True) as store:
         _print_status(store)
         if args.once:
             return 0

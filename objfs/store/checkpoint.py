@@ -9,6 +9,7 @@ MANIFEST/CURRENT, in two fixed places). Encoding here is pure; the store does I/
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 from collections.abc import Iterator
@@ -149,11 +150,13 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         for _ in range(bucket_count):
             name, owner, created_ns, versioning = unpacker.unpack()
             buckets.append(BucketInfo(BucketName(name), owner, created_ns, Versioning(versioning)))
-        objects = []
-        for _ in range(object_count):
-            bucket, key, versions = unpacker.unpack()
-            versions_tuple = tuple(decode_version(v) for v in versions)
-            objects.append(((sys.intern(bucket), key), versions_tuple))
+        intern, decode = sys.intern, decode_version
+        objects = [
+            ((intern(bucket), key), tuple([decode(v) for v in versions]))
+            for bucket, key, versions in itertools.islice(unpacker, object_count)
+        ]
+        if len(objects) != object_count:
+            raise Corrupted(f"checkpoint body holds {len(objects)} keys, not {object_count}")
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise Corrupted(f"checkpoint body does not parse: {exc}") from exc
     return lsn, Snapshot.of(tuple(buckets), objects)

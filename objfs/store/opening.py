@@ -8,6 +8,7 @@ as long as the store is open. Leaving drains the WAL and writes a final checkpoi
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -98,6 +99,32 @@ async def _assemble(
     )
 
 
+async def _recover_without_gc(
+    config: StoreConfig,
+    devices: dict[int, BlockDevice],
+    superblocks: dict[int, Superblock],
+    clock: Clock,
+    freeze_index: bool,
+) -> Store:
+    """`_assemble` with the cyclic GC paused: building millions of index objects
+    otherwise sets off collections that walk all of them again and again (a third
+    of recovery time). With `freeze_index` (a process that keeps this one store
+    open, as `objfs serve`), the index then goes into the GC's permanent
+    generation before collections resume, so no later pass walks it. A process
+    that opens stores again and again must not freeze: each closed store's
+    reference cycles would be kept for good."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        store = await _assemble(config, devices, superblocks, clock)
+        if freeze_index:
+            gc.freeze()
+        return store
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def _run_wal(
     wal: Wal, stopped: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -129,6 +156,7 @@ async def open_store(
     *,
     devices: Sequence[BlockDevice] | None = None,
     clock: Clock = time.time_ns,
+    freeze_index: bool = False,
 ) -> AsyncIterator[Store]:
     """Open and recover a store, run its WAL committer and checkpointer, yield it.
 
@@ -163,7 +191,7 @@ async def open_store(
             sb.device_index: device for sb, device in zip(superblocks_list, devices, strict=True)
         }
         superblocks = {sb.device_index: sb for sb in superblocks_list}
-        store = await _assemble(config, by_index, superblocks, clock)
+        store = await _recover_without_gc(config, by_index, superblocks, clock, freeze_index)
         wal_stopped = trio.Event()
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:

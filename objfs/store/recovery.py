@@ -12,11 +12,9 @@ The procedure (docs/format.md, "Recovery"):
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import crc32c
 import trio
@@ -38,7 +36,6 @@ from objfs.store.types import BLOCK_SIZE_BYTES, Extent
 from objfs.store.wal import ScanResult, scan
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -54,19 +51,6 @@ class Recovered:
     head_position: int
     tail_block: bytes
     replayed: int
-
-
-def without_gc(function: Callable[..., T], *args: Any) -> T:
-    """Run `function` with the cyclic GC paused: building millions of index objects
-    otherwise triggers collections that walk all of them again and again (about a
-    third of decoding time). Nothing else runs during recovery."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return function(*args)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 async def read_superblock(device: BlockDevice) -> Superblock:
@@ -177,14 +161,14 @@ async def load_checkpoint(
             log.error("checkpoint %d is damaged; falling back to an older one", pointer.generation)
             continue
         try:
-            lsn, snapshot = await trio.to_thread.run_sync(without_gc, decode_body, body)
+            lsn, snapshot = await trio.to_thread.run_sync(decode_body, body)
         except Corrupted as exc:
             log.error("checkpoint %d does not parse (%s); falling back", pointer.generation, exc)
             continue
         if lsn != pointer.lsn:
             log.error("checkpoint %d holds LSN %d, not %d", pointer.generation, lsn, pointer.lsn)
             continue
-        index = await trio.to_thread.run_sync(without_gc, ObjectIndex.from_snapshot, snapshot)
+        index = await trio.to_thread.run_sync(ObjectIndex.from_snapshot, snapshot)
         return pointer, index
     raise Corrupted(
         f"no readable checkpoint on devices {sorted(devices)} "

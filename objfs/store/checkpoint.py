@@ -157,6 +157,13 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         ]
         if len(objects) != object_count:
             raise Corrupted(f"checkpoint body holds {len(objects)} keys, not {object_count}")
-    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
-        raise Corrupted(f"checkpoint body does not parse: {exc}") from exc
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        msgpack.UnpackException,
+    ) as exc:  # any of these: the body is not what this objfs wrote
+        raise Corrupted(f"checkpoint body does not parse: {exc!r}") from exc
     return lsn, Snapshot.of(tuple(buckets), objects)

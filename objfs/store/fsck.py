@@ -28,7 +28,6 @@ from objfs.store.superblock import (
     decode_superblock,
 )
 from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Segment
-from objfs.store.wal import scan
 
 
 @dataclass
@@ -184,19 +183,12 @@ async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> Fsc
         f"generation {chosen.generation} at LSN {chosen.lsn}"
         + ("" if chosen.generation == newest else f" (newest, {newest}, is damaged)"),
     )
-    ends = {}
-    for device_index in metadata:
-        result = await scan(
-            by_index[device_index],
-            first.wal_offset_bytes,
-            first.wal_size_bytes,
-            start_position=chosen.wal_start,
-            start_lsn=chosen.lsn + 1,
-            salt=first.format_stamp,
-        )
-        ends[device_index] = result
+    ends = await recovery.scan_mirrors(by_index, metadata, first, chosen)
+    if not ends:
+        report.add("wal", False, "no WAL mirror can be read")
+        return report
     best = max(ends.values(), key=lambda r: r.next_lsn)
-    same = all(r.next_lsn == best.next_lsn for r in ends.values())
+    same = len(ends) == len(metadata) and all(r.next_lsn == best.next_lsn for r in ends.values())
     report.add(
         "wal",
         same,

@@ -47,12 +47,12 @@ from objfs.store.types import (
     ObjectKey,
     ObjectVersion,
     Segment,
+    SegmentId,
     VersionId,
 )
 
 Versions = tuple[ObjectVersion, ...]  # newest first
 IndexKey = tuple[str, str]  # (bucket, key)
-SegmentId = tuple[int, int]
 
 
 def version_segments(version: ObjectVersion) -> Iterator[Segment]:
@@ -93,8 +93,10 @@ class ObjectIndex:
         self._buckets: dict[str, BucketInfo] = {}
         self._objects: SortedDict = SortedDict()  # (bucket, key) -> Versions
         self._bucket_counts: Counter[str] = Counter()  # keys per bucket
-        self._refs: Counter[SegmentId] = Counter()
+        # Every referenced segment once; most have one reference, so the count is
+        # kept only where it is above one (one dict entry per segment, not two).
         self._segments: dict[SegmentId, Segment] = {}
+        self._extra_refs: dict[SegmentId, int] = {}
 
     # -- reading -------------------------------------------------------------------
 
@@ -165,7 +167,9 @@ class ObjectIndex:
         return self._segments.values()
 
     def references(self, segment_id: SegmentId) -> int:
-        return self._refs[segment_id]
+        if segment_id not in self._segments:
+            return 0
+        return 1 + self._extra_refs.get(segment_id, 0)
 
     def snapshot(self) -> Snapshot:
         # The versions tuples are immutable, so a shallow copy is a consistent snapshot.
@@ -191,15 +195,20 @@ class ObjectIndex:
     def _add_refs(self, version: ObjectVersion) -> None:
         for segment in version_segments(version):
             segment_id = segment.segment_id
-            self._refs[segment_id] += 1
-            self._segments.setdefault(segment_id, segment)
+            if segment_id in self._segments:
+                self._extra_refs[segment_id] = self._extra_refs.get(segment_id, 0) + 1
+            else:
+                self._segments[segment_id] = segment
 
     def _drop_refs(self, version: ObjectVersion, freed: list[Segment]) -> None:
         for segment in version_segments(version):
             segment_id = segment.segment_id
-            self._refs[segment_id] -= 1
-            if self._refs[segment_id] == 0:
-                del self._refs[segment_id]
+            extra = self._extra_refs.get(segment_id, 0)
+            if extra > 1:
+                self._extra_refs[segment_id] = extra - 1
+            elif extra == 1:
+                del self._extra_refs[segment_id]
+            else:
                 freed.append(self._segments.pop(segment_id))
 
     def _set_versions(

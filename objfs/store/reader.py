@@ -18,10 +18,7 @@ import trio
 from objfs.errors import Corrupted
 from objfs.store import pieces as piece_math
 from objfs.store.datapath import DataPath
-from objfs.store.types import ObjectInfo, ObjectVersion, Segment
-
-SegmentId = tuple[int, int]
-
+from objfs.store.types import ObjectInfo, ObjectVersion, Segment, SegmentId
 
 _MAX_READ_AHEAD_SEGMENTS = 8
 

@@ -367,5 +367,12 @@ def decode_record(record_type: int, payload: bytes) -> Record:
     try:
         kind = RecordType(record_type)
         return _build(kind, msgpack.unpackb(payload, raw=False, use_list=True))
-    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        msgpack.UnpackException,
+    ) as exc:
         raise Corrupted(f"record of type {record_type} cannot be decoded: {exc}") from exc

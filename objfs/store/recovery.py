@@ -176,6 +176,29 @@ async def load_checkpoint(
     )
 
 
+async def scan_mirrors(
+    devices: dict[int, BlockDevice],
+    metadata: Sequence[int],
+    superblock: Superblock,
+    pointer: CheckpointPointer,
+) -> dict[int, ScanResult]:
+    """Each readable WAL mirror's chain of records after `pointer`, by device index."""
+    scans: dict[int, ScanResult] = {}
+    for device_index in metadata:
+        try:
+            scans[device_index] = await scan(
+                devices[device_index],
+                superblock.wal_offset_bytes,
+                superblock.wal_size_bytes,
+                start_position=pointer.wal_start,
+                start_lsn=pointer.lsn + 1,
+                salt=superblock.format_stamp,
+            )
+        except (OSError, ObjfsError) as exc:
+            log.warning("WAL copy on device %d unreadable: %s", device_index, exc)
+    return scans
+
+
 async def replay_wal(
     devices: dict[int, BlockDevice],
     metadata: Sequence[int],
@@ -190,19 +213,7 @@ async def replay_wal(
 
     Returns the scan and the device index of the copy that won.
     """
-    scans: dict[int, ScanResult] = {}
-    for device_index in metadata:
-        try:
-            scans[device_index] = await scan(
-                devices[device_index],
-                superblock.wal_offset_bytes,
-                superblock.wal_size_bytes,
-                start_position=pointer.wal_start,
-                start_lsn=pointer.lsn + 1,
-                salt=superblock.format_stamp,
-            )
-        except (OSError, ObjfsError) as exc:
-            log.warning("WAL copy on device %d unreadable: %s", device_index, exc)
+    scans = await scan_mirrors(devices, metadata, superblock, pointer)
     if not scans:
         raise Corrupted("no WAL copy can be read")
     winner = max(scans, key=lambda i: (scans[i].next_lsn, -i))

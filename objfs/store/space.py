@@ -15,9 +15,7 @@ from typing import final
 
 from objfs.errors import NoSpace
 from objfs.store.extents import ExtentAllocator
-from objfs.store.types import Extent, Segment
-
-SegmentId = tuple[int, int]
+from objfs.store.types import Extent, Segment, SegmentId
 
 
 @dataclass(frozen=True, slots=True)

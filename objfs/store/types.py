@@ -15,6 +15,7 @@ BucketName = NewType("BucketName", str)
 ObjectKey = NewType("ObjectKey", str)
 VersionId = NewType("VersionId", str)
 Lsn = NewType("Lsn", int)  # WAL sequence number
+SegmentId = int  # Segment.segment_id: device index << 48 | offset of the first fragment
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -72,9 +73,11 @@ class Segment:
     fragments: tuple[Fragment, ...]
 
     @property
-    def segment_id(self) -> tuple[int, int]:
+    def segment_id(self) -> int:
+        """Device index and offset of the first fragment in one int (offsets < 2**48):
+        an int key costs half a tuple key, and the index holds one per segment."""
         first = self.fragments[0].extent
-        return (first.device_index, first.offset_bytes)
+        return (first.device_index << 48) | first.offset_bytes
 
 
 @dataclass(frozen=True, slots=True)

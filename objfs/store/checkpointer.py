@@ -65,6 +65,16 @@ class Checkpointer:
         self._wanted = trio.Event()
         self.checkpoints = 0
 
+    def reserve_bytes(self) -> int:
+        """Space each metadata device keeps from data writes for the next body.
+
+        The next body is at most the current one plus what was logged since: a
+        record adds no more to the index than its own size. Twice that bound,
+        so fragmentation cannot make it miss.
+        """
+        growth = max(self._wal.applied_position - self.current.wal_start, 0)
+        return max(self._base_reserve_bytes, 2 * round_up(self.current.body_bytes + growth))
+
     def request(self) -> None:
         """Ask the background task for a checkpoint soon (never blocks)."""
         self._wanted.set()
@@ -108,8 +118,6 @@ class Checkpointer:
             # the newest one: that is how a full WAL gets room again.
             snapshot = self._snapshot()
             body = await trio.to_thread.run_sync(encode_body, snapshot, lsn)
-            # Keep room for the next body (the index may grow) away from data writes.
-            self._space.reserve_bytes = max(self._base_reserve_bytes, 2 * round_up(len(body)))
             # The slot NOT holding the checkpoint the index came from: after a
             # fallback that is the damaged newer one, never the only good checkpoint.
             slot = 1 - current.slot

@@ -21,7 +21,7 @@ from objfs.config import StoreConfig
 from objfs.errors import ObjfsError, UsageError
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, open_devices, round_up
+from objfs.store.device import BlockDevice, open_devices
 from objfs.store.index import ObjectIndex
 from objfs.store.records import Record
 from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
@@ -49,7 +49,7 @@ async def _assemble(
     space = Space(
         allocators,
         # As after a checkpoint: room for a body twice the one just loaded.
-        reserve_bytes=max(base_reserve_bytes, 2 * round_up(recovered.chosen.body_bytes)),
+        reserve_bytes=lambda: checkpointer.reserve_bytes(),
         reserve_devices=set(metadata),
         is_referenced=lambda segment_id: index.references(segment_id) > 0,
     )

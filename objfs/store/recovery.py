@@ -168,7 +168,15 @@ async def load_checkpoint(
         if lsn != pointer.lsn:
             log.error("checkpoint %d holds LSN %d, not %d", pointer.generation, lsn, pointer.lsn)
             continue
-        index = await trio.to_thread.run_sync(ObjectIndex.from_snapshot, snapshot)
+        try:
+            index = await trio.to_thread.run_sync(ObjectIndex.from_snapshot, snapshot)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # Decoded, but not an index this objfs could have written (keys of the
+            # wrong type, say): as damaged as a bad checksum.
+            log.error(
+                "checkpoint %d is not a valid index (%r); falling back", pointer.generation, exc
+            )
+            continue
         return pointer, index
     raise Corrupted(
         f"no readable checkpoint on devices {sorted(devices)} "

@@ -32,15 +32,16 @@ class Space:
 
     Args:
         allocators: device index -> its allocator (already rebuilt).
-        reserve_bytes: free space per device that data allocations leave alone,
-            so a checkpoint (which frees space) can always be written.
+        reserve_bytes: free space each metadata device keeps from data writes, so
+            a checkpoint (which a full WAL needs to make room) can always be
+            written: a number, or a function asked at every allocation.
     """
 
     def __init__(
         self,
         allocators: dict[int, ExtentAllocator],
         *,
-        reserve_bytes: int,
+        reserve_bytes: int | Callable[[], int],
         reserve_devices: set[int] | None = None,
         is_referenced: Callable[[SegmentId], bool] = lambda _: False,
     ) -> None:
@@ -50,10 +51,26 @@ class Space:
         # A pinned segment freed by the index can be referenced again before the pin
         # goes (a copy racing a delete of its source): then it must not be freed.
         self._is_referenced = is_referenced
-        self.reserve_bytes = reserve_bytes
+        self._reserve = reserve_bytes
         self._pins: Counter[SegmentId] = Counter()
         self._deferred: dict[SegmentId, Segment] = {}
         self._next_device = 0
+
+    @property
+    def reserve_bytes(self) -> int:
+        return self._reserve() if callable(self._reserve) else self._reserve
+
+    def room_to_grow(self) -> bool:
+        """Whether every metadata device has free space beyond its reserve: if not,
+        changes that grow the index must wait until deletes make room, or the next
+        checkpoint might not fit and a full WAL could take nothing more, deletes
+        included."""
+        reserve = self.reserve_bytes
+        return all(
+            self.allocators[i].free_bytes > reserve
+            for i in self._reserve_devices
+            if i in self.allocators
+        )
 
     @property
     def free_bytes(self) -> int:
@@ -73,9 +90,10 @@ class Space:
             NoSpace: no device has `min_length_bytes` free above its reserve.
         """
         indexes = sorted(self.allocators)
+        kept = self.reserve_bytes
         for turn in range(len(indexes)):
             allocator = self.allocators[indexes[(self._next_device + turn) % len(indexes)]]
-            reserve = self.reserve_bytes if allocator.device_index in self._reserve_devices else 0
+            reserve = kept if allocator.device_index in self._reserve_devices else 0
             if allocator.free_bytes - min_length_bytes < reserve:
                 continue
             if allocator.largest_free_bytes < min_length_bytes:
@@ -86,7 +104,7 @@ class Space:
             return extent
         raise NoSpace(
             f"no device has {min_length_bytes} bytes free "
-            f"({self.free_bytes} bytes free in all, {self.reserve_bytes} kept per device "
+            f"({self.free_bytes} bytes free in all, {kept} kept per metadata device "
             "for checkpoints)"
         )
 

@@ -20,7 +20,7 @@ from typing import final
 import trio
 
 from objfs.config import StoreConfig
-from objfs.errors import InvalidArgument, ReadOnly
+from objfs.errors import InvalidArgument, NoSpace, ReadOnly
 from objfs.store import names
 from objfs.store.checkpoint import CheckpointPointer
 from objfs.store.checkpointer import Checkpointer
@@ -222,6 +222,13 @@ class Store:
         self._index.bucket(BucketName(bucket))
         return BucketName(bucket), checked_key
 
+    def _check_room_to_grow(self) -> None:
+        if not self._space.room_to_grow():
+            raise NoSpace(
+                "the devices are down to the space kept for checkpoints: delete objects "
+                "to make room (deletes, renames and truncates still work)"
+            )
+
     def _new_version_id(self, bucket: BucketName) -> VersionId:
         if self._index.bucket(bucket).versioning is Versioning.ENABLED:
             # Sortable by time, unique by the random tail; decided before the record.
@@ -246,6 +253,7 @@ class Store:
         block. Leaving without a commit frees every byte written.
         """
         bucket_name, object_key = self._check_writable(bucket, key)
+        self._check_room_to_grow()
         meta = tuple(sorted((metadata or {}).items()))
         sums = tuple(sorted((checksums or {}).items()))
 
@@ -315,6 +323,7 @@ class Store:
                 version = await writer.commit()
             return object_info(bucket, key, version)
         bucket_name, object_key = self._check_writable(bucket, key)
+        self._check_room_to_grow()
         version = ObjectVersion(
             version_id=self._new_version_id(bucket_name),
             size_bytes=len(data),
@@ -381,6 +390,7 @@ class Store:
     ) -> ObjectInfo:
         """Copy by reference: the new version shares the source's stored segments."""
         bucket_name, object_key = self._check_writable(target_bucket, target_key)
+        self._check_room_to_grow()
         source = self._version(source_bucket, source_key, version_id)
         segments = list(version_segments(source))
         version = replace(
@@ -404,6 +414,7 @@ class Store:
         ETag becomes unknown (None) until `set_attributes(etag=...)`.
         """
         bucket_name, object_key = self._check_writable(bucket, key)
+        self._check_room_to_grow()
         names.check_extent_of_object(offset_bytes, len(data))
         async with self._locks.hold((bucket_name, object_key)):
             current = self._index.current(bucket_name, object_key)

@@ -188,12 +188,22 @@ async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> Fsc
         report.add("wal", False, "no WAL mirror can be read")
         return report
     best = max(ends.values(), key=lambda r: r.next_lsn)
-    same = len(ends) == len(metadata) and all(r.next_lsn == best.next_lsn for r in ends.values())
+    same = all(r.next_lsn == best.next_lsn for r in ends.values())
+    # Mirrors that end apart are what a crash in the middle of a batch leaves:
+    # the longest chain holds every acknowledged record, and the next writable
+    # open (or --repair) copies it onto the others. A mirror that cannot be
+    # read at all is a problem.
     report.add(
         "wal",
-        same,
+        len(ends) == len(metadata),
         f"{len(best.records)} records after the checkpoint, up to LSN {best.next_lsn - 1}"
-        + ("" if same else f"; mirrors end at {[r.next_lsn - 1 for r in ends.values()]}"),
+        + (
+            ""
+            if same
+            else f"; mirrors end at {[r.next_lsn - 1 for r in ends.values()]} (a batch cut "
+            "by a crash: the next writable open copies the longest onto the others)"
+        )
+        + ("" if len(ends) == len(metadata) else f"; only {len(ends)} mirrors readable"),
     )
     for item in best.records:
         try:

@@ -74,3 +74,21 @@ def test_format_refuses_a_device_that_holds_objfs_data(disk_dir: str) -> None:
     assert again.returncode == 2 and "already holds objfs data" in again.stderr
     assert objfs("format", "--force", path).returncode == 0
     os.unlink(path)
+
+
+def test_fsck_reports_a_damaged_superblock_and_repair_mends_it(disk_dir: str) -> None:
+    data = os.path.join(disk_dir, "data")
+    assert objfs("--data", data, "format", "--device-size", "64M").returncode == 0
+    device = os.path.join(data, "devices", "dev0.img")
+    with open(device, "r+b") as file:  # flip a byte inside superblock copy A
+        file.seek(20)
+        byte = file.read(1)
+        file.seek(20)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    checked = objfs("--data", data, "fsck")
+    assert checked.returncode == 1
+    assert "BAD superblock" in checked.stdout
+    repaired = objfs("--data", data, "fsck", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "fsck: clean" in repaired.stdout
+    assert objfs("--data", data, "fsck", "--verify-data").returncode == 0

@@ -26,6 +26,7 @@ from objfs.store.types import (
     BucketInfo,
     BucketName,
     Extent,
+    ObjectVersion,
     Versioning,
 )
 
@@ -150,13 +151,18 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         for _ in range(bucket_count):
             name, owner, created_ns, versioning = unpacker.unpack()
             buckets.append(BucketInfo(BucketName(name), owner, created_ns, Versioning(versioning)))
+        # Keys and values straight into their final containers: no list of a
+        # million (key, versions) pairs to throw away, whose holes would stay in
+        # the heap between the index's objects.
         intern, decode = sys.intern, decode_version
-        objects = [
-            ((intern(bucket), key), tuple([decode(v) for v in versions]))
-            for bucket, key, versions in itertools.islice(unpacker, object_count)
-        ]
-        if len(objects) != object_count:
-            raise Corrupted(f"checkpoint body holds {len(objects)} keys, not {object_count}")
+        keys: list[tuple[str, str]] = []
+        values: dict[tuple[str, str], tuple[ObjectVersion, ...]] = {}
+        for bucket, key, versions in itertools.islice(unpacker, object_count):
+            index_key = (intern(bucket), key)
+            keys.append(index_key)
+            values[index_key] = tuple([decode(v) for v in versions])
+        if len(keys) != object_count or len(values) != object_count:
+            raise Corrupted(f"checkpoint body holds {len(keys)} keys, not {object_count}")
     except (
         ValueError,
         TypeError,
@@ -166,4 +172,4 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         msgpack.UnpackException,
     ) as exc:  # any of these: the body is not what this objfs wrote
         raise Corrupted(f"checkpoint body does not parse: {exc!r}") from exc
-    return lsn, Snapshot.of(tuple(buckets), objects)
+    return lsn, Snapshot(tuple(buckets), keys, values)

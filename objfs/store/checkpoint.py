@@ -20,7 +20,7 @@ import msgpack
 
 from objfs.errors import Corrupted
 from objfs.store.index import Snapshot
-from objfs.store.records import decode_version, encode_version
+from objfs.store.records import DECODE_ERRORS, decode_version, encode_version
 from objfs.store.types import (
     BLOCK_SIZE_BYTES,
     BucketInfo,
@@ -163,13 +163,6 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
             values[index_key] = tuple([decode(v) for v in versions])
         if len(keys) != object_count or len(values) != object_count:
             raise Corrupted(f"checkpoint body holds {len(keys)} keys, not {object_count}")
-    except (
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        msgpack.UnpackException,
-    ) as exc:  # any of these: the body is not what this objfs wrote
+    except DECODE_ERRORS as exc:
         raise Corrupted(f"checkpoint body does not parse: {exc!r}") from exc
     return lsn, Snapshot(tuple(buckets), keys, values)

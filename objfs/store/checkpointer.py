@@ -62,6 +62,7 @@ class Checkpointer:
         self.stale_extents = stale_extents
         self._base_reserve_bytes = base_reserve_bytes
         self._lock = trio.Lock()
+        self.writing: list[Extent] = []  # a body's extents until its pointer is written
         self._wanted = trio.Event()
         self.checkpoints = 0
 
@@ -140,6 +141,7 @@ class Checkpointer:
                 raise ReadOnly(f"the store is read-only: {self._wal.failure}") from exc
             replaced = self.pointers.get(slot)
             self.pointers[slot] = pointer
+            self.writing = []
             for extent in [*(replaced.extents() if replaced else ()), *self.stale_extents]:
                 self._space.free_extent(extent)
             self.stale_extents = []
@@ -156,6 +158,7 @@ class Checkpointer:
         try:
             for i in self._metadata:
                 copies.append(tuple(self._space.allocate_run(i, round_up(len(body)), limit)))
+                self.writing.extend(copies[-1])
             jobs = []
             for copy in copies:
                 writes: list[tuple[int, WriteData]] = []
@@ -166,6 +169,7 @@ class Checkpointer:
                 jobs.append((self._devices[copy[0].device_index], writes))
             await write_parallel(jobs)
         except BaseException:
+            self.writing = []
             for copy in copies:
                 for extent in copy:
                     self._space.free_extent(extent)

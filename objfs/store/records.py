@@ -31,6 +31,17 @@ from objfs.store.types import (
     Versioning,
 )
 
+# What decoding bytes of the wrong shape can raise (a payload or checkpoint body
+# that is not what this objfs wrote): all of it means Corrupted, never a crash.
+DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    msgpack.UnpackException,
+)
+
 
 class RecordType(enum.IntEnum):
     WRAP = 1  # WAL only: the next record starts at the beginning of the WAL region
@@ -367,12 +378,5 @@ def decode_record(record_type: int, payload: bytes) -> Record:
     try:
         kind = RecordType(record_type)
         return _build(kind, msgpack.unpackb(payload, raw=False, use_list=True))
-    except (
-        ValueError,
-        TypeError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        msgpack.UnpackException,
-    ) as exc:
+    except DECODE_ERRORS as exc:
         raise Corrupted(f"record of type {record_type} cannot be decoded: {exc}") from exc

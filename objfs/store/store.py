@@ -490,9 +490,14 @@ class Store:
         return self._datapath
 
     def pending_extents(self) -> list[Extent]:
-        """Allocated but not referenced by the index: stale checkpoint bodies, and
-        segments freed while a reader still pins them."""
-        return list(self._checkpointer.stale_extents) + self._space.deferred_extents()
+        """Allocated but not referenced by the index or a pointer: stale checkpoint
+        bodies, the body of a checkpoint being written, and segments freed while
+        a reader still pins them."""
+        return (
+            list(self._checkpointer.stale_extents)
+            + list(self._checkpointer.writing)
+            + self._space.deferred_extents()
+        )
 
     @property
     def devices(self) -> dict[int, BlockDevice]:

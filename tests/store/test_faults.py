@@ -28,11 +28,14 @@ one byte short of whole, whole), because each image costs three 16 MiB copies.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 
 import pytest
+import store_helpers
 import trio
+from store_helpers import payload
 
 from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError, ReadOnly
@@ -52,6 +55,8 @@ from objfs.store.types import BLOCK_SIZE_BYTES, BucketName, MiB, ObjectKey, Segm
 from objfs.store.wal import HEADER_BYTES, WRAP_FRAME_BYTES
 
 BUCKET = "faults"
+put_many = functools.partial(store_helpers.put_many, bucket=BUCKET)
+advance_wal_to = functools.partial(store_helpers.advance_wal_to, bucket=BUCKET)
 DEVICE_BYTES = 16 * MiB
 WAL_BYTES = 1 * MiB
 # Checkpoints only when asked for, or when the WAL fills (never by the clock).
@@ -144,11 +149,6 @@ def hold(devices: Sequence[HoldingDevice], held: bool = True) -> None:
         device.hold_flushes = held
 
 
-def payload(tag: str, size: int) -> bytes:
-    """Bytes that differ per tag and per position, so a misplaced byte shows."""
-    return random.Random(tag).randbytes(size)
-
-
 async def assert_objects(store: Store, expected: dict[str, bytes]) -> None:
     """The bucket holds exactly these keys, each with exactly these bytes."""
     keys = [info.key for info in store.list_objects(BUCKET, limit=10_000).objects]
@@ -170,35 +170,6 @@ def findings(report: FsckReport, check: str) -> list[bool]:
 
 def newest_pointer(store: Store) -> CheckpointPointer:
     return max(store.pointers.values(), key=lambda pointer: pointer.generation)
-
-
-async def put_many(store: Store, expected: dict[str, bytes], names: Sequence[str]) -> None:
-    for name in names:
-        data = payload(name, 100 + len(expected) * 37 % 900)
-        await store.put_object(BUCKET, name, data)
-        expected[name] = data
-
-
-async def advance_wal_to(store: Store, target: int, modulus: int) -> None:
-    """Overwrite the key "pad" with inline objects until the WAL tail is `target` mod `modulus`.
-
-    A PUT_VERSION frame of an inline object of 256..4096 bytes is a fixed overhead
-    plus the object's size; the overhead is measured with the first put.
-    """
-    before = store.wal.applied_position
-    await store.put_object(BUCKET, "pad", bytes(1000))
-    overhead = store.wal.applied_position - before - 1000
-    for _ in range(2000):
-        gap = (target - store.wal.applied_position) % modulus
-        if gap == 0:
-            return
-        size = gap - overhead
-        if size > 4096:
-            size = min(4096, gap - 2 * overhead - 256)  # leaves a gap of >= overhead + 256
-        elif size < 256:
-            size = 1000  # go round once more
-        await store.put_object(BUCKET, "pad", bytes(size))
-    raise AssertionError(f"WAL tail never reached {target} mod {modulus}")
 
 
 # -- 1. torn WAL tail ---------------------------------------------------------------

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import functools
 import itertools
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,8 +38,10 @@ from contextlib import asynccontextmanager
 import crc32c
 import msgpack
 import pytest
+import store_helpers
 import trio
 import trio.testing
+from store_helpers import payload
 
 from objfs.config import StoreConfig
 from objfs.errors import DeviceError, NoSpace, ReadOnly
@@ -63,6 +65,8 @@ from objfs.store.types import BLOCK_SIZE_BYTES, BucketName, Lsn, MiB
 from objfs.store.wal import Wal, next_lap
 
 BUCKET = "edges"
+put_many = functools.partial(store_helpers.put_many, bucket=BUCKET)
+advance_wal_to = functools.partial(store_helpers.advance_wal_to, bucket=BUCKET)
 DEVICE_BYTES = 16 * MiB
 WAL_BYTES = 1 * MiB
 # Checkpoints only when asked for, or when the WAL fills (never by the clock).
@@ -186,11 +190,6 @@ def crash_all(devices: Sequence[FaultyDevice], plan: FaultPlan | None = None) ->
     return [device.crash(plan) for device in devices]
 
 
-def payload(tag: str, size: int) -> bytes:
-    """Bytes that differ per tag and per position, so a misplaced byte shows."""
-    return random.Random(tag).randbytes(size)
-
-
 def wake_every_appender(wal: Wal, reason: str) -> None:
     """Fail the WAL, which answers every appender waiting (shielded) on it with ReadOnly.
 
@@ -267,13 +266,6 @@ async def assert_objects(store: Store, expected: dict[str, bytes]) -> None:
     assert keys == sorted(expected)
     for key, data in expected.items():
         assert await store.get_object(BUCKET, key) == data, key
-
-
-async def put_many(store: Store, expected: dict[str, bytes], names: Sequence[str]) -> None:
-    for name in names:
-        data = payload(name, 100 + len(expected) * 37 % 900)
-        await store.put_object(BUCKET, name, data)
-        expected[name] = data
 
 
 def slot_blocks(device: FaultyDevice) -> list[bytes]:
@@ -865,28 +857,6 @@ async def test_format_of_two_devices_cut_on_one_refuses_to_open_naming_it() -> N
 
 
 # -- 8. stale frames of a torn batch --------------------------------------------------
-
-
-async def advance_wal_to(store: Store, target: int, modulus: int) -> None:
-    """Overwrite the key "pad" with inline objects until the WAL tail is `target` mod `modulus`.
-
-    A PUT_VERSION frame of an inline object of 256..4096 bytes is a fixed overhead
-    plus the object's size; the overhead is measured with the first put.
-    """
-    before = store.wal.applied_position
-    await store.put_object(BUCKET, "pad", bytes(1000))
-    overhead = store.wal.applied_position - before - 1000
-    for _ in range(2000):
-        gap = (target - store.wal.applied_position) % modulus
-        if gap == 0:
-            return
-        size = gap - overhead
-        if size > 4096:
-            size = min(4096, gap - 2 * overhead - 256)  # leaves a gap of >= overhead + 256
-        elif size < 256:
-            size = 1000  # go round once more
-        await store.put_object(BUCKET, "pad", bytes(size))
-    raise AssertionError(f"WAL tail never reached {target} mod {modulus}")
 
 
 @pytest.mark.parametrize("wraps", [False, True], ids=["mid-ring", "across-the-ring-end"])

@@ -20,18 +20,17 @@ import msgpack
 
 from objfs.errors import Corrupted
 from objfs.store.index import Snapshot
-from objfs.store.records import DECODE_ERRORS, decode_version, encode_version
+from objfs.store.records import DECODE_ERRORS
 from objfs.store.types import (
     BLOCK_SIZE_BYTES,
     BucketInfo,
     BucketName,
     Extent,
-    ObjectVersion,
     Versioning,
 )
 
 POINTER_MAGIC = b"OBJFS\x00CP"
-BODY_FORMAT = 1
+BODY_FORMAT = 2  # 2: each key's versions as one packed blob (packing.py)
 
 # pointer := magic[8] | version u32 | slot u32 | generation u64 | lsn u64 | wal_start u64
 #            | body_bytes u64 | body_crc32c u32 | copy_count u32
@@ -130,8 +129,8 @@ def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
     parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.keys)])]
     for info in snapshot.buckets:
         parts.append(packer.pack([info.name, info.owner, info.created_ns, info.versioning.value]))
-    for (bucket, key), versions in snapshot.items():
-        parts.append(packer.pack([bucket, key, [encode_version(v) for v in versions]]))
+    for (bucket, key), packed in snapshot.items():
+        parts.append(packer.pack([bucket, key, packed]))
     return b"".join(parts)
 
 
@@ -154,13 +153,15 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         # Keys and values straight into their final containers: no list of a
         # million (key, versions) pairs to throw away, whose holes would stay in
         # the heap between the index's objects.
-        intern, decode = sys.intern, decode_version
+        intern = sys.intern
         keys: list[tuple[str, str]] = []
-        values: dict[tuple[str, str], tuple[ObjectVersion, ...]] = {}
-        for bucket, key, versions in itertools.islice(unpacker, object_count):
+        values: dict[tuple[str, str], bytes] = {}
+        for bucket, key, packed in itertools.islice(unpacker, object_count):
+            if not isinstance(packed, bytes) or not isinstance(key, str):
+                raise Corrupted(f"checkpoint body entry {bucket!r}/{key!r} is not key + versions")
             index_key = (intern(bucket), key)
             keys.append(index_key)
-            values[index_key] = tuple([decode(v) for v in versions])
+            values[index_key] = packed
         if len(keys) != object_count or len(values) != object_count:
             raise Corrupted(f"checkpoint body holds {len(keys)} keys, not {object_count}")
     except DECODE_ERRORS as exc:

@@ -93,9 +93,12 @@ async def check_superblocks(devices: list[BlockDevice], report: FsckReport) -> l
 def check_index(index: ObjectIndex, report: FsckReport) -> None:
     """Piece lists sorted, non-overlapping, inside the object, and sources long enough."""
     bad = 0
+    version_count = logical_bytes = 0
     for (bucket, key), versions in index.iter_all():
         report.objects += 1
+        version_count += len(versions)
         for version in versions:
+            logical_bytes += version.size_bytes
             end = 0
             for piece in version.pieces:
                 source_bytes = (
@@ -114,6 +117,13 @@ def check_index(index: ObjectIndex, report: FsckReport) -> None:
                 end = piece.end_bytes
     if not bad:
         report.add("pieces", True, f"{report.objects} keys: piece lists well formed")
+    counted = (index.version_count, index.logical_bytes) == (version_count, logical_bytes)
+    report.add(
+        "counts",
+        counted,
+        f"{version_count} versions, {logical_bytes} bytes"
+        + ("" if counted else f" (the index says {index.version_count}, {index.logical_bytes})"),
+    )
 
 
 def check_space(

@@ -10,7 +10,7 @@ records in the same order always gives the same index (docs/concurrency.md).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import final
 
@@ -26,6 +26,15 @@ from objfs.errors import (
     NoSuchVersion,
 )
 from objfs.store import pieces as piece_math
+from objfs.store.packing import (
+    Versions,
+    pack_segment,
+    pack_versions,
+    scan_packed,
+    segment_extents,
+    unpack_segment,
+    unpack_versions,
+)
 from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
@@ -44,6 +53,7 @@ from objfs.store.types import (
     NULL_VERSION,
     BucketInfo,
     BucketName,
+    Extent,
     ObjectKey,
     ObjectVersion,
     Segment,
@@ -51,7 +61,6 @@ from objfs.store.types import (
     VersionId,
 )
 
-Versions = tuple[ObjectVersion, ...]  # newest first
 IndexKey = tuple[str, str]  # (bucket, key)
 
 
@@ -65,16 +74,16 @@ def version_segments(version: ObjectVersion) -> Iterator[Segment]:
 class Snapshot:
     """The index at one moment, cheap to take, safe to serialise from another thread.
 
-    `keys` are in order; `values` maps each to its versions. Taking one costs two
-    C-level copies on the event loop (about 50 ms at a million keys); pairing
-    them up is left to whoever walks `items()`, in a worker thread.
+    `keys` are in order; `values` maps each to its packed versions (packing.py).
+    Taking one costs two C-level copies on the event loop (about 50 ms at a
+    million keys); pairing them up is left to whoever walks `items()`.
     """
 
     buckets: tuple[BucketInfo, ...]
     keys: list[IndexKey]
-    values: Mapping[IndexKey, Versions]
+    values: Mapping[IndexKey, bytes]
 
-    def items(self) -> Iterator[tuple[IndexKey, Versions]]:
+    def items(self) -> Iterator[tuple[IndexKey, bytes]]:
         values = self.values
         for key in self.keys:
             yield key, values[key]
@@ -84,19 +93,23 @@ class Snapshot:
         cls, buckets: tuple[BucketInfo, ...], objects: list[tuple[IndexKey, Versions]]
     ) -> Snapshot:
         """A snapshot of (key, versions) pairs given in key order."""
-        return cls(buckets, [key for key, _ in objects], dict(objects))
+        return cls(buckets, [key for key, _ in objects], {k: pack_versions(v) for k, v in objects})
 
 
 @final
 class ObjectIndex:
     def __init__(self) -> None:
         self._buckets: dict[str, BucketInfo] = {}
-        self._objects: SortedDict = SortedDict()  # (bucket, key) -> Versions
+        # (bucket, key) -> the key's versions, packed (packing.py): a few hundred
+        # bytes per key instead of a tree of objects; decoded when asked for.
+        self._objects: SortedDict = SortedDict()
         self._bucket_counts: Counter[str] = Counter()  # keys per bucket
-        # Every referenced segment once; most have one reference, so the count is
-        # kept only where it is above one (one dict entry per segment, not two).
-        self._segments: dict[SegmentId, Segment] = {}
+        # Every referenced segment once, packed; most have one reference, so the
+        # count is kept only where it is above one.
+        self._segments: dict[SegmentId, bytes] = {}
         self._extra_refs: dict[SegmentId, int] = {}
+        self.version_count = 0
+        self.logical_bytes = 0  # sum of the sizes of every version
 
     # -- reading -------------------------------------------------------------------
 
@@ -111,8 +124,8 @@ class ObjectIndex:
 
     def versions(self, bucket: BucketName, key: ObjectKey) -> Versions:
         """Every version of a key, newest first; () if none."""
-        result: Versions = self._objects.get((bucket, key), ())
-        return result
+        packed = self._objects.get((bucket, key))
+        return () if packed is None else unpack_versions(packed)
 
     def current(self, bucket: BucketName, key: ObjectKey) -> ObjectVersion:
         """The newest version, unless it is a delete marker.
@@ -151,11 +164,12 @@ class ObjectIndex:
         for index_key in self._objects.irange((bucket, low), None, inclusive=(inclusive, True)):
             if index_key[0] != bucket or not index_key[1].startswith(prefix):
                 return
-            yield index_key[1], self._objects[index_key]
+            yield index_key[1], unpack_versions(self._objects[index_key])
 
     def iter_all(self) -> Iterator[tuple[IndexKey, Versions]]:
-        """Every key of every bucket, in order."""
-        yield from self._objects.items()
+        """Every key of every bucket, in order (decodes every version: for fsck)."""
+        for index_key, packed in self._objects.items():
+            yield index_key, unpack_versions(packed)
 
     def key_count(self, bucket: BucketName) -> int:
         return self._bucket_counts[bucket]
@@ -163,8 +177,14 @@ class ObjectIndex:
     def object_count(self) -> int:
         return len(self._objects)
 
-    def referenced_segments(self) -> Iterable[Segment]:
-        return self._segments.values()
+    def referenced_extents(self) -> Iterator[Extent]:
+        """Every extent a referenced segment occupies (for rebuilding free space)."""
+        for packed in self._segments.values():
+            yield from segment_extents(packed)
+
+    def referenced_segments(self) -> Iterator[Segment]:
+        for packed in self._segments.values():
+            yield unpack_segment(packed)
 
     def references(self, segment_id: SegmentId) -> int:
         if segment_id not in self._segments:
@@ -172,7 +192,7 @@ class ObjectIndex:
         return 1 + self._extra_refs.get(segment_id, 0)
 
     def snapshot(self) -> Snapshot:
-        # The versions tuples are immutable, so a shallow copy is a consistent snapshot.
+        # The packed values are immutable, so a shallow copy is a consistent snapshot.
         # list(SortedDict) chains its sorted sublists and dict.copy copies the hash
         # table, both in C; iterating SortedDict.items() costs ~2 us per key.
         return Snapshot(
@@ -184,10 +204,17 @@ class ObjectIndex:
         index = cls()
         index._buckets = {info.name: info for info in snapshot.buckets}
         index._objects = SortedDict(snapshot.values)
-        for (bucket, _key), versions in snapshot.items():
+        segments, extra = index._segments, index._extra_refs
+        for (bucket, _key), packed in snapshot.items():
             index._bucket_counts[bucket] += 1
-            for version in versions:
-                index._add_refs(version)
+            count, logical, references = scan_packed(packed)
+            index.version_count += count
+            index.logical_bytes += logical
+            for segment_id, packed_segment in references:
+                if segment_id in segments:
+                    extra[segment_id] = extra.get(segment_id, 0) + 1
+                else:
+                    segments[segment_id] = packed_segment
         return index
 
     # -- references ------------------------------------------------------------------
@@ -198,7 +225,7 @@ class ObjectIndex:
             if segment_id in self._segments:
                 self._extra_refs[segment_id] = self._extra_refs.get(segment_id, 0) + 1
             else:
-                self._segments[segment_id] = segment
+                self._segments[segment_id] = pack_segment(segment)
 
     def _drop_refs(self, version: ObjectVersion, freed: list[Segment]) -> None:
         for segment in version_segments(version):
@@ -209,21 +236,24 @@ class ObjectIndex:
             elif extra == 1:
                 del self._extra_refs[segment_id]
             else:
-                freed.append(self._segments.pop(segment_id))
+                del self._segments[segment_id]
+                freed.append(segment)
 
     def _set_versions(
         self, bucket: str, key: str, versions: Versions, freed: list[Segment]
     ) -> None:
         """Replace a key's versions, moving references from the old to the new ones."""
-        old = self._objects.get((bucket, key), ())
+        old = self.versions(BucketName(bucket), ObjectKey(key))
         for version in versions:
             self._add_refs(version)
         for version in old:
             self._drop_refs(version, freed)
+        self.version_count += len(versions) - len(old)
+        self.logical_bytes += sum(v.size_bytes for v in versions) - sum(v.size_bytes for v in old)
         if versions:
             if not old:
                 self._bucket_counts[bucket] += 1
-            self._objects[(bucket, key)] = versions
+            self._objects[(bucket, key)] = pack_versions(versions)
         elif old:
             self._bucket_counts[bucket] -= 1
             del self._objects[(bucket, key)]
@@ -285,7 +315,7 @@ class ObjectIndex:
     def _replace_current(
         self, bucket: str, key: str, updated: ObjectVersion, freed: list[Segment]
     ) -> None:
-        versions = self._objects[(bucket, key)]
+        versions = self.versions(BucketName(bucket), ObjectKey(key))
         self._set_versions(bucket, key, (updated, *versions[1:]), freed)
 
     def _put_version(self, record: PutVersion, freed: list[Segment]) -> None:

@@ -321,8 +321,7 @@ def rebuild_allocators_from_ranges(
     """`rebuild_allocators` over explicit data regions (device index -> [start, end))."""
     used: dict[int, list[Extent]] = {i: [] for i in regions}
     extents = list(reserved)
-    for segment in index.referenced_segments():
-        extents.extend(fragment.extent for fragment in segment.fragments)
+    extents.extend(index.referenced_extents())
     for extent in extents:
         if extent.device_index not in used:
             raise Corrupted(f"{extent} is on a device this node does not have")

@@ -153,7 +153,8 @@ class Store:
             bucket,
             key,
             version,
-            is_latest=version is self._index.versions(BucketName(bucket), ObjectKey(key))[0],
+            is_latest=version.version_id
+            == self._index.versions(BucketName(bucket), ObjectKey(key))[0].version_id,
         )
 
     def _version(self, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
@@ -526,15 +527,11 @@ class Store:
         return self._wal
 
     def statistics(self) -> StoreStatistics:
-        versions = logical = 0
-        for _, entry in self._index.iter_all():
-            versions += len(entry)
-            logical += sum(v.size_bytes for v in entry)
         return StoreStatistics(
             buckets=len(self._index.buckets()),
             objects=self._index.object_count(),
-            versions=versions,
-            logical_bytes=logical,
+            versions=self._index.version_count,
+            logical_bytes=self._index.logical_bytes,
             device_bytes=self._space.total_bytes,
             free_bytes=self._space.free_bytes,
             wal_bytes_used=self._wal.used_bytes,

@@ -230,6 +230,30 @@ class Store:
                 "to make room (deletes, renames and truncates still work)"
             )
 
+    def _new_version(
+        self,
+        bucket: BucketName,
+        size_bytes: int,
+        etag: str,
+        pieces: tuple[Piece, ...],
+        content_type: str,
+        metadata: Mapping[str, str] | None,
+        checksums: Mapping[str, str] | None,
+        posix: PosixAttrs | None,
+    ) -> ObjectVersion:
+        """A new version of whole bytes: its id and time decided now, before its record."""
+        return ObjectVersion(
+            version_id=self._new_version_id(bucket),
+            size_bytes=size_bytes,
+            mtime_ns=self._clock(),
+            etag=etag,
+            content_type=content_type,
+            metadata=tuple(sorted((metadata or {}).items())),
+            checksums=tuple(sorted((checksums or {}).items())),
+            posix=posix,
+            pieces=pieces,
+        )
+
     def _new_version_id(self, bucket: BucketName) -> VersionId:
         if self._index.bucket(bucket).versioning is Versioning.ENABLED:
             # Sortable by time, unique by the random tail; decided before the record.
@@ -255,20 +279,10 @@ class Store:
         """
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
-        meta = tuple(sorted((metadata or {}).items()))
-        sums = tuple(sorted((checksums or {}).items()))
 
         async def commit(size: int, etag: str, pieces: tuple[Piece, ...]) -> ObjectVersion:
-            version = ObjectVersion(
-                version_id=self._new_version_id(bucket_name),
-                size_bytes=size,
-                mtime_ns=self._clock(),
-                etag=etag,
-                content_type=content_type,
-                metadata=meta,
-                checksums=sums,
-                posix=posix,
-                pieces=pieces,
+            version = self._new_version(
+                bucket_name, size, etag, pieces, content_type, metadata, checksums, posix
             )
             await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
             return version
@@ -325,16 +339,16 @@ class Store:
             return object_info(bucket, key, version)
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
-        version = ObjectVersion(
-            version_id=self._new_version_id(bucket_name),
-            size_bytes=len(data),
-            mtime_ns=self._clock(),
-            etag=hashlib.md5(data).hexdigest(),
-            content_type=content_type,
-            metadata=tuple(sorted((metadata or {}).items())),
-            checksums=tuple(sorted((checksums or {}).items())),
-            posix=posix,
-            pieces=(Piece(0, len(data), bytes(data)),) if data else (),
+        pieces = (Piece(0, len(data), bytes(data)),) if data else ()
+        version = self._new_version(
+            bucket_name,
+            len(data),
+            hashlib.md5(data).hexdigest(),
+            pieces,
+            content_type,
+            metadata,
+            checksums,
+            posix,
         )
         await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
         return object_info(bucket, key, version)

@@ -8,6 +8,7 @@ objfs reads configuration files or environment variables for these settings.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
@@ -18,6 +19,7 @@ KiB = 1024
 MiB = 1024 * KiB
 
 DEFAULT_DATA_DIR = "./objfs-data"
+_EC_SHAPE = re.compile(r"[1-9][0-9]?\+[0-9]{1,2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +32,36 @@ class StoreConfig:
     devices: tuple[str, ...] = ()  # explicit device paths (block devices or files)
     buffered_io: bool = False  # opt-in for filesystems that refuse O_DIRECT (tmpfs)
     inline_max_bytes: int = 4 * KiB  # objects up to this size live in their WAL record
-    segment_size_bytes: int = 1 * MiB  # objects are stored in segments of this size
+    # Erasure coding: "auto" (by device count: 1+0, 1+1, 2+1, 2+2, 3+2, then 4+2) or
+    # "K+M"; backend "auto" (ISA-L) or a pyeclib backend name. See erasure.py.
+    ec_policy: str = "auto"
+    ec_backend: str = "auto"
+    # Each data fragment of a stripe holds up to this many bytes: a segment (one
+    # stripe) holds k times this. ~1 MiB keeps one pyeclib call (which holds the GIL) short.
+    fragment_size_bytes: int = 1 * MiB
     writer_in_flight_segments: int = 4  # segment writes one writer keeps going at once
     device_threads: int = 4  # syscalls in flight per device
     checkpoint_interval_ms: int = 60_000  # checkpoint at least this often when the WAL moved
+    # The background scrubber reads every fragment once per interval at most
+    # this fast (0: no background scrub; `objfs scrub` still runs on demand).
+    scrub_interval_ms: int = 7 * 86_400_000
+    scrub_rate_bytes_per_s: int = 64 * MiB
     read_only: bool = False
 
     def __post_init__(self) -> None:
         _check_range("store.inline_max_bytes", self.inline_max_bytes, 0, 64 * KiB)
-        _check_range("store.segment_size_bytes", self.segment_size_bytes, 64 * KiB, 64 * MiB)
-        if self.segment_size_bytes % (4 * KiB):
-            raise ConfigError("store.segment_size_bytes: must be a multiple of 4096")
+        _check_range("store.fragment_size_bytes", self.fragment_size_bytes, 64 * KiB, 16 * MiB)
+        if self.fragment_size_bytes % (4 * KiB):
+            raise ConfigError("store.fragment_size_bytes: must be a multiple of 4096")
+        if self.ec_policy != "auto" and not _EC_SHAPE.fullmatch(self.ec_policy):
+            raise ConfigError(
+                f'store.ec_policy: {self.ec_policy!r} is not "auto" or "K+M" like "4+2"'
+            )
         _check_range("store.writer_in_flight_segments", self.writer_in_flight_segments, 1, 64)
         _check_range("store.device_threads", self.device_threads, 1, 64)
         _check_range("store.checkpoint_interval_ms", self.checkpoint_interval_ms, 100, 86_400_000)
+        _check_range("store.scrub_interval_ms", self.scrub_interval_ms, 1000, 365 * 86_400_000)
+        _check_range("store.scrub_rate_bytes_per_s", self.scrub_rate_bytes_per_s, 0, 1 << 40)
 
     def device_paths(self) -> tuple[str, ...]:
         """The configured devices, or the embedded default's files in the data directory."""

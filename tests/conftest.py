@@ -25,7 +25,7 @@ def memory_devices() -> list[MemoryDevice]:
 
 @pytest.fixture
 def small_config() -> StoreConfig:
-    return StoreConfig(segment_size_bytes=256 * 1024, checkpoint_interval_ms=3_600_000)
+    return StoreConfig(fragment_size_bytes=256 * 1024, checkpoint_interval_ms=3_600_000)
 
 
 @pytest.fixture

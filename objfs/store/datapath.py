@@ -1,50 +1,107 @@
-"""objfs.store.datapath — storing and fetching segments: allocate, checksum, write, verify.
+"""objfs.store.datapath — storing and fetching segments: encode, place, checksum, verify, rebuild.
 
-Owns the devices' data regions as the store uses them: a segment is written to a
-fresh extent, its CRC32C recorded; a fragment read back is verified before any
-byte of it is used, and a mismatch is `Corrupted`, never wrong bytes. It keeps
-the set of devices written since their last flush, so the WAL can flush exactly
-those before a record that points at the new bytes becomes durable.
+Owns the devices' data regions as the store uses them. A segment (one stripe) is
+encoded into k+m fragments (objfs/store/erasure.py) off the event loop, placed on
+k+m different devices, written in parallel, and the CRC32C of each fragment is
+recorded in the segment. Every fragment read back is verified before any byte of
+it is used: a bad or unreadable fragment is replaced by another (parity) one, the
+segment is rebuilt from any k intact fragments, the event is logged and counted
+and the segment queued for heal. Fewer than k intact fragments is `Corrupted`,
+never wrong bytes.
+
+A device that fails a write or a flush is marked down (objfs/store/health.py): a
+stripe still counts as written when k of its fragments are, and the others are
+owed to the device. The data path keeps the set of devices written since their
+last flush, so the WAL can flush exactly those (and persist the owed mask) before
+a record that points at the new bytes becomes durable.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import crc32c
 import trio
 
-from objfs.errors import Corrupted, DeviceError, ObjfsError
+from objfs.errors import Corrupted, DeviceError, NoSpace, ObjfsError, Unavailable
+from objfs.store import erasure
 from objfs.store.device import AlignedBuffer, BlockDevice, WriteData, round_up
+from objfs.store.health import Health
 from objfs.store.space import Space
-from objfs.store.types import BLOCK_SIZE_BYTES, Fragment, Segment
+from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Fragment, Segment
 
 log = logging.getLogger(__name__)
 
-
 _SPLIT_READS_ABOVE_BYTES = 2 * 1024 * 1024  # reads smaller than this stay in one hop
+
+PersistOwed = Callable[[int], Awaitable[None]]  # writes the owed mask to the superblocks
+
+
+@dataclass(slots=True)
+class SegmentCheck:
+    """What checking (and healing) one segment found."""
+
+    fragments_checked: int = 0
+    bytes_read: int = 0
+    bad: list[int] = field(default_factory=list)  # fragment numbers damaged or unreadable
+    skipped: list[int] = field(default_factory=list)  # on down devices: not checked
+    repaired: list[int] = field(default_factory=list)
+    unrecoverable: bool = False
 
 
 class DataPath:
     def __init__(
-        self, devices: dict[int, BlockDevice], space: Space, *, parallel_reads: int = 4
+        self,
+        devices: dict[int, BlockDevice],
+        space: Space,
+        *,
+        policy: erasure.Policy | None = None,
+        fragment_size_bytes: int = 1024 * 1024,
+        health: Health | None = None,
+        persist_owed: PersistOwed | None = None,
+        parallel_reads: int = 4,
     ) -> None:
-        self.devices = devices
+        self.devices = devices  # the devices that are open; missing ones are absent
         self.space = space
+        self.policy = policy or erasure.Policy(1, 0, erasure.SCHEME_REPLICAS)
+        self.fragment_size_bytes = fragment_size_bytes
+        self.health = health or Health(max(devices, default=-1) + 1, down=set(), owed=set())
+        self._persist_owed = persist_owed
         self.parallel_reads = parallel_reads
         self._dirty: set[int] = set()
-        self.corruptions = 0
+
+    @property
+    def segment_size_bytes(self) -> int:
+        """User bytes in one full segment: k fragments' worth."""
+        return self.policy.data_fragments * self.fragment_size_bytes
+
+    @property
+    def corruptions(self) -> int:
+        return self.health.bad_fragments
+
+    def usable(self, device_index: int) -> bool:
+        return device_index in self.devices and device_index not in self.health.down
+
+    # -- writing ---------------------------------------------------------------------
 
     async def write_segments(
         self, data: AlignedBuffer | bytes, size_bytes: int, *, whole_crc: int | None = None
     ) -> list[Segment]:
-        """Store the first `size_bytes` of `data`: one segment, or several when free
-        space is too fragmented for one extent. Undoes everything on failure.
+        """Store the first `size_bytes` of `data` (at most one segment's worth) as
+        one segment, or several when free space is too fragmented for one stripe.
+        Undoes everything on failure.
+
+        Args:
+            whole_crc: the CRC32C of those bytes, when the caller has it (used when
+                the policy keeps whole copies, which then need no checksum pass).
 
         Raises:
             NoSpace: the devices are full.
+            Unavailable: fewer than k devices are up.
+            DeviceError: fewer than k fragments of a stripe could be written.
         """
         segments: list[Segment] = []
         view = data.view if isinstance(data, AlignedBuffer) else memoryview(data)
@@ -52,37 +109,138 @@ class DataPath:
         try:
             while position < size_bytes:
                 remaining = size_bytes - position
-                extent = self.space.allocate(round_up(remaining), min_length_bytes=BLOCK_SIZE_BYTES)
-                count = min(extent.length_bytes, remaining)
-                chunk = view[position : position + count]
-                if whole_crc is not None and count == size_bytes:
-                    crc = whole_crc  # the caller checksummed it already, off the loop
-                else:
-                    crc = crc32c.crc32c(chunk)
-                fragment = Fragment(extent, count, crc)
-                segments.append(Segment(count, (fragment,)))
-                payload: WriteData = bytes(chunk)
-                if isinstance(data, AlignedBuffer) and position == 0 and count == size_bytes:
-                    payload = (data, count)  # no copy: already aligned
-                await self.devices[extent.device_index].write(extent.offset_bytes, payload)
-                self._dirty.add(extent.device_index)
-                position += count
+                whole = position == 0 and remaining == size_bytes
+                segment = await self._write_stripe(
+                    data if whole and isinstance(data, AlignedBuffer) else None,
+                    view[position:size_bytes],
+                    whole_crc if whole else None,
+                )
+                segments.append(segment)
+                position += segment.size_bytes
         except BaseException:
             self.discard(segments)
             raise
         return segments
 
-    async def store_bytes(self, data: bytes, *, segment_size_bytes: int) -> list[Segment]:
-        """Store `data` as segments of at most `segment_size_bytes`; undo all on failure."""
+    async def store_bytes(self, data: bytes) -> list[Segment]:
+        """Store `data` as full segments (the last one shorter); undo all on failure."""
         segments: list[Segment] = []
+        step = self.segment_size_bytes
         try:
-            for start in range(0, len(data), segment_size_bytes):
-                chunk = data[start : start + segment_size_bytes]
+            for start in range(0, len(data), step):
+                chunk = data[start : start + step]
                 segments.extend(await self.write_segments(chunk, len(chunk)))
         except BaseException:
             self.discard(segments)
             raise
         return segments
+
+    async def _write_stripe(
+        self, buffer: AlignedBuffer | None, view: memoryview, whole_crc: int | None
+    ) -> Segment:
+        """Write one stripe of up to all of `view`; return its segment (maybe shorter)."""
+        policy = self.policy
+        up = [i for i in self.health.up if i in self.devices]
+        if len(up) < policy.write_quorum:
+            raise Unavailable(
+                f"only {len(up)} devices are up and a {policy.describe()} stripe needs "
+                f"{policy.write_quorum} fragments written; nothing can be stored"
+            )
+        size = len(view)
+        while True:
+            fragment_bytes = _fragment_bytes(policy, size)
+            extents = self.space.allocate_stripe(
+                round_up(fragment_bytes), policy.width, down=self.health.down
+            )
+            if extents is not None:
+                break
+            if size <= policy.data_fragments * BLOCK_SIZE_BYTES:
+                raise NoSpace(
+                    f"no {policy.width} devices have {round_up(fragment_bytes)} bytes free "
+                    f"above their reserve ({self.space.free_bytes} bytes free in all)"
+                )
+            size = max(round_up(size // 2, policy.data_fragments * BLOCK_SIZE_BYTES), 1)
+            size = min(size, len(view))
+        try:
+            return await self._encode_and_write(buffer, view[:size], whole_crc, extents)
+        except BaseException:
+            for extent in extents:
+                self.space.free_extent(extent)
+            raise
+
+    async def _encode_and_write(
+        self,
+        buffer: AlignedBuffer | None,
+        view: memoryview,
+        whole_crc: int | None,
+        extents: list[Extent],
+    ) -> Segment:
+        policy = self.policy
+        size = len(view)
+        payloads: list[WriteData]
+        if policy.scheme == erasure.SCHEME_REPLICAS:
+            crc = whole_crc
+            if crc is None:
+                crc = await _crc_off_loop(view)
+            if buffer is not None and size == len(buffer.view[:size]):
+                payloads = [(buffer, size)] * policy.width  # no copy: already aligned
+            else:
+                copy = bytes(view)
+                payloads = [copy] * policy.width
+            crcs, sizes = [crc] * policy.width, [size] * policy.width
+        else:
+            codec = erasure.codec(policy.scheme, policy.data_fragments, policy.parity_fragments)
+
+            def encode() -> tuple[list[bytes], list[int]]:
+                fragments = codec.encode(view)
+                return fragments, [int(crc32c.crc32c(f)) for f in fragments]
+
+            fragments, crcs = await trio.to_thread.run_sync(encode)
+            payloads = list(fragments)
+            sizes = [len(f) for f in fragments]
+        written = await self._write_fragments(list(zip(extents, payloads, strict=True)))
+        if written < policy.write_quorum:
+            raise DeviceError(
+                f"only {written} of {policy.width} fragments of a stripe could be written "
+                f"({policy.write_quorum} needed); devices down: {sorted(self.health.down)}"
+            )
+        return Segment(
+            size,
+            tuple(
+                Fragment(extent, fragment_size, crc)
+                for extent, fragment_size, crc in zip(extents, sizes, crcs, strict=True)
+            ),
+            policy.data_fragments,
+            policy.scheme,
+        )
+
+    async def _write_fragments(self, writes: list[tuple[Extent, WriteData]]) -> int:
+        """Write each fragment to its device, all at once; return how many were written.
+        A device that fails is marked down (its fragment is owed)."""
+        written = 0
+
+        async def one(extent: Extent, payload: WriteData) -> None:
+            nonlocal written
+            device_index = extent.device_index
+            if not self.usable(device_index):
+                return  # owed: placed on a down device
+            try:
+                await self.devices[device_index].write(extent.offset_bytes, payload)
+            except NoSpace:
+                raise
+            except (OSError, ObjfsError) as exc:
+                self.health.mark_down(device_index, f"write failed: {exc}")
+                return
+            self._dirty.add(device_index)
+            written += 1
+
+        if len(writes) == 1:
+            await one(*writes[0])
+        else:
+            async with trio.open_nursery() as nursery:
+                for extent, payload in writes:
+                    nursery.start_soon(one, extent, payload)
+        return written
 
     def discard(self, segments: Sequence[Segment]) -> None:
         """Free segments that were written but never made it into the index."""
@@ -91,82 +249,239 @@ class DataPath:
                 self.space.free_extent(fragment.extent)
 
     async def flush_dirty(self) -> None:
-        """Flush every device written since its last flush (in parallel)."""
+        """Before a WAL batch: persist a grown owed mask, then flush every device
+        written since its last flush (in parallel). A device whose flush fails is
+        marked down; the batch fails only if that leaves a stripe short (not
+        knowable per stripe here, so: only if fewer than k devices remain up)."""
+        if self.health.owed_unpersisted() and self._persist_owed is not None:
+            await self._persist_owed(self.health.owed_mask)
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
-        failures: list[str] = []
+        failed: list[str] = []
 
         async def flush(device_index: int) -> None:
             try:
                 await self.devices[device_index].flush()
             except (OSError, ObjfsError) as exc:
-                failures.append(f"{self.devices[device_index].path}: flush failed: {exc}")
+                failed.append(f"{self.devices[device_index].path}: flush failed: {exc}")
+                self.health.mark_down(device_index, f"flush failed: {exc}")
 
         async with trio.open_nursery() as nursery:
             for device_index in sorted(dirty):
                 nursery.start_soon(flush, device_index)
-        if failures:
-            raise DeviceError(failures[0])
+        if failed:
+            if len(self.health.up) < self.policy.write_quorum or self.policy.width == 1:
+                raise DeviceError(failed[0])
+            if self._persist_owed is not None:
+                await self._persist_owed(self.health.owed_mask)
+
+    # -- reading ---------------------------------------------------------------------
 
     async def read_segments(self, segments: Sequence[Segment]) -> list[bytes]:
-        """The bytes of each segment, verified. Small reads take one thread hop per
-        device; large ones are split over up to `parallel_reads` hops per device,
-        because one thread keeps a virtio or NVMe queue only one request deep.
+        """The bytes of each segment, from verified fragments.
+
+        Reads each segment's data fragments (on devices that are up); any that
+        fails its checksum or its read is replaced by the next fragment in turn,
+        and the segment is decoded from the k it has. Large reads are split over
+        up to `parallel_reads` hops per device, because one thread keeps a virtio
+        or NVMe queue only one request deep.
 
         Raises:
-            Corrupted: a fragment fails its checksum or cannot be read.
+            Corrupted: a segment has fewer than k intact fragments.
         """
-        per_device: dict[int, list[int]] = defaultdict(list)
-        for position, segment in enumerate(segments):
-            per_device[segment.fragments[0].extent.device_index].append(position)
-        groups: list[tuple[int, list[int]]] = []
-        for device_index, positions in per_device.items():
-            wanted = sum(segments[p].size_bytes for p in positions)
-            count = max(1, min(self.parallel_reads, wanted // _SPLIT_READS_ABOVE_BYTES))
-            for part in range(count):
-                groups.append((device_index, positions[part::count]))
-        results: list[bytes] = [b""] * len(segments)
-        failures: list[Corrupted] = []
+        good: list[dict[int, bytes]] = [{} for _ in segments]
+        tried: list[set[int]] = [set() for _ in segments]
+        while True:
+            wanted: list[tuple[int, int]] = []  # (segment position, fragment number)
+            for position, segment in enumerate(segments):
+                need = segment.data_fragments - len(good[position])
+                for number in range(len(segment.fragments)):
+                    if need <= 0:
+                        break
+                    if number in tried[position]:
+                        continue
+                    tried[position].add(number)
+                    if self.usable(segment.fragments[number].extent.device_index):
+                        wanted.append((position, number))
+                        need -= 1
+            if not wanted:
+                break
+            for (position, number), data in zip(
+                wanted, await self._read_fragments(segments, wanted), strict=True
+            ):
+                if data is not None:
+                    good[position][number] = data
+        damaged = [
+            segment
+            for position, segment in enumerate(segments)
+            if len(good[position]) < segment.data_fragments
+        ]
+        if damaged:
+            self.health.unreadable_segments += len(damaged)
+            segment = damaged[0]
+            raise Corrupted(
+                f"segment at device {segment.fragments[0].extent.device_index} offset "
+                f"{segment.fragments[0].extent.offset_bytes}: fewer than "
+                f"{segment.data_fragments} of its {len(segment.fragments)} fragments are "
+                "intact; its bytes cannot be given back"
+            )
+        return await self._decode_all(segments, good)
 
-        async def read_device(device_index: int, positions: list[int]) -> None:
-            requests = [
-                (segments[p].fragments[0].extent.offset_bytes, segments[p].fragments[0].size_bytes)
-                for p in positions
-            ]
+    async def _read_fragments(
+        self, segments: Sequence[Segment], wanted: list[tuple[int, int]]
+    ) -> list[bytes | None]:
+        """Each wanted fragment's bytes if it reads back and matches its checksum,
+        else None (logged, counted, the segment queued for heal)."""
+        per_device: dict[int, list[int]] = defaultdict(list)
+        for slot, (position, number) in enumerate(wanted):
+            per_device[segments[position].fragments[number].extent.device_index].append(slot)
+        groups: list[tuple[int, list[int]]] = []
+        for device_index, slots in per_device.items():
+            total = sum(segments[wanted[s][0]].fragments[wanted[s][1]].size_bytes for s in slots)
+            count = max(1, min(self.parallel_reads, total // _SPLIT_READS_ABOVE_BYTES))
+            for part in range(count):
+                groups.append((device_index, slots[part::count]))
+        results: list[bytes | None] = [None] * len(wanted)
+
+        async def read_group(device_index: int, slots: list[int]) -> None:
+            fragments = [segments[wanted[s][0]].fragments[wanted[s][1]] for s in slots]
             try:
-                datas = await self.devices[device_index].read_many(requests)
-                for position, data in zip(positions, datas, strict=True):
-                    results[position] = self._verified(segments[position], data)
-            except Corrupted as exc:
-                failures.append(exc)
+                datas = await self.devices[device_index].read_many(
+                    [(f.extent.offset_bytes, f.size_bytes) for f in fragments]
+                )
             except (OSError, ObjfsError) as exc:
-                failures.append(Corrupted(f"device {device_index} cannot be read: {exc}"))
+                for slot in slots:
+                    self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], str(exc))
+                return
+            for slot, fragment, data in zip(slots, fragments, datas, strict=True):
+                if crc32c.crc32c(data) == fragment.crc32c:
+                    results[slot] = data
+                else:
+                    self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], "bad checksum")
 
         if len(groups) == 1:  # the common case: no nursery, one thread hop
-            [(device_index, positions)] = groups
-            await read_device(device_index, positions)
+            await read_group(*groups[0])
         else:
             async with trio.open_nursery() as nursery:
-                for device_index, positions in groups:
-                    nursery.start_soon(read_device, device_index, positions)
-        if failures:
-            raise failures[0]
+                for device_index, slots in groups:
+                    nursery.start_soon(read_group, device_index, slots)
         return results
 
-    def _verified(self, segment: Segment, data: bytes) -> bytes:
-        fragment = segment.fragments[0]
-        if crc32c.crc32c(data) != fragment.crc32c:
-            self.corruptions += 1
+    def _bad_fragment(self, segment: Segment, number: int, why: str) -> None:
+        extent = segment.fragments[number].extent
+        self.health.bad_fragments += 1
+        log.error(
+            "fragment %d of a segment at device %d offset %d (%d bytes): %s",
+            number,
+            extent.device_index,
+            extent.offset_bytes,
+            segment.fragments[number].size_bytes,
+            why,
+        )
+        if len(segment.fragments) > 1:
+            self.health.queue_heal(segment)
+
+    async def _decode_all(
+        self, segments: Sequence[Segment], good: list[dict[int, bytes]]
+    ) -> list[bytes]:
+        results: list[bytes] = [b""] * len(segments)
+        coded: list[int] = []
+        for position, segment in enumerate(segments):
+            if segment.scheme == erasure.SCHEME_REPLICAS:
+                results[position] = next(iter(good[position].values()))[: segment.size_bytes]
+            else:
+                coded.append(position)
+            if any(n >= segment.data_fragments for n in good[position]):
+                self.health.degraded_reads += 1
+        if coded:
+
+            def decode() -> None:
+                for position in coded:
+                    segment = segments[position]
+                    codec = erasure.codec(
+                        segment.scheme,
+                        segment.data_fragments,
+                        len(segment.fragments) - segment.data_fragments,
+                    )
+                    results[position] = codec.decode(good[position], segment.size_bytes)
+
+            await trio.to_thread.run_sync(decode)
+        return results
+
+    # -- checking and healing --------------------------------------------------------
+
+    async def check_segment(self, segment: Segment, *, repair: bool) -> SegmentCheck:
+        """Read and verify every fragment of a segment (on devices that are up); with
+        `repair`, rebuild the damaged ones from the intact ones and write them back
+        in place (same extent, same bytes, same checksum), then flush.
+
+        The caller pins the segment, so its extents cannot be freed and reused
+        while this writes to them.
+        """
+        check = SegmentCheck()
+        numbers = []
+        for number, fragment in enumerate(segment.fragments):
+            if self.usable(fragment.extent.device_index):
+                numbers.append(number)
+            else:
+                check.skipped.append(number)
+        wanted = [(0, number) for number in numbers]
+        datas = await self._read_fragments([segment], wanted) if wanted else []
+        intact: dict[int, bytes] = {}
+        for number, data in zip(numbers, datas, strict=True):
+            check.fragments_checked += 1
+            check.bytes_read += segment.fragments[number].size_bytes
+            if data is None:
+                check.bad.append(number)
+            else:
+                intact[number] = data
+        if len(intact) < segment.data_fragments:
+            check.unrecoverable = bool(check.bad or check.skipped)
+            return check
+        if not repair or not check.bad:
+            return check
+        parity = len(segment.fragments) - segment.data_fragments
+        codec = erasure.codec(segment.scheme, segment.data_fragments, parity)
+
+        def rebuild() -> list[bytes]:
+            return codec.reconstruct(intact, check.bad)
+
+        rebuilt = await trio.to_thread.run_sync(rebuild)
+        for number, data in zip(list(check.bad), rebuilt, strict=True):
+            fragment = segment.fragments[number]
+            if len(data) != fragment.size_bytes or crc32c.crc32c(data) != fragment.crc32c:
+                log.error(
+                    "fragment %d rebuilt for the segment at device %d offset %d does not "
+                    "match its checksum; not written",
+                    number,
+                    segment.fragments[0].extent.device_index,
+                    segment.fragments[0].extent.offset_bytes,
+                )
+                check.unrecoverable = True
+                continue
             extent = fragment.extent
-            log.error(
-                "checksum mismatch in segment at device %d offset %d (%d bytes)",
-                extent.device_index,
-                extent.offset_bytes,
-                fragment.size_bytes,
-            )
-            raise Corrupted(
-                f"stored bytes at device {extent.device_index} offset {extent.offset_bytes} "
-                "fail their checksum"
-            )
-        return data
+            try:
+                await self.devices[extent.device_index].write(extent.offset_bytes, data)
+                await self.devices[extent.device_index].flush()
+            except (OSError, ObjfsError) as exc:
+                self.health.mark_down(extent.device_index, f"heal write failed: {exc}")
+                continue
+            check.repaired.append(number)
+            self.health.healed_fragments += 1
+        return check
+
+
+def _fragment_bytes(policy: erasure.Policy, size_bytes: int) -> int:
+    """The stored size of each fragment of a stripe of `size_bytes`."""
+    if policy.scheme == erasure.SCHEME_REPLICAS:
+        return size_bytes
+    codec = erasure.codec(policy.scheme, policy.data_fragments, policy.parity_fragments)
+    assert isinstance(codec, erasure.PyECLib)
+    return codec.fragment_bytes(size_bytes)
+
+
+async def _crc_off_loop(view: memoryview) -> int:
+    if len(view) < 64 * 1024:
+        return int(crc32c.crc32c(view))
+    return await trio.to_thread.run_sync(lambda: int(crc32c.crc32c(view)))

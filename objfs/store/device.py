@@ -393,3 +393,29 @@ async def open_devices(
             await device.aclose()
         raise
     return opened
+
+
+async def open_available(
+    paths: Sequence[str], *, buffered: bool = False, threads: int = 4
+) -> list[FileDevice]:
+    """Open every path that can be opened and log the others: a node may run with
+    up to m devices missing. A device in use by another process, or the only one,
+    is an error all the same.
+
+    Raises:
+        DeviceError: as `open_device_sync`, for the cases above.
+    """
+    opened: list[FileDevice] = []
+    try:
+        for path in paths:
+            try:
+                opened.append(await open_device(path, buffered=buffered, threads=threads))
+            except DeviceError as exc:
+                if "in use" in str(exc) or len(paths) == 1:
+                    raise
+                log.error("%s; left out (the node runs degraded without it)", exc)
+    except BaseException:
+        for device in opened:
+            await device.aclose()
+        raise
+    return opened

@@ -28,9 +28,11 @@ from objfs.store.device import (
     round_up,
     write_parallel,
 )
+from objfs.store.erasure import default_shape
 from objfs.store.index import Snapshot
 from objfs.store.superblock import (
     CHECKPOINT_SLOT_OFFSETS_BYTES,
+    MAX_DEVICES,
     SUPERBLOCK_A_OFFSET_BYTES,
     SUPERBLOCK_B_OFFSET_BYTES,
     NotASuperblock,
@@ -40,19 +42,23 @@ from objfs.store.superblock import (
 )
 from objfs.store.types import BLOCK_SIZE_BYTES, Extent, GiB
 
-DEFAULT_DEVICE_COUNT = 1
-MAX_METADATA_COPIES = 3
+DEFAULT_DEVICE_COUNT = 6  # 4+2 erasure coding: any two device files may be lost
+BASE_METADATA_COPIES = 3
 
 
-def default_metadata_copies(device_count: int) -> int:
-    """WAL and checkpoint mirrors: every device up to three."""
-    return min(device_count, MAX_METADATA_COPIES)
+def default_metadata_copies(device_count: int, parity_fragments: int | None = None) -> int:
+    """WAL and checkpoint mirrors: three, or m+1 when the node keeps more parity
+    (metadata must survive whatever data survives), never more than the devices."""
+    if parity_fragments is None:
+        parity_fragments = default_shape(device_count)[1]
+    return min(device_count, max(BASE_METADATA_COPIES, parity_fragments + 1))
 
 
 async def format_devices(
     devices: Sequence[BlockDevice],
     *,
     metadata_copies: int | None = None,
+    parity_fragments: int | None = None,
     wal_size_bytes: int | None = None,
     force: bool = False,
 ) -> list[Superblock]:
@@ -63,7 +69,9 @@ async def format_devices(
     """
     if not devices:
         raise UsageError("format needs at least one device")
-    copies = metadata_copies or default_metadata_copies(len(devices))
+    if len(devices) > MAX_DEVICES:
+        raise UsageError(f"a node has at most {MAX_DEVICES} devices, not {len(devices)}")
+    copies = metadata_copies or default_metadata_copies(len(devices), parity_fragments)
     if not 1 <= copies <= len(devices):
         raise UsageError(f"metadata copies must be 1..{len(devices)}, not {copies}")
     if not force:
@@ -74,10 +82,10 @@ async def format_devices(
     # One WAL geometry for every device: the mirrors must be byte-for-byte alike.
     smallest = min(device.size_bytes for device in devices)
     wal_size = plan_layout(smallest, wal_size_bytes=wal_size_bytes)[1]
+    layouts = [plan_layout(device.size_bytes, wal_size_bytes=wal_size) for device in devices]
+    data_sizes = tuple(layout[3] for layout in layouts)
     for index, device in enumerate(devices):
-        wal_offset, wal_size, data_offset, data_size = plan_layout(
-            device.size_bytes, wal_size_bytes=wal_size
-        )
+        wal_offset, wal_size, data_offset, data_size = layouts[index]
         superblocks.append(
             Superblock(
                 cluster_id=cluster_id,
@@ -92,6 +100,7 @@ async def format_devices(
                 data_offset_bytes=data_offset,
                 data_size_bytes=data_size,
                 created_ns=created_ns,
+                data_sizes=data_sizes,
             )
         )
     body = encode_body(Snapshot.of((), []), 0)

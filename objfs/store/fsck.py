@@ -17,7 +17,8 @@ from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError, ObjfsError, UsageError
 from objfs.store import recovery
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, open_devices
+from objfs.store.device import BlockDevice, open_available
+from objfs.store.health import Health
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.space import Space
 from objfs.store.superblock import (
@@ -65,8 +66,12 @@ class FsckReport:
         return "\n".join(lines)
 
 
-async def check_superblocks(devices: list[BlockDevice], report: FsckReport) -> list[Superblock]:
+async def check_superblocks(
+    devices: list[BlockDevice], report: FsckReport
+) -> tuple[list[BlockDevice], list[Superblock], list[int]]:
+    """The devices with a superblock, their superblocks, and the node's missing indexes."""
     superblocks = []
+    present = []
     for device in devices:
         copies: list[Superblock | None] = []
         for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
@@ -77,7 +82,10 @@ async def check_superblocks(devices: list[BlockDevice], report: FsckReport) -> l
                 copies.append(None)
         good = [copy for copy in copies if copy is not None]
         if not good:
-            raise DeviceError(f"{device.path}: no valid superblock copy; not an objfs device")
+            if len(devices) == 1:
+                raise DeviceError(f"{device.path}: no valid superblock copy; not an objfs device")
+            report.add("superblock", False, f"{device.path}: no valid superblock copy; left out")
+            continue
         same = len(good) == 2 and good[0] == good[1]
         report.add(
             "superblock",
@@ -86,8 +94,29 @@ async def check_superblocks(devices: list[BlockDevice], report: FsckReport) -> l
             + ("both copies valid and equal" if same else "one copy is damaged or differs"),
         )
         superblocks.append(good[0])
-    recovery.check_identity(devices, superblocks)
-    return superblocks
+        present.append(device)
+    if not superblocks:
+        raise DeviceError("no device holds an objfs superblock")
+    missing = recovery.check_identity(present, superblocks)
+    report.add(
+        "devices",
+        not missing,
+        f"devices {missing} are missing: the node is degraded"
+        if missing
+        else f"all {superblocks[0].device_count} devices present",
+    )
+    owed = 0
+    for superblock in superblocks:
+        owed |= superblock.owed_devices
+    owed_list = [i for i in range(superblocks[0].device_count) if owed >> i & 1]
+    report.add(
+        "owed",
+        not owed_list,
+        f"devices {owed_list} may lack fragments until healed (objfs scrub)"
+        if owed_list
+        else "no device owes fragments",
+    )
+    return present, superblocks, missing
 
 
 def check_index(index: ObjectIndex, report: FsckReport) -> None:
@@ -152,20 +181,37 @@ def check_space(
 
 
 async def check_data(datapath: DataPath, index: ObjectIndex, report: FsckReport) -> None:
-    """Read every referenced segment and verify its checksum."""
-    corrupt = 0
+    """Read every fragment of every referenced segment and verify its checksum: a
+    damaged fragment is a problem even when the segment can still be rebuilt (the
+    store has lost redundancy until a scrub heals it)."""
+    damaged = unreadable = 0
     segments: list[Segment] = list(index.referenced_segments())
-    for start in range(0, len(segments), 64):
-        for segment in segments[start : start + 64]:
-            try:
-                await datapath.read_segments([segment])
-                report.verified_bytes += segment.size_bytes
-            except Corrupted as exc:
-                corrupt += 1
-                report.add("data", False, str(exc))
+    for segment in segments:
+        check = await datapath.check_segment(segment, repair=False)
+        first = segment.fragments[0].extent
+        where = f"segment at device {first.device_index} offset {first.offset_bytes}"
+        if check.unrecoverable:
+            unreadable += 1
+            report.add(
+                "data",
+                False,
+                f"{where}: fewer than {segment.data_fragments} intact "
+                "fragments; its bytes are lost",
+            )
+        elif check.bad:
+            damaged += 1
+            report.add(
+                "data",
+                False,
+                f"{where}: fragments {check.bad} damaged (rebuildable; objfs scrub heals them)",
+            )
+        else:
+            report.verified_bytes += segment.size_bytes
     report.segments = len(segments)
-    if not corrupt:
-        report.add("data", True, f"{len(segments)} segments read back with matching checksums")
+    if not damaged and not unreadable:
+        report.add(
+            "data", True, f"{len(segments)} segments: every fragment read back with its checksum"
+        )
 
 
 def count_segments(index: ObjectIndex) -> int:
@@ -175,10 +221,10 @@ def count_segments(index: ObjectIndex) -> int:
 async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> FsckReport:
     """Every check, reading only."""
     report = FsckReport()
-    superblocks_list = await check_superblocks(devices, report)
-    by_index = {sb.device_index: d for sb, d in zip(superblocks_list, devices, strict=True)}
+    present, superblocks_list, missing = await check_superblocks(devices, report)
+    by_index = {sb.device_index: d for sb, d in zip(superblocks_list, present, strict=True)}
     superblocks = {sb.device_index: sb for sb in superblocks_list}
-    first = superblocks[0]
+    first = superblocks[min(superblocks)]
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
     pointers = await recovery.read_pointers(by_index, metadata)
     try:
@@ -230,7 +276,8 @@ async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> Fsc
     report.add("extents", True, "no extent used twice, all inside their devices")
     report.segments = count_segments(index)
     if verify_data:
-        datapath = DataPath(by_index, Space(allocators, reserve_bytes=0))
+        health = Health(first.device_count, down=set(missing), owed=set())
+        datapath = DataPath(by_index, Space(allocators, reserve_bytes=0), health=health)
         await check_data(datapath, index, report)
     return report
 
@@ -246,7 +293,7 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
     paths = config.device_paths()
     if not paths:
         raise UsageError(f"no devices found in {config.data_dir} and none configured")
-    devices: list[BlockDevice] = list(await open_devices(paths, buffered=config.buffered_io))
+    devices: list[BlockDevice] = list(await open_available(paths, buffered=config.buffered_io))
     try:
         report = await check_offline(devices, verify_data=verify_data)
         if repair and not report.clean:
@@ -262,7 +309,10 @@ async def _repair(devices: list[BlockDevice]) -> None:
     from objfs.store.opening import open_store  # fsck is below the store; repair uses it
 
     for device in devices:
-        superblock = await recovery.read_superblock(device)
+        try:
+            superblock = await recovery.read_superblock(device)
+        except DeviceError:
+            continue  # not a device of this node any more: left out
         block = superblock.encode()
         await device.write_many(
             [(SUPERBLOCK_A_OFFSET_BYTES, block), (SUPERBLOCK_B_OFFSET_BYTES, block)], flush=True

@@ -1,9 +1,15 @@
 """objfs.store.opening — `open_store`: assemble a Store from devices and run its tasks.
 
-Opens the devices, checks their identity, recovers (objfs/store/recovery.py),
-builds the space map, the data path, the WAL and the checkpointer around the
-recovered index, and runs the WAL committer and the checkpointer in a nursery for
-as long as the store is open. Leaving drains the WAL and writes a final checkpoint.
+Opens the devices, checks their identity, chooses the erasure-coding policy,
+recovers (objfs/store/recovery.py), builds the space map, the device health, the
+data path, the WAL and the checkpointer around the recovered index, and runs the
+WAL committer, the checkpointer and the scrubber in a nursery for as long as the
+store is open. Leaving drains the WAL and writes a final checkpoint.
+
+A node opens **degraded** with up to m of its devices missing or unreadable (m
+of its policy): they are down, everything written meanwhile owes them
+fragments, and the owed mask in the superblocks says so until a heal pass over
+each has finished (docs/concurrency.md, "Devices down and heal").
 """
 
 from __future__ import annotations
@@ -14,20 +20,27 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import trio
 
 from objfs.config import StoreConfig
-from objfs.errors import ObjfsError, UsageError
+from objfs.errors import ConfigError, DeviceError, ObjfsError, UsageError
+from objfs.store import erasure
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
-from objfs.store.device import BlockDevice, open_devices
+from objfs.store.device import BlockDevice, open_available, write_parallel
+from objfs.store.health import Health
 from objfs.store.index import ObjectIndex
 from objfs.store.records import Record
 from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
 from objfs.store.space import Space
 from objfs.store.store import Clock, Store
-from objfs.store.superblock import Superblock
+from objfs.store.superblock import (
+    SUPERBLOCK_A_OFFSET_BYTES,
+    SUPERBLOCK_B_OFFSET_BYTES,
+    Superblock,
+)
 from objfs.store.types import Lsn, MiB
 from objfs.store.wal import Wal
 
@@ -39,13 +52,30 @@ async def _assemble(
     devices: dict[int, BlockDevice],
     superblocks: dict[int, Superblock],
     clock: Clock,
+    policy: erasure.Policy,
+    missing: list[int],
 ) -> Store:
     recovered = await recover(devices, superblocks, writable=not config.read_only)
     index: ObjectIndex = recovered.index
     allocators = rebuild_allocators(superblocks, index, recovered.reserved)
-    smallest = min(sb.data_size_bytes for sb in superblocks.values())
+    first = superblocks[min(superblocks)]
+    smallest = min(first.data_sizes)
     base_reserve_bytes = max(4 * MiB, smallest // 64)
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+    owed_mask = 0
+    for superblock in superblocks.values():
+        owed_mask |= superblock.owed_devices
+    health = Health(
+        first.device_count,
+        down=set(missing),
+        owed={i for i in range(first.device_count) if owed_mask >> i & 1},
+    )
+    for device_index in missing:
+        log.error("device %d is missing: the node runs degraded", device_index)
+
+    async def persist_owed(mask: int) -> None:
+        await write_owed_mask(devices, superblocks, health, mask)
+
     space = Space(
         allocators,
         # As after a checkpoint: room for a body twice the one just loaded.
@@ -53,12 +83,18 @@ async def _assemble(
         reserve_devices=set(metadata),
         is_referenced=lambda segment_id: index.references(segment_id) > 0,
     )
-    datapath = DataPath(devices, space)
+    datapath = DataPath(
+        devices,
+        space,
+        policy=policy,
+        fragment_size_bytes=config.fragment_size_bytes,
+        health=health,
+        persist_owed=persist_owed,
+    )
 
     def apply(lsn: Lsn, record: Record) -> None:
         space.free_segments(index.apply(record))
 
-    first = superblocks[0]
     wal = Wal(
         [devices[i] for i in metadata],
         wal_offset_bytes=first.wal_offset_bytes,
@@ -105,6 +141,8 @@ async def _recover_without_gc(
     superblocks: dict[int, Superblock],
     clock: Clock,
     freeze_index: bool,
+    policy: erasure.Policy,
+    missing: list[int],
 ) -> Store:
     """`_assemble` with the cyclic GC paused: building millions of index objects
     otherwise sets off collections that walk all of them again and again (a third
@@ -116,7 +154,7 @@ async def _recover_without_gc(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        store = await _assemble(config, devices, superblocks, clock)
+        store = await _assemble(config, devices, superblocks, clock, policy, missing)
         if freeze_index:
             gc.freeze()
         return store
@@ -150,6 +188,49 @@ async def _close(store: Store, wal_stopped: trio.Event) -> None:
             log.error("final checkpoint failed: %s (the WAL still holds everything)", exc)
 
 
+def _policy(config: StoreConfig, superblock: Superblock, missing: list[int]) -> erasure.Policy:
+    """The policy for new segments, checked against what this node can keep.
+
+    Raises:
+        ConfigError: the policy does not fit the devices, or needs more metadata
+            copies than the node was formatted with.
+        DeviceError: more devices are missing than the policy can do without.
+    """
+    policy = erasure.choose_policy(config.ec_policy, config.ec_backend, superblock.device_count)
+    if policy.parity_fragments + 1 > superblock.metadata_copies:
+        raise ConfigError(
+            f"store.ec_policy: {policy.describe()} survives the loss of "
+            f"{policy.parity_fragments} devices, but this node keeps its WAL and checkpoints "
+            f"on {superblock.metadata_copies}; choose at most "
+            f"{superblock.metadata_copies - 1} parity fragments or format with more copies"
+        )
+    if len(missing) > policy.parity_fragments:
+        raise DeviceError(
+            f"devices {missing} of node {superblock.node_id} are missing or unreadable "
+            f"(found {superblock.device_count - len(missing)} of {superblock.device_count}); "
+            f"a {policy.describe()} node can run without at most {policy.parity_fragments}. "
+            "Bring them back, or adopt replacements with `objfs device replace`"
+        )
+    log.info("erasure coding %s over %d devices", policy.describe(), superblock.device_count)
+    return policy
+
+
+async def write_owed_mask(
+    devices: dict[int, BlockDevice],
+    superblocks: dict[int, Superblock],
+    health: Health,
+    mask: int,
+) -> None:
+    """Write `mask` into the superblocks of every up device: copy A everywhere and
+    flush, then copy B and flush, so a crash leaves one whole copy on each."""
+    targets = [i for i in sorted(devices) if i not in health.down]
+    for i in targets:
+        superblocks[i] = replace(superblocks[i], owed_devices=mask)
+    for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+        await write_parallel([(devices[i], [(offset, superblocks[i].encode())]) for i in targets])
+    health.persisted(mask)
+
+
 @asynccontextmanager
 async def open_store(
     config: StoreConfig,
@@ -181,17 +262,29 @@ async def open_store(
                 "run `objfs format` first"
             )
         opened.extend(
-            await open_devices(paths, buffered=config.buffered_io, threads=config.device_threads)
+            await open_available(paths, buffered=config.buffered_io, threads=config.device_threads)
         )
         devices = opened
     try:
-        superblocks_list = [await read_superblock(device) for device in devices]
-        check_identity(devices, superblocks_list)
-        by_index = {
-            sb.device_index: device for sb, device in zip(superblocks_list, devices, strict=True)
-        }
-        superblocks = {sb.device_index: sb for sb in superblocks_list}
-        store = await _recover_without_gc(config, by_index, superblocks, clock, freeze_index)
+        formatted = []
+        for device in devices:
+            try:
+                formatted.append((device, await read_superblock(device)))
+            except DeviceError as exc:
+                if len(devices) == 1 or "newer" in str(exc) or "version" in str(exc):
+                    raise
+                log.error("%s; left out (the node runs degraded without it)", exc)
+        if not formatted:
+            raise DeviceError("no device holds an objfs superblock; run `objfs format` first")
+        missing = check_identity([d for d, _ in formatted], [sb for _, sb in formatted])
+        by_index = {sb.device_index: device for device, sb in formatted}
+        superblocks = {sb.device_index: sb for _, sb in formatted}
+        policy = _policy(config, superblocks[min(superblocks)], missing)
+        store = await _recover_without_gc(
+            config, by_index, superblocks, clock, freeze_index, policy, missing
+        )
+        if not config.read_only and store.health.owed_unpersisted():
+            await write_owed_mask(by_index, superblocks, store.health, store.health.owed_mask)
         wal_stopped = trio.Event()
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:

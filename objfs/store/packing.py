@@ -20,9 +20,9 @@ from objfs.store.types import Extent, Fragment, ObjectVersion, Segment, SegmentI
 
 Versions = tuple[ObjectVersion, ...]  # newest first
 
-# segment := size u64 | fragment*  ;  fragment := device u32 | offset u64 | length u64
-#                                                 | size u64 | crc32c u32
-_SIZE = struct.Struct("<Q")
+# segment := size u64 | data_fragments u8 | scheme u8 | fragment*
+# fragment := device u32 | offset u64 | length u64 | size u64 | crc32c u32
+_SIZE = struct.Struct("<QBB")
 _FRAGMENT = struct.Struct("<IQQQI")
 
 
@@ -36,7 +36,7 @@ def unpack_versions(packed: bytes) -> Versions:
 
 
 def pack_segment(segment: Segment) -> bytes:
-    parts = [_SIZE.pack(segment.size_bytes)]
+    parts = [_SIZE.pack(segment.size_bytes, segment.data_fragments, segment.scheme)]
     for f in segment.fragments:
         e = f.extent
         parts.append(
@@ -46,12 +46,12 @@ def pack_segment(segment: Segment) -> bytes:
 
 
 def unpack_segment(packed: bytes) -> Segment:
-    (size,) = _SIZE.unpack_from(packed)
+    size, data_fragments, scheme = _SIZE.unpack_from(packed)
     fragments = tuple(
         Fragment(Extent(d, o, n), s, c)
         for d, o, n, s, c in _FRAGMENT.iter_unpack(packed[_SIZE.size :])
     )
-    return Segment(size, fragments)
+    return Segment(size, fragments, data_fragments, scheme)
 
 
 def segment_extents(packed: bytes) -> Iterator[Extent]:
@@ -72,9 +72,10 @@ def scan_packed(packed: bytes) -> tuple[int, int, list[tuple[SegmentId, bytes]]]
             source: Any = raw_piece[3]
             if isinstance(source, bytes):
                 continue
-            size, fragments = source
+            size, fragments = source[0], source[1]
+            shape = (source[2], source[3]) if len(source) > 2 else (1, 0)
             first = fragments[0]
-            parts = [_SIZE.pack(size)]
+            parts = [_SIZE.pack(size, *shape)]
             parts.extend(_FRAGMENT.pack(*f) for f in fragments)
             segments.append(((first[0] << 48) | first[1], b"".join(parts)))
     return len(raw_versions), logical, segments

@@ -185,6 +185,7 @@ Record = (
 
 # -- value encodings (shared with checkpoints) --------------------------------------
 # A segment: [size, [[device, offset, length, fragment_size, crc32c], ...]]
+#            + [data_fragments, scheme] when it is erasure-coded (k > 1)
 # A piece:   [offset, length, source_offset, source] with source = bytes | segment
 # A version: [version_id, size, mtime_ns, etag, content_type, metadata, checksums,
 #             posix | nil, delete_marker, [piece, ...]]
@@ -192,7 +193,7 @@ Record = (
 
 
 def encode_segment(segment: Segment) -> list[Any]:
-    return [
+    encoded = [
         segment.size_bytes,
         [
             [
@@ -205,12 +206,18 @@ def encode_segment(segment: Segment) -> list[Any]:
             for f in segment.fragments
         ],
     ]
+    if segment.data_fragments != 1 or segment.scheme != 0:
+        encoded += [segment.data_fragments, segment.scheme]
+    return encoded
 
 
 def decode_segment(raw: list[Any]) -> Segment:
     # Positional arguments and list comprehensions: this runs once per stored
     # segment at every recovery, and keywords and generators cost a third more.
-    return Segment(raw[0], tuple([Fragment(Extent(f[0], f[1], f[2]), f[3], f[4]) for f in raw[1]]))
+    fragments = tuple([Fragment(Extent(f[0], f[1], f[2]), f[3], f[4]) for f in raw[1]])
+    if len(raw) == 2:
+        return Segment(raw[0], fragments)
+    return Segment(raw[0], fragments, raw[2], raw[3])
 
 
 def encode_piece(piece: Piece) -> list[Any]:

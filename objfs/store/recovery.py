@@ -2,7 +2,8 @@
 
 The procedure (docs/format.md, "Recovery"):
 1. Read every device's superblock (copy A, else B); all must belong to one node,
-   with every device index present once.
+   with no device index twice. Devices may be missing (the node opens degraded
+   when its policy allows: objfs/store/opening.py).
 2. Read both checkpoint slots of every metadata device; try pointers newest first
    and load the first whose body reads back with the right checksum from any copy.
 3. Scan the WAL of every metadata device from that checkpoint; the longest valid
@@ -68,8 +69,10 @@ async def read_superblock(device: BlockDevice) -> Superblock:
     raise DeviceError(f"{device.path}: not an objfs device (no valid superblock); run objfs format")
 
 
-def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superblock]) -> None:
-    """All devices belong to one node and every device index is there once.
+def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superblock]) -> list[int]:
+    """All devices belong to one node and no device index is there twice.
+
+    Returns the indexes of the node's devices that are not among `devices`.
 
     Raises:
         DeviceError: naming the device that does not fit and why.
@@ -96,18 +99,30 @@ def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superbl
                 f"{device.path}: its WAL region or metadata copies differ from {first_path}'s "
                 "(all metadata devices of a node must share one WAL geometry)"
             )
+        if (superblock.device_count, superblock.data_sizes) != (
+            first.device_count,
+            first.data_sizes,
+        ):
+            raise DeviceError(
+                f"{device.path}: its device table differs from {first_path}'s "
+                "(a device of an older incarnation of this node?)"
+            )
         if superblock.device_size_bytes > device.size_bytes:
             raise DeviceError(
                 f"{device.path}: formatted for {superblock.device_size_bytes} bytes but "
                 f"holds only {device.size_bytes}"
             )
         seen[superblock.device_index] = device.path
-    missing = sorted(set(range(first.device_count)) - set(seen))
-    if missing:
-        raise DeviceError(
-            f"devices {missing} of node {first.node_id} are missing "
-            f"(found {len(seen)} of {first.device_count})"
-        )
+    return sorted(set(range(first.device_count)) - set(seen))
+
+
+def data_regions(superblocks: dict[int, Superblock]) -> dict[int, tuple[int, int]]:
+    """[start, end) of the data region of every device of the node, by index, from
+    the device table: missing devices included (every device's data region starts
+    at the same offset, after one WAL geometry)."""
+    first = superblocks[min(superblocks)]
+    start = first.data_offset_bytes
+    return {i: (start, start + size) for i, size in enumerate(first.data_sizes)}
 
 
 async def read_pointers(
@@ -129,6 +144,8 @@ async def read_pointers(
 async def read_body(devices: dict[int, BlockDevice], pointer: CheckpointPointer) -> bytes | None:
     """The body from the first copy whose checksum matches, or None."""
     for copy in pointer.copies:
+        if copy[0].device_index not in devices:
+            continue  # the device is missing
         try:
             parts = await devices[copy[0].device_index].read_many(
                 [(e.offset_bytes, e.length_bytes) for e in copy]
@@ -308,11 +325,7 @@ def rebuild_allocators(
     Raises:
         Corrupted: two references claim the same blocks, or one lies outside its device.
     """
-    regions = {
-        i: (sb.data_offset_bytes, sb.data_offset_bytes + sb.data_size_bytes)
-        for i, sb in superblocks.items()
-    }
-    return rebuild_allocators_from_ranges(regions, index, reserved)
+    return rebuild_allocators_from_ranges(data_regions(superblocks), index, reserved)
 
 
 def rebuild_allocators_from_ranges(
@@ -341,9 +354,17 @@ async def recover(
     """Steps 2-4 of the procedure above, for devices that passed `check_identity`.
 
     With `writable` False nothing is written (no mirror repair, no tail seal).
+
+    Raises:
+        Corrupted: every metadata device is missing, or none has a readable checkpoint.
     """
-    first = superblocks[0]
+    first = superblocks[min(superblocks)]
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
+    if not metadata:
+        raise Corrupted(
+            f"all {first.metadata_copies} metadata devices (0..{first.metadata_copies - 1}) "
+            "are missing: the WAL and checkpoints live only on them"
+        )
     pointers = await read_pointers(devices, metadata)
     chosen, index = await load_checkpoint(devices, pointers)
     result, winner = await replay_wal(devices, metadata, first, chosen, index, writable=writable)

@@ -108,6 +108,44 @@ class Space:
             "for checkpoints)"
         )
 
+    def allocate_stripe(
+        self, length_bytes: int, width: int, *, down: set[int]
+    ) -> list[Extent] | None:
+        """`width` extents of `length_bytes` each, on `width` different devices: the
+        fragments of one stripe, in fragment order.
+
+        The devices are taken in turn from a rotating start (so data and parity
+        roles, and so read load, spread over all devices); devices in `down` only
+        when too few others have room (their fragments are then owed). Keeps each
+        metadata device's reserve. Returns None when fewer than `width` devices
+        have `length_bytes` in one piece: the caller stores a smaller stripe.
+        """
+        indexes = sorted(self.allocators)
+        if width > len(indexes):
+            return None
+        kept = self.reserve_bytes
+        start = self._next_device
+        order = [indexes[(start + turn) % len(indexes)] for turn in range(len(indexes))]
+        order.sort(key=lambda i: i in down)  # stable: up devices first, each in turn
+        chosen: list[int] = []
+        for device_index in order:
+            allocator = self.allocators[device_index]
+            reserve = kept if device_index in self._reserve_devices else 0
+            if allocator.free_bytes - length_bytes < reserve:
+                continue
+            if allocator.largest_free_bytes < length_bytes:
+                continue
+            chosen.append(device_index)
+            if len(chosen) == width:
+                break
+        if len(chosen) < width:
+            return None
+        extents = [
+            self.allocators[i].allocate(length_bytes, min_length_bytes=length_bytes) for i in chosen
+        ]
+        self._next_device = (start + 1) % len(indexes)
+        return extents
+
     def allocate_run(self, device_index: int, length_bytes: int, max_extents: int) -> list[Extent]:
         """Extents on one device adding up to `length_bytes` (for a checkpoint body).
 

@@ -26,6 +26,8 @@ from objfs.store.checkpoint import CheckpointPointer
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
 from objfs.store.device import BlockDevice
+from objfs.store.erasure import Policy
+from objfs.store.health import Health
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
 from objfs.store.listing import list_page
@@ -292,7 +294,7 @@ class Store:
             writer = ObjectWriter(
                 self._datapath,
                 nursery,
-                segment_size_bytes=self.config.segment_size_bytes,
+                segment_size_bytes=self._datapath.segment_size_bytes,
                 inline_max_bytes=self.config.inline_max_bytes,
                 in_flight=self.config.writer_in_flight_segments,
                 commit=commit,
@@ -441,9 +443,7 @@ class Store:
             if new_size <= self.config.inline_max_bytes:
                 pieces.append(Piece(offset_bytes, len(data), bytes(data)))
             else:
-                fresh = await self._datapath.store_bytes(
-                    bytes(data), segment_size_bytes=self.config.segment_size_bytes
-                )
+                fresh = await self._datapath.store_bytes(bytes(data))
                 position = offset_bytes
                 for segment in fresh:
                     pieces.append(Piece(position, segment.size_bytes, segment))
@@ -539,6 +539,16 @@ class Store:
     @property
     def wal(self) -> Wal:
         return self._wal
+
+    @property
+    def health(self) -> Health:
+        """Devices down and owed, damage found, heals done (objfs/store/health.py)."""
+        return self._datapath.health
+
+    @property
+    def policy(self) -> Policy:
+        """How new segments are erasure-coded."""
+        return self._datapath.policy
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(

@@ -18,7 +18,8 @@ from objfs.errors import DeviceError
 from objfs.store.types import BLOCK_SIZE_BYTES, GiB, MiB
 
 MAGIC = b"OBJFS\x00SB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the device table and the owed-heal mask
+MAX_DEVICES = 64  # per node: the owed-heal mask is one u64
 
 # Fixed places in the first MiB of every device (docs/format.md, "Device layout").
 SUPERBLOCK_A_OFFSET_BYTES = 0
@@ -30,10 +31,12 @@ MIN_DEVICE_BYTES = 16 * MiB
 
 # magic, format_version, flags, cluster, node, device uuids, device_index, device_count,
 # metadata_copies, block_size, device_size, wal_offset, wal_size, data_offset,
-# data_size, created_ns; then crc32c of all of it.
-_LAYOUT = struct.Struct("<8sII16s16s16sIIII6Q")
+# data_size, created_ns, owed_devices; then data_size of each device by index
+# (u64 each); then crc32c of all of it.
+_LAYOUT = struct.Struct("<8sII16s16s16sIIII7Q")
+_DATA_SIZE = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
-SUPERBLOCK_BYTES = _LAYOUT.size + _CRC.size
+SUPERBLOCK_BYTES = _LAYOUT.size + _CRC.size  # plus 8 bytes per device
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,12 @@ class Superblock:
     data_offset_bytes: int
     data_size_bytes: int
     created_ns: int
+    # The data region size of every device of the node, by index: a device that is
+    # missing still has its space map, so writes can place (owed) fragments on it.
+    data_sizes: tuple[int, ...] = ()
+    # Bit i set: device i may lack fragments written while it was down, and must
+    # be healed before it counts as whole again (docs/concurrency.md, "Heal").
+    owed_devices: int = 0
     format_version: int = FORMAT_VERSION
     block_size_bytes: int = BLOCK_SIZE_BYTES
 
@@ -66,6 +75,7 @@ class Superblock:
         return self.device_index < self.metadata_copies
 
     def encode(self) -> bytes:
+        assert len(self.data_sizes) == self.device_count, "one data size per device"
         body = _LAYOUT.pack(
             MAGIC,
             self.format_version,
@@ -83,7 +93,9 @@ class Superblock:
             self.data_offset_bytes,
             self.data_size_bytes,
             self.created_ns,
+            self.owed_devices,
         )
+        body += b"".join(_DATA_SIZE.pack(size) for size in self.data_sizes)
         block = body + _CRC.pack(crc32c.crc32c(body))
         return block + bytes(BLOCK_SIZE_BYTES - len(block))
 
@@ -101,17 +113,27 @@ def decode_superblock(block: bytes, *, path: str) -> Superblock:
     """
     if len(block) < SUPERBLOCK_BYTES or block[:8] != MAGIC:
         raise NotASuperblock(f"{path}: no objfs superblock")
-    body = block[: _LAYOUT.size]
-    (stored_crc,) = _CRC.unpack_from(block, _LAYOUT.size)
-    if crc32c.crc32c(body) != stored_crc:
-        raise NotASuperblock(f"{path}: superblock checksum mismatch")
-    fields = _LAYOUT.unpack(body)
-    version = fields[1]
+    version = struct.unpack_from("<I", block, 8)[0]
     if version > FORMAT_VERSION:
         raise DeviceError(
             f"{path}: formatted with objfs format version {version}; this objfs reads "
-            f"version {FORMAT_VERSION} and older. Upgrade objfs to open it."
+            f"version {FORMAT_VERSION}. Upgrade objfs to open it."
         )
+    if version < FORMAT_VERSION:
+        raise DeviceError(
+            f"{path}: formatted with objfs format version {version}, from before erasure "
+            f"coding; this objfs reads version {FORMAT_VERSION}. Copy the data out with the "
+            "old objfs and format again."
+        )
+    fields = _LAYOUT.unpack_from(block)
+    device_count = fields[7]
+    if not 1 <= device_count <= MAX_DEVICES:
+        raise NotASuperblock(f"{path}: superblock names {device_count} devices")
+    table_end = _LAYOUT.size + device_count * _DATA_SIZE.size
+    (stored_crc,) = _CRC.unpack_from(block, table_end)
+    if crc32c.crc32c(block[:table_end]) != stored_crc:
+        raise NotASuperblock(f"{path}: superblock checksum mismatch")
+    data_sizes = tuple(size for (size,) in _DATA_SIZE.iter_unpack(block[_LAYOUT.size : table_end]))
     if fields[9] != BLOCK_SIZE_BYTES:
         raise DeviceError(f"{path}: block size {fields[9]} is not supported")
     return Superblock(
@@ -129,6 +151,8 @@ def decode_superblock(block: bytes, *, path: str) -> Superblock:
         data_offset_bytes=fields[13],
         data_size_bytes=fields[14],
         created_ns=fields[15],
+        owed_devices=fields[16],
+        data_sizes=data_sizes,
     )
 
 

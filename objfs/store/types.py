@@ -63,14 +63,17 @@ class Fragment:
 class Segment:
     """Bytes written once and never changed: the unit of storage and of sharing.
 
-    Without erasure coding a segment is one fragment holding its bytes. The
-    erasure-coding issue adds k data + m parity fragments of one stripe; the
-    `fragments` tuple has room for them. A segment is identified by the extent of
-    its first fragment (extents are never used twice while referenced).
+    A segment is one stripe: `data_fragments` (k) data fragments and the rest
+    parity, each on its own device, stored with `scheme` (objfs/store/erasure.py);
+    any k intact fragments give back its bytes. With k = 1 every fragment is a
+    whole copy (one fragment: no redundancy). A segment is identified by the
+    extent of its first fragment (extents are never used twice while referenced).
     """
 
     size_bytes: int
     fragments: tuple[Fragment, ...]
+    data_fragments: int = 1
+    scheme: int = 0  # erasure.SCHEME_*; 0: whole copies
 
     @property
     def segment_id(self) -> int:

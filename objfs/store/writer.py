@@ -19,6 +19,7 @@ import trio
 from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
+from objfs.store.erasure import SCHEME_REPLICAS
 from objfs.store.names import MAX_OBJECT_BYTES
 from objfs.store.types import ObjectVersion, Piece, Segment
 
@@ -172,9 +173,13 @@ class ObjectWriter:
     ) -> None:
         view = buffer.view[:size]
 
-        def digest() -> int:
+        whole_crc = self._datapath.policy.scheme == SCHEME_REPLICAS
+
+        def digest() -> int | None:
             self._md5.update(view)
-            return int(crc32c.crc32c(view))
+            # Whole copies are stored with the CRC of these bytes: take it while
+            # they are in cache. Erasure-coded fragments get theirs when encoded.
+            return int(crc32c.crc32c(view)) if whole_crc else None
 
         try:
             try:

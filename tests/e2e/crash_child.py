@@ -58,7 +58,7 @@ def store_config(
     """The configuration the child (and, with overrides, the parent's checker) opens."""
     return StoreConfig(
         data_dir=data_dir,
-        segment_size_bytes=SEGMENT_SIZE_BYTES,
+        fragment_size_bytes=SEGMENT_SIZE_BYTES,
         inline_max_bytes=INLINE_MAX_BYTES,
         checkpoint_interval_ms=checkpoint_interval_ms,
         read_only=read_only,

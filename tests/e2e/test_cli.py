@@ -46,7 +46,7 @@ def test_serve_formats_the_data_directory_on_first_start(disk_dir: str) -> None:
     served = objfs("--data", data, "serve", "--once")
     assert served.returncode == 0, served.stderr
     assert "creating the embedded default" in served.stdout
-    assert os.listdir(os.path.join(data, "devices")) == ["dev0.img"]
+    assert sorted(os.listdir(os.path.join(data, "devices"))) == [f"dev{i}.img" for i in range(6)]
     shutil.rmtree(data)
 
 
@@ -56,10 +56,10 @@ def test_user_mistakes_print_one_line_and_no_traceback(disk_dir: str) -> None:
     assert "run `objfs format` first" in missing.stderr
     config = os.path.join(disk_dir, "bad.toml")
     with open(config, "w") as file:
-        file.write("[store]\nsegment_size_bytes = 3\n")
+        file.write("[store]\nfragment_size_bytes = 3\n")
     bad = objfs("--config", config, "status")
     assert bad.returncode == 2
-    assert "store.segment_size_bytes" in bad.stderr
+    assert "store.fragment_size_bytes" in bad.stderr
     for result in (missing, bad):
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -60,7 +60,7 @@ advance_wal_to = functools.partial(store_helpers.advance_wal_to, bucket=BUCKET)
 DEVICE_BYTES = 16 * MiB
 WAL_BYTES = 1 * MiB
 # Checkpoints only when asked for, or when the WAL fills (never by the clock).
-CONFIG = StoreConfig(segment_size_bytes=256 * 1024, checkpoint_interval_ms=86_400_000)
+CONFIG = StoreConfig(fragment_size_bytes=256 * 1024, checkpoint_interval_ms=86_400_000)
 
 
 class HoldingDevice:
@@ -398,11 +398,17 @@ async def test_damaged_superblock_copy_a_opens_from_copy_b_and_fsck_flags_it() -
         await assert_objects(store, expected)
 
 
-async def test_both_superblock_copies_damaged_refuses_to_open_naming_the_device() -> None:
+async def test_both_superblock_copies_damaged_leaves_the_device_out_or_refuses() -> None:
+    """One device without a superblock: a 2+1 node opens degraded without it. Two:
+    more than its one parity fragment can cover, so it refuses, naming them."""
     devices, _ = await formatted()
     devices[2].inner.flip_bit(SUPERBLOCK_A_OFFSET_BYTES + 40)
     devices[2].inner.flip_bit(SUPERBLOCK_B_OFFSET_BYTES + 40)
-    with pytest.raises(DeviceError, match="mem2"):
+    async with open_store(CONFIG, devices=devices) as store:
+        assert store.health.statistics().down_devices == (2,)
+    devices[1].inner.flip_bit(SUPERBLOCK_A_OFFSET_BYTES + 40)
+    devices[1].inner.flip_bit(SUPERBLOCK_B_OFFSET_BYTES + 40)
+    with pytest.raises(DeviceError, match=r"devices \[1, 2\] .* missing"):
         async with open_store(CONFIG, devices=devices):
             pass
 
@@ -496,29 +502,37 @@ async def test_bit_flip_in_wal_frame_of_one_mirror_is_recovered_from_the_others(
 # -- 7. rotten data ------------------------------------------------------------------
 
 
-async def test_bit_flip_in_data_segment_is_corrupted_never_wrong_bytes() -> None:
+async def test_bit_flips_in_data_are_rebuilt_then_corrupted_never_wrong_bytes() -> None:
+    """2+1 over three devices: one rotten fragment of a segment is rebuilt from the
+    other two (right bytes, counted); two rotten fragments leave fewer than k, so
+    reads of that segment fail with Corrupted and everything else still reads."""
     devices, _ = await formatted()
     expected: dict[str, bytes] = {}
-    config = StoreConfig(segment_size_bytes=64 * 1024, checkpoint_interval_ms=86_400_000)
+    config = StoreConfig(fragment_size_bytes=64 * 1024, checkpoint_interval_ms=86_400_000)
     async with open_store(config, devices=devices) as store:
         await store.create_bucket(BUCKET)
         await put_many(store, expected, ["small"])
         for name in ("victim", "other"):
-            expected[name] = payload(name, 200_000)  # four segments each
+            expected[name] = payload(name, 400_000)  # four 128 KiB segments each
             await store.put_object(BUCKET, name, expected[name])
         version = store.index.current(BucketName(BUCKET), ObjectKey("victim"))
         second = version.pieces[1]
         assert isinstance(second.source, Segment)
+        assert (second.source.data_fragments, len(second.source.fragments)) == (2, 3)
         extent = second.source.fragments[0].extent
         devices[extent.device_index].inner.flip_bit(extent.offset_bytes + 1234, 6)
+        assert await store.get_object(BUCKET, "victim") == expected["victim"]
+        assert store.datapath.corruptions == 1
+        assert second.source.segment_id in store.health.heal_queue
+        extent = second.source.fragments[2].extent
+        devices[extent.device_index].inner.flip_bit(extent.offset_bytes + 99, 1)
         with pytest.raises(Corrupted):
             await store.get_object(BUCKET, "victim")
-        assert store.datapath.corruptions == 1
         with pytest.raises(Corrupted):
             await store.get_object(
                 BUCKET, "victim", offset_bytes=second.offset_bytes + 1000, size_bytes=10
             )
-        assert store.datapath.corruptions == 2
+        assert store.health.unreadable_segments == 2
         # Bytes outside the rotten segment still read, and so does everything else.
         first = expected["victim"][: second.offset_bytes]
         assert await store.get_object(BUCKET, "victim", size_bytes=len(first)) == first

@@ -95,7 +95,11 @@ class Node:
     """Three formatted memory devices that survive closing, reopening and power cuts."""
 
     def __init__(self) -> None:
-        self.config = StoreConfig(segment_size_bytes=SEGMENT, checkpoint_interval_ms=3_600_000)
+        # Object semantics, with whole segments: the space each put takes is easy to
+        # state (erasure coding has its own tests in test_erasure.py).
+        self.config = StoreConfig(
+            fragment_size_bytes=SEGMENT, checkpoint_interval_ms=3_600_000, ec_policy="1+0"
+        )
         self.devices = [MemoryDevice(16 * MiB, path=f"mem{i}") for i in range(3)]
         self.clock = FakeClock()
 

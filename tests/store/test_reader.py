@@ -55,8 +55,10 @@ async def test_corruption_met_by_readahead_is_raised_by_the_read(
     pieces = store.index.current(BucketName("reads"), ObjectKey("big")).pieces
     victim = pieces[3]
     assert isinstance(victim.source, Segment)
-    extent = victim.source.fragments[0].extent
-    memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 100)
+    # Two of the three fragments of a 2+1 segment: fewer than k intact.
+    extents = [fragment.extent for fragment in victim.source.fragments[:2]]
+    for extent in extents:
+        memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 100)
     async with store.open_reader("reads", "big") as reader:
         # Reading pieces 0..2 sequentially starts readaheads of the next pieces.
         for piece in pieces[:3]:
@@ -68,8 +70,9 @@ async def test_corruption_met_by_readahead_is_raised_by_the_read(
             await reader.read(victim.offset_bytes, victim.length_bytes)
         after = pieces[4]
         assert await reader.read(after.offset_bytes, 10) == data[after.offset_bytes :][:10]
-    # Put the bit back so the fixture's fsck (which verifies data) is clean.
-    memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 100)
+    # Put the bits back so the fixture's fsck (which verifies data) is clean.
+    for extent in extents:
+        memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 100)
 
 
 async def test_closing_a_reader_with_readaheads_in_flight_unpins_everything(store: Store) -> None:

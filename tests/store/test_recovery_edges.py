@@ -70,7 +70,7 @@ advance_wal_to = functools.partial(store_helpers.advance_wal_to, bucket=BUCKET)
 DEVICE_BYTES = 16 * MiB
 WAL_BYTES = 1 * MiB
 # Checkpoints only when asked for, or when the WAL fills (never by the clock).
-CONFIG = StoreConfig(segment_size_bytes=256 * 1024, checkpoint_interval_ms=86_400_000)
+CONFIG = StoreConfig(fragment_size_bytes=256 * 1024, checkpoint_interval_ms=86_400_000)
 DEADLINE_SECONDS = 10.0
 HARD_LIMIT_EXTRA_SECONDS = 20.0
 FIXED_NS = 1_700_000_000_000_000_000
@@ -841,9 +841,10 @@ async def test_format_over_an_old_store_cut_at_any_point_never_opens_a_mixture()
     assert seen[3] == {"new"}
 
 
-async def test_format_of_two_devices_cut_on_one_refuses_to_open_naming_it() -> None:
-    """The same cut on a node of two devices: device 0 formatted whole, device 1 cut
-    after the erase. The node must not open (DeviceError naming mem1)."""
+async def test_format_of_two_devices_cut_on_one_opens_the_new_store_degraded() -> None:
+    """The same cut on a node of two devices (a 1+1 mirror): device 0 formatted
+    whole, device 1 cut after the erase. The new, empty store opens without mem1,
+    reported down; with mem0 gone too it would not open at all."""
     devices, _ = await formatted(2)
     async with opened(devices) as store:
         await store.create_bucket(BUCKET)
@@ -851,8 +852,11 @@ async def test_format_of_two_devices_cut_on_one_refuses_to_open_naming_it() -> N
     devices[1].flushes_left = 1  # the erase lands; the power goes at the next flush
     await format_devices(devices, wal_size_bytes=WAL_BYTES, force=True)
     image = crash_all(devices, FaultPlan(keep_writes=0))
+    async with opened(image) as store:
+        assert store.health.statistics().down_devices == (1,)
+        assert store.list_buckets() == []
     with pytest.raises(DeviceError, match=r"mem1: not an objfs device"):
-        async with opened(image):
+        async with opened(image[1:]):
             pass
 
 

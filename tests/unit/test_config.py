@@ -26,19 +26,19 @@ def test_no_file_gives_defaults_and_the_flag_overrides_data_dir() -> None:
 
 
 def test_file_values_are_used(tmp_path: Path) -> None:
-    path = write(tmp_path, '[store]\ndevices = ["/dev/a"]\nsegment_size_bytes = 2097152\n')
+    path = write(tmp_path, '[store]\ndevices = ["/dev/a"]\nfragment_size_bytes = 2097152\n')
     config = load_config(path)
     assert config.store.devices == ("/dev/a",)
     assert config.store.device_paths() == ("/dev/a",)
-    assert config.store.segment_size_bytes == 2 * 1024 * 1024
+    assert config.store.fragment_size_bytes == 2 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
     ("text", "named"),
     [
         ("[store]\nsegment_size = 1\n", "store.segment_size: unknown key"),
-        ("[store]\nsegment_size_bytes = 1000\n", "store.segment_size_bytes"),
-        ("[store]\nsegment_size_bytes = 100000\n", "store.segment_size_bytes"),
+        ("[store]\nfragment_size_bytes = 1000\n", "store.fragment_size_bytes"),
+        ("[store]\nfragment_size_bytes = 100000\n", "store.fragment_size_bytes"),
         ('[store]\nbuffered_io = "yes"\n', "store.buffered_io"),
         ("[store]\ndevices = [1]\n", "store.devices"),
         ("[s3]\nport = 1\n", "s3: unknown section"),

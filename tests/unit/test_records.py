@@ -111,6 +111,8 @@ def superblock() -> Superblock:
         data_offset_bytes=data_offset,
         data_size_bytes=data_size,
         created_ns=42,
+        data_sizes=(data_size, data_size + 4 * MiB, data_size),
+        owed_devices=0b101,
     )
 
 
@@ -122,7 +124,8 @@ def test_superblock_round_trips_and_any_flipped_byte_is_refused() -> None:
     sb = superblock()
     block = sb.encode()
     assert decode_superblock(block, path="d") == sb
-    for position in range(SUPERBLOCK_BYTES):  # every byte the checksum covers, and itself
+    covered = SUPERBLOCK_BYTES + 8 * sb.device_count  # the device table too
+    for position in range(covered):  # every byte the checksum covers, and itself
         damaged = bytearray(block)
         damaged[position] ^= 0x40
         with pytest.raises((NotASuperblock, DeviceError)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,9 +20,15 @@ from objfs import __version__
 from objfs.config import NodeConfig, load_config
 from objfs.errors import ObjfsError, UsageError
 from objfs.store import Store, open_store
-from objfs.store.device import open_devices
-from objfs.store.format import DEFAULT_DEVICE_COUNT, create_data_dir, format_devices
+from objfs.store.device import create_device_file, open_available, open_device, open_devices
+from objfs.store.format import (
+    DEFAULT_DEVICE_COUNT,
+    adopt_device,
+    create_data_dir,
+    format_devices,
+)
 from objfs.store.fsck import run_fsck
+from objfs.store.recovery import read_superblock
 from objfs.store.types import GiB, MiB
 
 EXIT_USAGE = 2
@@ -78,6 +85,23 @@ def _parser() -> argparse.ArgumentParser:
 
     command("status", "open the store and print what it holds")
 
+    scrub = command("scrub", "read every fragment back and heal what is damaged or owed")
+    scrub.add_argument("--rate", type=_size, default=0, help="bytes per second, e.g. 200M")
+    scrub.add_argument("--no-repair", action="store_true", help="only report")
+
+    device = command("device", "manage a node's devices")
+    device_commands = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    replace = device_commands.add_parser(
+        "replace",
+        help="adopt a new device in place of a missing one, then heal onto it",
+        description="adopt a new device in place of a missing one, then heal onto it",
+    )
+    replace.add_argument("index", type=int, help="the missing device's index")
+    replace.add_argument(
+        "path", nargs="?", help="the new device; default: data directory's devices/devINDEX.img"
+    )
+    replace.add_argument("--force", action="store_true", help="even if it holds objfs data")
+
     fsck = command("fsck", "check every invariant of a stopped store")
     fsck.add_argument("--verify-data", action="store_true", help="read and checksum every byte")
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
@@ -108,6 +132,10 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
         return await _serve(args, config)
     if args.command == "status":
         return await _status(config)
+    if args.command == "scrub":
+        return await _scrub(args, config)
+    if args.command == "device":
+        return await _device_replace(args, config)
     if args.command == "fsck":
         report = await run_fsck(config.store, verify_data=args.verify_data, repair=args.repair)
         print(report.render())
@@ -149,7 +177,90 @@ def _print_status(store: Store) -> None:
     print(f"space:      {stats.free_bytes} of {stats.device_bytes} bytes free")
     print(f"wal:        {stats.wal_bytes_used} of {stats.wal_bytes_total} bytes in use")
     print(f"lsn:        {stats.last_lsn} (checkpoint at {stats.checkpoint_lsn})")
-    print(f"replayed:   {store.replayed_records} WAL records at open", flush=True)
+    print(f"replayed:   {store.replayed_records} WAL records at open")
+    health = store.health.statistics()
+    print(f"erasure:    {store.policy.describe()} over {health.device_count} devices")
+    state = "DEGRADED" if health.degraded else "healthy"
+    print(
+        f"health:     {state}; down {list(health.down_devices)}, owed "
+        f"{list(health.owed_devices)}, bad fragments seen {health.bad_fragments}",
+        flush=True,
+    )
+
+
+class _ProgressBar:
+    """A bar on a terminal, a line per tenth otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stdout.isatty()
+        self._last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        if self.tty:
+            filled = int(fraction * 40)
+            bar = "#" * filled + "." * (40 - filled)
+            print(f"\r{self.label} [{bar}] {done}/{total}", end="", flush=True)
+            if done == total:
+                print()
+        elif int(fraction * 10) != self._last_tenth:
+            self._last_tenth = int(fraction * 10)
+            print(f"{self.label}: {done}/{total} segments", flush=True)
+
+
+async def _scrub(args: argparse.Namespace, config: NodeConfig) -> int:
+    async with open_store(config.store, background_jobs=False) as store:
+        store.scrubber.rate_bytes_per_s = args.rate
+        report = await store.scrubber.scrub(
+            repair=not args.no_repair, progress=_ProgressBar("scrub")
+        )
+        print(report.render())
+    return 0 if report.clean else EXIT_PROBLEMS
+
+
+async def _device_replace(args: argparse.Namespace, config: NodeConfig) -> int:
+    store_config = config.store
+    path = args.path
+    if path is None:
+        if store_config.devices:
+            raise UsageError("the config lists devices: name the new device's path")
+        path = os.path.join(store_config.data_dir, "devices", f"dev{args.index}.img")
+    elif store_config.devices and path not in store_config.devices:
+        raise UsageError(f"{path} is not in store.devices: add it there first")
+    paths = [p for p in store_config.device_paths() if p != path]
+    present = await open_available(paths, buffered=store_config.buffered_io)
+    try:
+        usable = []
+        for device in present:
+            try:
+                await read_superblock(device)
+                usable.append(device)
+            except ObjfsError:
+                await device.aclose()  # no superblock: not a device of the node now
+        present = usable
+        if not await trio.Path(path).exists():
+            if not present:
+                raise UsageError("no device of the node could be read")
+            size = present[0].size_bytes
+            await trio.to_thread.run_sync(create_device_file, path, size)
+            print(f"objfs: created {path} ({size} bytes)")
+        target = await open_device(path, buffered=store_config.buffered_io)
+        try:
+            await adopt_device(present, target, args.index, force=args.force)
+        finally:
+            await target.aclose()
+    finally:
+        for device in present:
+            await device.aclose()
+    print(f"objfs: {path} is device {args.index} now; healing onto it")
+    async with open_store(store_config, background_jobs=False) as store:
+        store.scrubber.rate_bytes_per_s = 0  # the operator is waiting: full speed
+        report = await store.scrubber.scrub(
+            devices={args.index}, progress=_ProgressBar(f"heal device {args.index}")
+        )
+        print(report.render())
+    return 0 if report.clean else EXIT_PROBLEMS
 
 
 async def _status(config: NodeConfig) -> int:

@@ -95,8 +95,9 @@ class Checkpointer:
                 self._wal.no_room(exc)
                 await trio.sleep(1)
 
-    async def checkpoint(self) -> bool:
-        """Write a checkpoint of the index if it would cover anything new.
+    async def checkpoint(self, *, force: bool = False) -> bool:
+        """Write a checkpoint of the index if it would cover anything new (or if
+        `force`: a replaced metadata device needs a body of its own).
 
         Returns whether one was written. Checkpoints are serialised by a lock.
 
@@ -113,7 +114,7 @@ class Checkpointer:
             current = self.current
             other = self.pointers.get(1 - current.slot)
             lsn, position = self._wal.applied_lsn, self._wal.applied_position
-            if lsn == current.lsn and other is not None and other.lsn == lsn:
+            if lsn == current.lsn and other is not None and other.lsn == lsn and not force:
                 return False  # both slots cover everything: nothing to gain
             # At an unchanged LSN a second checkpoint still moves the WAL head up to
             # the newest one: that is how a full WAL gets room again.

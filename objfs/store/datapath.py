@@ -71,7 +71,8 @@ class DataPath:
         self.health = health or Health(max(devices, default=-1) + 1, down=set(), owed=set())
         self._persist_owed = persist_owed
         self.parallel_reads = parallel_reads
-        self._dirty: set[int] = set()
+        self._dirty: set[int] = set()  # written since flushed; drained by the WAL only
+        self._healed_dirty: set[int] = set()  # written by heals; drained by flush_healed
 
     @property
     def segment_size_bytes(self) -> int:
@@ -329,10 +330,10 @@ class DataPath:
         return await self._decode_all(segments, good)
 
     async def _read_fragments(
-        self, segments: Sequence[Segment], wanted: list[tuple[int, int]]
+        self, segments: Sequence[Segment], wanted: list[tuple[int, int]], *, report: bool = True
     ) -> list[bytes | None]:
         """Each wanted fragment's bytes if it reads back and matches its checksum,
-        else None (logged, counted, the segment queued for heal)."""
+        else None (if `report`: logged, counted, the segment queued for heal)."""
         per_device: dict[int, list[int]] = defaultdict(list)
         for slot, (position, number) in enumerate(wanted):
             per_device[segments[position].fragments[number].extent.device_index].append(slot)
@@ -352,12 +353,13 @@ class DataPath:
                 )
             except (OSError, ObjfsError) as exc:
                 for slot in slots:
-                    self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], str(exc))
+                    if report:
+                        self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], str(exc))
                 return
             for slot, fragment, data in zip(slots, fragments, datas, strict=True):
                 if crc32c.crc32c(data) == fragment.crc32c:
                     results[slot] = data
-                else:
+                elif report:
                     self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], "bad checksum")
 
         if len(groups) == 1:  # the common case: no nursery, one thread hop
@@ -411,24 +413,62 @@ class DataPath:
 
     # -- checking and healing --------------------------------------------------------
 
-    async def check_segment(self, segment: Segment, *, repair: bool) -> SegmentCheck:
-        """Read and verify every fragment of a segment (on devices that are up); with
-        `repair`, rebuild the damaged ones from the intact ones and write them back
-        in place (same extent, same bytes, same checksum), then flush.
+    async def check_segment(
+        self, segment: Segment, *, repair: bool, devices: set[int] | None = None
+    ) -> SegmentCheck:
+        """Read and verify the fragments of a segment on devices that are up (only
+        those on `devices`, if given: owed devices, whose missing fragments are
+        expected and not reported as damage); with `repair`, rebuild the damaged
+        ones from intact ones (read as needed) and write them back in place: same
+        extent, same bytes, same checksum. `flush_healed` makes them durable.
 
         The caller pins the segment, so its extents cannot be freed and reused
         while this writes to them.
         """
         check = SegmentCheck()
-        numbers = []
+        targets: list[int] = []
         for number, fragment in enumerate(segment.fragments):
-            if self.usable(fragment.extent.device_index):
-                numbers.append(number)
+            device_index = fragment.extent.device_index
+            if devices is not None and device_index not in devices:
+                continue
+            if self.usable(device_index):
+                targets.append(number)
             else:
                 check.skipped.append(number)
-        wanted = [(0, number) for number in numbers]
-        datas = await self._read_fragments([segment], wanted) if wanted else []
         intact: dict[int, bytes] = {}
+        await self._check_fragments(segment, targets, intact, check, report=devices is None)
+        if not check.bad and not (devices is None and check.skipped):
+            return check
+        # Damage (or, for a whole-segment check, fragments out of reach): is there
+        # still k intact? Read the other fragments until there is.
+        others = [
+            n
+            for n in range(len(segment.fragments))
+            if n not in targets and self.usable(segment.fragments[n].extent.device_index)
+        ]
+        while len(intact) < segment.data_fragments and others:
+            batch = others[: segment.data_fragments - len(intact)]
+            others = others[len(batch) :]
+            await self._check_fragments(segment, batch, intact, check)
+        if len(intact) < segment.data_fragments:
+            check.unrecoverable = True
+            return check
+        if repair and check.bad:
+            await self._rebuild(segment, intact, check)
+        return check
+
+    async def _check_fragments(
+        self,
+        segment: Segment,
+        numbers: list[int],
+        intact: dict[int, bytes],
+        check: SegmentCheck,
+        *,
+        report: bool = True,
+    ) -> None:
+        if not numbers:
+            return
+        datas = await self._read_fragments([segment], [(0, n) for n in numbers], report=report)
         for number, data in zip(numbers, datas, strict=True):
             check.fragments_checked += 1
             check.bytes_read += segment.fragments[number].size_bytes
@@ -436,20 +476,21 @@ class DataPath:
                 check.bad.append(number)
             else:
                 intact[number] = data
-        if len(intact) < segment.data_fragments:
-            check.unrecoverable = bool(check.bad or check.skipped)
-            return check
-        if not repair or not check.bad:
-            return check
+
+    async def _rebuild(
+        self, segment: Segment, intact: dict[int, bytes], check: SegmentCheck
+    ) -> None:
         parity = len(segment.fragments) - segment.data_fragments
         codec = erasure.codec(segment.scheme, segment.data_fragments, parity)
+        bad = list(check.bad)
 
         def rebuild() -> list[bytes]:
-            return codec.reconstruct(intact, check.bad)
+            return codec.reconstruct(intact, bad)
 
         rebuilt = await trio.to_thread.run_sync(rebuild)
-        for number, data in zip(list(check.bad), rebuilt, strict=True):
+        for number, data in zip(bad, rebuilt, strict=True):
             fragment = segment.fragments[number]
+            extent = fragment.extent
             if len(data) != fragment.size_bytes or crc32c.crc32c(data) != fragment.crc32c:
                 log.error(
                     "fragment %d rebuilt for the segment at device %d offset %d does not "
@@ -458,18 +499,35 @@ class DataPath:
                     segment.fragments[0].extent.device_index,
                     segment.fragments[0].extent.offset_bytes,
                 )
-                check.unrecoverable = True
                 continue
-            extent = fragment.extent
             try:
                 await self.devices[extent.device_index].write(extent.offset_bytes, data)
-                await self.devices[extent.device_index].flush()
             except (OSError, ObjfsError) as exc:
                 self.health.mark_down(extent.device_index, f"heal write failed: {exc}")
                 continue
+            self._healed_dirty.add(extent.device_index)
             check.repaired.append(number)
             self.health.healed_fragments += 1
-        return check
+            log.debug(
+                "healed fragment %d of the segment at device %d offset %d",
+                number,
+                segment.fragments[0].extent.device_index,
+                segment.fragments[0].extent.offset_bytes,
+            )
+
+    async def flush_healed(self) -> bool:
+        """Flush every device a heal wrote to since the last call (kept apart from
+        the WAL's own set, which only the WAL committer may drain). Returns False
+        if a flush failed (that device is then down, and its heals not durable)."""
+        dirty, self._healed_dirty = self._healed_dirty, set()
+        ok = True
+        for device_index in sorted(dirty):
+            try:
+                await self.devices[device_index].flush()
+            except (OSError, ObjfsError) as exc:
+                self.health.mark_down(device_index, f"flush after heal failed: {exc}")
+                ok = False
+        return ok
 
 
 def _fragment_bytes(policy: erasure.Policy, size_bytes: int) -> int:

@@ -3,7 +3,8 @@
 Writes, on every device, both superblock copies and blank checkpoint slots, and
 on each metadata device an empty checkpoint (generation 1, LSN 0) so that a store
 always has a checkpoint to start from. Refuses a device that already holds objfs
-data unless forced.
+data unless forced. `adopt_device` gives one new device the identity of a missing
+one (`objfs device replace`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import crc32c
 import trio
@@ -30,6 +32,7 @@ from objfs.store.device import (
 )
 from objfs.store.erasure import default_shape
 from objfs.store.index import Snapshot
+from objfs.store.recovery import check_identity, read_superblock
 from objfs.store.superblock import (
     CHECKPOINT_SLOT_OFFSETS_BYTES,
     MAX_DEVICES,
@@ -201,3 +204,85 @@ async def create_data_dir(
     finally:
         for device in devices:
             await device.aclose()
+
+
+async def adopt_device(
+    devices: Sequence[BlockDevice], target: BlockDevice, device_index: int, *, force: bool = False
+) -> Superblock:
+    """Make `target` device `device_index` of the node that `devices` belong to, in
+    place of one that is missing or lost its superblocks, and mark it owed: the
+    next open heals every fragment it should hold (fragments already on it that
+    still match their checksums are kept).
+
+    Crash-safe in this order: the owed bit goes into the superblocks of the node's
+    devices first, then the new device gets its blank checkpoint slots and WAL
+    start, then its superblock (both copies, flushed).
+
+    Raises:
+        UsageError: the index is not one this node is missing.
+        DeviceError: the target is too small, or holds objfs data (without `force`).
+    """
+    superblocks = [await read_superblock(device) for device in devices]
+    if not superblocks:
+        raise UsageError("no device of the node could be read: nothing to adopt into")
+    missing = check_identity(list(devices), superblocks)
+    first = superblocks[0]
+    if device_index not in missing:
+        raise UsageError(
+            f"device {device_index} of node {first.node_id} is present; only a missing "
+            f"device can be replaced (missing: {missing or 'none'})"
+        )
+    data_size = first.data_sizes[device_index]
+    needed = first.data_offset_bytes + data_size
+    if target.size_bytes < needed:
+        raise DeviceError(
+            f"{target.path}: holds {target.size_bytes} bytes; device {device_index} needs "
+            f"at least {needed}"
+        )
+    if not force:
+        await _refuse_if_formatted(target)
+    owed = first.owed_devices | (1 << device_index)
+    for superblock in superblocks:
+        owed |= superblock.owed_devices
+    for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+        await write_parallel(
+            [
+                (device, [(offset, replace(superblock, owed_devices=owed).encode())])
+                for device, superblock in zip(devices, superblocks, strict=True)
+            ]
+        )
+    adopted = replace(
+        first,
+        device_id=uuid.uuid4(),
+        device_index=device_index,
+        device_size_bytes=target.size_bytes,
+        data_size_bytes=data_size,
+        owed_devices=owed,
+    )
+    blank = bytes(BLOCK_SIZE_BYTES)
+    await write_parallel(
+        [
+            (
+                target,
+                [
+                    (SUPERBLOCK_A_OFFSET_BYTES, blank),
+                    (SUPERBLOCK_B_OFFSET_BYTES, blank),
+                    (CHECKPOINT_SLOT_OFFSETS_BYTES[0], blank),
+                    (CHECKPOINT_SLOT_OFFSETS_BYTES[1], blank),
+                    (adopted.wal_offset_bytes, blank),
+                ],
+            )
+        ]
+    )
+    await write_parallel(
+        [
+            (
+                target,
+                [
+                    (SUPERBLOCK_A_OFFSET_BYTES, adopted.encode()),
+                    (SUPERBLOCK_B_OFFSET_BYTES, adopted.encode()),
+                ],
+            )
+        ]
+    )
+    return adopted

@@ -186,6 +186,25 @@ class ObjectIndex:
         for packed in self._segments.values():
             yield unpack_segment(packed)
 
+    def segment_ids(self) -> list[SegmentId]:
+        """Every referenced segment's id, now (a scrub walks them while things change)."""
+        return list(self._segments)
+
+    def segment(self, segment_id: SegmentId) -> Segment | None:
+        """The segment with this id if it is still referenced."""
+        packed = self._segments.get(segment_id)
+        return None if packed is None else unpack_segment(packed)
+
+    def versions_using(self, segment_ids: set[SegmentId]) -> list[tuple[IndexKey, VersionId]]:
+        """Every (bucket, key), version that reads from one of these segments (walks
+        the whole index: for reporting damage, not for the data path)."""
+        found = []
+        for index_key, versions in self.iter_all():
+            for version in versions:
+                if any(s.segment_id in segment_ids for s in version_segments(version)):
+                    found.append((index_key, version.version_id))
+        return found
+
     def references(self, segment_id: SegmentId) -> int:
         if segment_id not in self._segments:
             return 0

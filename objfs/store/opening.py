@@ -14,6 +14,7 @@ each has finished (docs/concurrency.md, "Devices down and heal").
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -34,6 +35,7 @@ from objfs.store.health import Health
 from objfs.store.index import ObjectIndex
 from objfs.store.records import Record
 from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
+from objfs.store.scrub import Scrubber
 from objfs.store.space import Space
 from objfs.store.store import Clock, Store
 from objfs.store.superblock import (
@@ -121,8 +123,16 @@ async def _assemble(
         stale_extents=[e for e in recovered.reserved if e not in live],
         base_reserve_bytes=base_reserve_bytes,
     )
+    scrubber = Scrubber(
+        index,
+        datapath,
+        space,
+        persist_owed=persist_owed,
+        rate_bytes_per_s=config.scrub_rate_bytes_per_s,
+    )
     return Store(
         config,
+        scrubber=scrubber,
         devices=devices,
         superblocks=superblocks,
         index=index,
@@ -238,6 +248,7 @@ async def open_store(
     devices: Sequence[BlockDevice] | None = None,
     clock: Clock = time.time_ns,
     freeze_index: bool = False,
+    background_jobs: bool = True,
 ) -> AsyncIterator[Store]:
     """Open and recover a store, run its WAL committer and checkpointer, yield it.
 
@@ -247,6 +258,8 @@ async def open_store(
     Args:
         devices: already-open devices (tests pass MemoryDevices); by default the
             config's device paths are opened.
+        background_jobs: run the scrubber (heal owed devices, heal queue, periodic
+            scrub); off for commands that run a pass themselves.
 
     Raises:
         UsageError: no devices configured or found.
@@ -291,6 +304,20 @@ async def open_store(
             await nursery.start(_run_wal, store.wal, wal_stopped)
             if not config.read_only:
                 nursery.start_soon(store.checkpointer.run, config.checkpoint_interval_ms)
+                health = store.health
+                if any(superblocks[i].holds_metadata for i in health.owed - health.down):
+                    # A replaced metadata device holds no checkpoint body yet: one
+                    # checkpoint in each slot gives it both.
+                    for _ in range(2):
+                        await store.checkpoint(force=True)
+            if background_jobs and not config.read_only:
+                nursery.start_soon(
+                    functools.partial(
+                        store.scrubber.run,
+                        config.scrub_interval_ms,
+                        background_scrub=config.scrub_rate_bytes_per_s > 0,
+                    )
+                )
             try:
                 yield store
             except BaseException as exc:

@@ -45,6 +45,7 @@ from objfs.store.records import (
     Truncate,
     WriteAt,
 )
+from objfs.store.scrub import Scrubber
 from objfs.store.space import Space
 from objfs.store.superblock import Superblock
 from objfs.store.types import (
@@ -87,6 +88,7 @@ class Store:
         datapath: DataPath,
         wal: Wal,
         checkpointer: Checkpointer,
+        scrubber: Scrubber,
         clock: Clock,
         replayed_records: int,
     ) -> None:
@@ -98,13 +100,14 @@ class Store:
         self._datapath = datapath
         self._wal = wal
         self._checkpointer = checkpointer
+        self.scrubber = scrubber  # scrub passes, heal passes, the heal queue
         self._clock = clock
         self._locks = KeyLocks()
         self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
 
-    async def checkpoint(self) -> bool:
+    async def checkpoint(self, *, force: bool = False) -> bool:
         """Write a checkpoint of the index now if it would cover anything new.
 
         Returns whether one was written.
@@ -115,7 +118,7 @@ class Store:
         """
         if self.config.read_only:
             raise ReadOnly("no checkpoint: the store was opened read-only")
-        return await self._checkpointer.checkpoint()
+        return await self._checkpointer.checkpoint(force=force)
 
     # -- buckets --------------------------------------------------------------------
 

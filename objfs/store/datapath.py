@@ -192,11 +192,9 @@ class DataPath:
         else:
             codec = erasure.codec(policy.scheme, policy.data_fragments, policy.parity_fragments)
 
-            def encode() -> tuple[list[bytes], list[int]]:
-                fragments = codec.encode(view)
-                return fragments, [int(crc32c.crc32c(f)) for f in fragments]
-
-            fragments, crcs = await trio.to_thread.run_sync(encode)
+            fragments, crcs = await trio.to_thread.run_sync(
+                erasure.encode_with_checksums, codec, view
+            )
             payloads = list(fragments)
             sizes = [len(f) for f in fragments]
         written = await self._write_fragments(list(zip(extents, payloads, strict=True)))

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import crc32c
+
 from objfs.errors import ConfigError, Corrupted
 
 log = logging.getLogger(__name__)
@@ -273,6 +275,13 @@ class PyECLib:
         except Exception as exc:
             raise Corrupted(f"erasure reconstruct failed: {exc}") from exc
         return rebuilt
+
+
+def encode_with_checksums(codec: Codec, data: bytes | memoryview) -> tuple[list[bytes], list[int]]:
+    """The fragments of a segment and the CRC32C of each: what the data path runs
+    in a worker thread for every stripe it writes."""
+    fragments = codec.encode(data)
+    return fragments, [int(crc32c.crc32c(fragment)) for fragment in fragments]
 
 
 @functools.cache

@@ -16,9 +16,9 @@ from typing import final
 import crc32c
 import trio
 
-from objfs.errors import ObjfsError, ReadOnly
+from objfs.errors import DeviceError, NoSpace, ObjfsError, ReadOnly
 from objfs.store.checkpoint import CheckpointPointer, encode_body, max_extents_per_pointer
-from objfs.store.device import BlockDevice, WriteData, round_up, write_parallel
+from objfs.store.device import BlockDevice, WriteData, round_up
 from objfs.store.index import Snapshot
 from objfs.store.space import Space
 from objfs.store.superblock import CHECKPOINT_SLOT_OFFSETS_BYTES
@@ -41,7 +41,6 @@ class Checkpointer:
         self,
         *,
         devices: dict[int, BlockDevice],
-        metadata: list[int],
         space: Space,
         wal: Wal,
         snapshot: Callable[[], Snapshot],
@@ -52,7 +51,6 @@ class Checkpointer:
         base_reserve_bytes: int,
     ) -> None:
         self._devices = devices
-        self._metadata = metadata
         self._space = space
         self._wal = wal
         self._snapshot = snapshot
@@ -133,8 +131,12 @@ class Checkpointer:
                 copies=await self._write_body(body),
             )
             try:
-                writes = [(CHECKPOINT_SLOT_OFFSETS_BYTES[slot], pointer.encode())]
-                await write_parallel([(self._devices[i], writes) for i in self._metadata])
+                writes: list[tuple[int, WriteData]] = [
+                    (CHECKPOINT_SLOT_OFFSETS_BYTES[slot], pointer.encode())
+                ]
+                await self._write_each(
+                    {i: writes for i in self._wal.mirrors}, "checkpoint pointer write failed"
+                )
             except ObjfsError as exc:
                 # Some mirrors may hold the new pointer, some the old: keep every
                 # extent both name, and stop writing until a restart sorts it out.
@@ -153,26 +155,65 @@ class Checkpointer:
             return True
 
     async def _write_body(self, body: bytes) -> tuple[tuple[Extent, ...], ...]:
-        """One copy of the body on each metadata device, written and flushed."""
-        limit = max_extents_per_pointer(len(self._metadata)) // len(self._metadata)
+        """One copy of the body on each metadata mirror, written and flushed. A
+        mirror that fails is dropped (and its copy freed) while another succeeds."""
+        mirrors = self._wal.mirrors
+        limit = max_extents_per_pointer(len(mirrors)) // len(mirrors)
         copies: list[tuple[Extent, ...]] = []
         try:
-            for i in self._metadata:
+            for i in mirrors:
                 copies.append(tuple(self._space.allocate_run(i, round_up(len(body)), limit)))
                 self.writing.extend(copies[-1])
-            jobs = []
+            jobs: dict[int, list[tuple[int, WriteData]]] = {}
             for copy in copies:
                 writes: list[tuple[int, WriteData]] = []
                 start = 0
                 for extent in copy:
                     writes.append((extent.offset_bytes, body[start : start + extent.length_bytes]))
                     start += extent.length_bytes
-                jobs.append((self._devices[copy[0].device_index], writes))
-            await write_parallel(jobs)
+                jobs[copy[0].device_index] = writes
+            failed = await self._write_each(jobs, "checkpoint body write failed")
         except BaseException:
             self.writing = []
             for copy in copies:
                 for extent in copy:
                     self._space.free_extent(extent)
             raise
-        return tuple(copies)
+        kept = []
+        for copy in copies:
+            if copy[0].device_index in failed:
+                for extent in copy:
+                    self._space.free_extent(extent)
+            else:
+                kept.append(copy)
+        self.writing = [extent for copy in kept for extent in copy]
+        return tuple(kept)
+
+    async def _write_each(
+        self, jobs: dict[int, list[tuple[int, WriteData]]], what: str
+    ) -> set[int]:
+        """Write and flush each device's writes at once. Devices that fail are
+        dropped from the metadata mirrors; returns them. Raises if all fail.
+
+        Raises:
+            DeviceError: every device failed.
+        """
+        failures: dict[int, Exception] = {}
+
+        async def one(index: int, writes: list[tuple[int, WriteData]]) -> None:
+            try:
+                await self._devices[index].write_many(writes, flush=True)
+            except (OSError, ObjfsError) as exc:
+                failures[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index, writes in jobs.items():
+                nursery.start_soon(one, index, writes)
+        if failures and len(failures) == len(jobs):
+            index, exc = next(iter(failures.items()))
+            if isinstance(exc, NoSpace):
+                raise exc
+            raise DeviceError(f"{self._devices[index].path}: {what}: {exc}") from exc
+        for index, exc in failures.items():
+            self._wal.drop_mirror(index, f"{what}: {exc}")
+        return set(failures)

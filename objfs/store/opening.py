@@ -98,7 +98,7 @@ async def _assemble(
         space.free_segments(index.apply(record))
 
     wal = Wal(
-        [devices[i] for i in metadata],
+        {i: devices[i] for i in metadata},
         wal_offset_bytes=first.wal_offset_bytes,
         wal_size_bytes=first.wal_size_bytes,
         next_lsn=recovered.next_lsn,
@@ -109,11 +109,11 @@ async def _assemble(
         apply=apply,
         before_write=datapath.flush_dirty,
         request_checkpoint=lambda: checkpointer.request(),
+        mirror_failed=health.mark_down,
     )
     live = {e for p in recovered.pointers.values() for e in p.extents()}
     checkpointer = Checkpointer(
         devices=devices,
-        metadata=metadata,
         space=space,
         wal=wal,
         snapshot=index.snapshot,

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
 import crc32c
 import trio
 
-from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly, Unavailable
-from objfs.store.device import BlockDevice, round_down, write_parallel
+from objfs.errors import DeviceError, EntityTooLarge, ObjfsError, ReadOnly, Unavailable
+from objfs.store.device import BlockDevice, WriteData, round_down
 from objfs.store.records import Record, RecordType, Wrap, decode_record, encode_record
 from objfs.store.types import BLOCK_SIZE_BYTES, Lsn
 
@@ -137,7 +137,9 @@ class Wal:
     """The WAL writer: appends are group-committed, applied in order, then acknowledged.
 
     Args:
-        devices: the metadata devices; every batch goes to all of them.
+        devices: the metadata devices (by device index); every batch goes to all of
+            them. One that fails a write is dropped and `mirror_failed` told; the
+            WAL fails only when no mirror is left.
         apply: called on the event loop for each durable record, in LSN order;
             what it returns (or the ObjfsError it raises) goes to the appender.
         before_write: awaited before each batch is written: flushes the data
@@ -147,7 +149,7 @@ class Wal:
 
     def __init__(
         self,
-        devices: Sequence[BlockDevice],
+        devices: Mapping[int, BlockDevice],
         *,
         wal_offset_bytes: int,
         wal_size_bytes: int,
@@ -159,9 +161,11 @@ class Wal:
         apply: Callable[[Lsn, Record], Any],
         before_write: Callable[[], Awaitable[None]],
         request_checkpoint: Callable[[], None],
+        mirror_failed: Callable[[int, str], None] = lambda index, reason: None,
     ) -> None:
         assert len(tail_block) == tail_position % BLOCK_SIZE_BYTES
-        self._devices = list(devices)
+        self._devices = dict(devices)  # the mirrors still written
+        self._mirror_failed = mirror_failed
         self._wal_offset = wal_offset_bytes
         self.size_bytes = wal_size_bytes
         self._next_lsn = next_lsn
@@ -309,8 +313,10 @@ class Wal:
             self._request_checkpoint()
         try:
             await self._before_write()
-            writes = [(self._wal_offset + physical, data) for physical, data in runs]
-            await write_parallel([(device, writes) for device in self._devices])
+            writes: list[tuple[int, WriteData]] = [
+                (self._wal_offset + physical, data) for physical, data in runs
+            ]
+            await self._write_mirrors(writes)
         except (OSError, ObjfsError) as exc:
             self.fail(f"WAL write failed: {exc}")  # answers this batch and the queue
             return
@@ -332,6 +338,42 @@ class Wal:
             self.records += 1
         for entry in batch:
             entry.done.set()
+
+    async def _write_mirrors(self, writes: list[tuple[int, WriteData]]) -> None:
+        """Write and flush a batch on every mirror at once. A mirror that fails is
+        dropped (the batch is durable on the others, which hold every earlier
+        record too); if every mirror fails, raise the first failure."""
+        failures: dict[int, Exception] = {}
+
+        async def one(index: int, device: BlockDevice) -> None:
+            try:
+                await device.write_many(writes, flush=True)
+            except (OSError, ObjfsError) as exc:
+                failures[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index, device in self._devices.items():
+                nursery.start_soon(one, index, device)
+        if len(failures) == len(self._devices):
+            index, exc = next(iter(failures.items()))
+            raise DeviceError(f"{self._devices[index].path}: {exc}") from exc
+        for index, exc in failures.items():
+            self.drop_mirror(index, f"WAL write failed: {exc}")
+
+    def drop_mirror(self, index: int, reason: str) -> None:
+        """Stop writing to a metadata device that failed (the WAL's or a checkpoint's
+        write); the others carry on. Never drops the last one."""
+        if index in self._devices and len(self._devices) > 1:
+            log.error(
+                "metadata mirror on device %d failed (%s); going on without it", index, reason
+            )
+            del self._devices[index]
+            self._mirror_failed(index, reason)
+
+    @property
+    def mirrors(self) -> list[int]:
+        """The device indexes the WAL still writes to."""
+        return sorted(self._devices)
 
     def _finish(self, batch: list[_Entry], error: ObjfsError) -> None:
         for entry in batch:

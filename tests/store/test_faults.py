@@ -569,9 +569,12 @@ async def put_catching_read_only(store: Store, key: str, data: bytes, *, streame
     [(3000, False), (600_000, False), (600_000, True)],
     ids=["inline", "segments", "streamed"],
 )
-async def test_wal_write_failure_makes_store_read_only_then_recovers_consistently(
+async def test_wal_write_failure_on_every_mirror_makes_store_read_only_then_recovers(
     size: int, streamed: bool
 ) -> None:
+    """No WAL mirror takes the batch: the put fails ReadOnly, every later change too,
+    reads go on; after a restart the store is consistent (the failed put whole or
+    absent) and writable again."""
     devices, _ = await formatted()
     expected: dict[str, bytes] = {}
     failed = payload("failed", size)
@@ -581,10 +584,8 @@ async def test_wal_write_failure_makes_store_read_only_then_recovers_consistentl
         big = payload("big", 300_000)
         await store.put_object(BUCKET, "big", big)
         expected["big"] = big
-        if size <= CONFIG.inline_max_bytes:
-            devices[1].inner.fail_writes = True
-        else:
-            devices[1].fail_wal_writes = True  # the data write succeeds, the WAL's fails
+        for device in devices:
+            device.fail_wal_writes = True  # data writes succeed, the WAL's fail
         await put_catching_read_only(store, "failed", failed, streamed=streamed)
         assert store.wal.failure is not None
         with pytest.raises(ReadOnly):
@@ -596,8 +597,9 @@ async def test_wal_write_failure_makes_store_read_only_then_recovers_consistentl
         with pytest.raises(ReadOnly):
             await store.create_bucket("another")
         await assert_objects(store, expected)  # reads still work
-        # The device comes back (a transient failure); the periodic checkpointer may run.
-        devices[1].inner.fail_writes = devices[1].fail_wal_writes = False
+        # The devices come back (a transient failure); the periodic checkpointer may run.
+        for device in devices:
+            device.fail_wal_writes = False
         try:
             await store.checkpoint()
         except ReadOnly:
@@ -616,6 +618,38 @@ async def test_wal_write_failure_makes_store_read_only_then_recovers_consistentl
         await assert_fsck_clean(store)
     report = await check_offline(list(image), verify_data=True)
     assert report.clean, report.render()
+
+
+@pytest.mark.parametrize("victim", [0, 2])
+async def test_wal_write_failure_on_one_mirror_drops_it_and_goes_on(victim: int) -> None:
+    """One metadata device fails its WAL write: the batch is durable on the other
+    mirrors, so the put succeeds; the device is down and owed from then on (data
+    goes around it), checkpoints skip it, and after a power cut with the device
+    back everything acknowledged is there, and a heal pass restores redundancy."""
+    devices, _ = await formatted()
+    expected: dict[str, bytes] = {}
+    async with open_store(CONFIG, devices=devices) as store:
+        await store.create_bucket(BUCKET)
+        await put_many(store, expected, ["a", "b"])
+        devices[victim].fail_wal_writes = True
+        for name, size in (("small", 3000), ("big", 600_000)):
+            expected[name] = payload(name, size)
+            await store.put_object(BUCKET, name, expected[name])
+        assert store.health.statistics().down_devices == (victim,)
+        assert store.wal.mirrors == sorted({0, 1, 2} - {victim})
+        assert await store.checkpoint()
+        await store.delete_object(BUCKET, "a")
+        del expected["a"]
+        await assert_objects(store, expected)
+    devices[victim].fail_wal_writes = False
+    image = crash_all(devices)
+    async with open_store(CONFIG, devices=image, background_jobs=False) as store:
+        assert store.health.statistics().owed_devices == (victim,)
+        await assert_objects(store, expected)
+        report = await store.scrubber.scrub(devices={victim})
+        assert report.clean, report.render()
+        assert store.health.statistics().owed_devices == ()
+        await assert_fsck_clean(store)
 
 
 # -- 9. WAL wrap-around --------------------------------------------------------------

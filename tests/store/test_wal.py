@@ -25,7 +25,7 @@ def make_wal(devices: list[MemoryDevice], applied: list[tuple[int, Record]], **k
         return lsn
 
     return Wal(
-        devices,
+        dict(enumerate(devices)),
         wal_offset_bytes=WAL_OFFSET,
         wal_size_bytes=WAL_SIZE,
         next_lsn=kw.get("next_lsn", 1),

@@ -147,7 +147,7 @@ class DataPath:
                 f"only {len(up)} devices are up and a {policy.describe()} stripe needs "
                 f"{policy.write_quorum} fragments written; nothing can be stored"
             )
-        size = len(view)
+        size = min(len(view), self.segment_size_bytes)  # one pyeclib call stays short
         while True:
             fragment_bytes = _fragment_bytes(policy, size)
             extents = self.space.allocate_stripe(
@@ -183,7 +183,7 @@ class DataPath:
             crc = whole_crc
             if crc is None:
                 crc = await _crc_off_loop(view)
-            if buffer is not None and size == len(buffer.view[:size]):
+            if buffer is not None:  # the view starts at the buffer's start
                 payloads = [(buffer, size)] * policy.width  # no copy: already aligned
             else:
                 copy = bytes(view)

@@ -80,34 +80,6 @@ class Space:
     def total_bytes(self) -> int:
         return sum(allocator.total_bytes for allocator in self.allocators.values())
 
-    def allocate(self, length_bytes: int, *, min_length_bytes: int) -> Extent:
-        """An extent for data, on the devices in turn, skipping any near its reserve.
-
-        May be shorter than asked (never shorter than `min_length_bytes`) when free
-        space is fragmented: the caller then stores a shorter segment.
-
-        Raises:
-            NoSpace: no device has `min_length_bytes` free above its reserve.
-        """
-        indexes = sorted(self.allocators)
-        kept = self.reserve_bytes
-        for turn in range(len(indexes)):
-            allocator = self.allocators[indexes[(self._next_device + turn) % len(indexes)]]
-            reserve = kept if allocator.device_index in self._reserve_devices else 0
-            if allocator.free_bytes - min_length_bytes < reserve:
-                continue
-            if allocator.largest_free_bytes < min_length_bytes:
-                continue
-            room = allocator.free_bytes - reserve
-            extent = allocator.allocate(min(length_bytes, room), min_length_bytes=min_length_bytes)
-            self._next_device = (self._next_device + turn + 1) % len(indexes)
-            return extent
-        raise NoSpace(
-            f"no device has {min_length_bytes} bytes free "
-            f"({self.free_bytes} bytes free in all, {kept} kept per metadata device "
-            "for checkpoints)"
-        )
-
     def allocate_stripe(
         self, length_bytes: int, width: int, *, down: set[int]
     ) -> list[Extent] | None:

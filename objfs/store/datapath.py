@@ -215,8 +215,13 @@ class DataPath:
 
     async def _write_fragments(self, writes: list[tuple[Extent, WriteData]]) -> int:
         """Write each fragment to its device, all at once; return how many were written.
-        A device that fails is marked down (its fragment is owed)."""
+        A device that fails is marked down (its fragment is owed).
+
+        Raises:
+            NoSpace: the filesystem under a device file is full (nothing marked down).
+        """
         written = 0
+        full: list[NoSpace] = []
 
         async def one(extent: Extent, payload: WriteData) -> None:
             nonlocal written
@@ -225,20 +230,20 @@ class DataPath:
                 return  # owed: placed on a down device
             try:
                 await self.devices[device_index].write(extent.offset_bytes, payload)
-            except NoSpace:
-                raise
+            except NoSpace as exc:
+                full.append(exc)
+                return
             except (OSError, ObjfsError) as exc:
                 self.health.mark_down(device_index, f"write failed: {exc}")
                 return
             self._dirty.add(device_index)
             written += 1
 
-        if len(writes) == 1:
-            await one(*writes[0])
-        else:
-            async with trio.open_nursery() as nursery:
-                for extent, payload in writes:
-                    nursery.start_soon(one, extent, payload)
+        async with trio.open_nursery() as nursery:
+            for extent, payload in writes:
+                nursery.start_soon(one, extent, payload)
+        if full:
+            raise full[0]
         return written
 
     def discard(self, segments: Sequence[Segment]) -> None:

@@ -253,12 +253,20 @@ class Scrubber:
         owed_up = {i for i in health.owed if i not in health.down}
         if owed_up:
             log.info("healing devices %s (owed fragments)", sorted(owed_up))
-            await self.scrub(devices=owed_up)
+            await self._guarded(self.scrub(devices=owed_up))
         next_pass = time.monotonic() + min(interval_ms / 1000, _FIRST_BACKGROUND_PASS_S)
         while True:
             await trio.sleep(_HEAL_QUEUE_POLL_S)
             if health.heal_queue:
-                await self.heal_queued()
+                await self._guarded(self.heal_queued())
             if background_scrub and time.monotonic() >= next_pass:
-                await self.scrub()
+                await self._guarded(self.scrub())
                 next_pass = time.monotonic() + interval_ms / 1000
+
+    async def _guarded(self, job: Awaitable[object]) -> None:
+        """A background pass that fails (a device error writing the owed mask, say)
+        is logged and tried again later; it must never take the store down."""
+        try:
+            await job
+        except ObjfsError as exc:
+            log.error("background scrub or heal failed: %s; trying again later", exc)

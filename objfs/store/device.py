@@ -117,6 +117,10 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
+class DeviceInUse(DeviceError):
+    """Another process holds the device's lock (objfs is already running on it)."""
+
+
 @final
 class FileDevice:
     """A block device or preallocated file, opened O_DIRECT (or buffered, opt-in)."""
@@ -319,7 +323,7 @@ def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise DeviceError(f"{path}: in use by another objfs process") from exc
+            raise DeviceInUse(f"{path}: in use by another objfs process") from exc
         size_bytes = round_down(os.lseek(fd, 0, os.SEEK_END))
     except BaseException:
         os.close(fd)
@@ -411,7 +415,7 @@ async def open_available(
             try:
                 opened.append(await open_device(path, buffered=buffered, threads=threads))
             except DeviceError as exc:
-                if "in use" in str(exc) or len(paths) == 1:
+                if isinstance(exc, DeviceInUse) or len(paths) == 1:
                     raise
                 log.error("%s; left out (the node runs degraded without it)", exc)
     except BaseException:

@@ -78,7 +78,7 @@ async def check_superblocks(
             try:
                 block = await device.read(offset, BLOCK_SIZE_BYTES)
                 copies.append(decode_superblock(block, path=device.path))
-            except NotASuperblock:
+            except (NotASuperblock, OSError):
                 copies.append(None)
         good = [copy for copy in copies if copy is not None]
         if not good:

@@ -34,7 +34,13 @@ from objfs.store.device import BlockDevice, open_available, write_parallel
 from objfs.store.health import Health
 from objfs.store.index import ObjectIndex
 from objfs.store.records import Record
-from objfs.store.recovery import check_identity, read_superblock, rebuild_allocators, recover
+from objfs.store.recovery import (
+    NoSuperblock,
+    check_identity,
+    read_superblock,
+    rebuild_allocators,
+    recover,
+)
 from objfs.store.scrub import Scrubber
 from objfs.store.space import Space
 from objfs.store.store import Clock, Store
@@ -221,6 +227,8 @@ def _policy(config: StoreConfig, superblock: Superblock, missing: list[int]) -> 
             f"a {policy.describe()} node can run without at most {policy.parity_fragments}. "
             "Bring them back, or adopt replacements with `objfs device replace`"
         )
+    if policy.scheme != erasure.SCHEME_REPLICAS:
+        erasure.tune_malloc()  # before the first big pyeclib buffers (../shared/FACTS.md)
     log.info("erasure coding %s over %d devices", policy.describe(), superblock.device_count)
     return policy
 
@@ -283,8 +291,8 @@ async def open_store(
         for device in devices:
             try:
                 formatted.append((device, await read_superblock(device)))
-            except DeviceError as exc:
-                if len(devices) == 1 or "newer" in str(exc) or "version" in str(exc):
+            except NoSuperblock as exc:
+                if len(devices) == 1:
                     raise
                 log.error("%s; left out (the node runs degraded without it)", exc)
         if not formatted:

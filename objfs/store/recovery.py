@@ -54,11 +54,17 @@ class Recovered:
     replayed: int
 
 
+class NoSuperblock(DeviceError):
+    """Neither superblock copy of a device can be read and decoded: the device is
+    blank, foreign, damaged or failing (a node may run without it)."""
+
+
 async def read_superblock(device: BlockDevice) -> Superblock:
     """Copy A, or copy B if A is damaged.
 
     Raises:
-        DeviceError: neither copy is an objfs superblock, or it is of a newer format.
+        NoSuperblock: neither copy is an objfs superblock, or neither can be read.
+        DeviceError: a superblock of another format version.
     """
     for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
         try:
@@ -66,7 +72,13 @@ async def read_superblock(device: BlockDevice) -> Superblock:
         except NotASuperblock:
             if offset == SUPERBLOCK_A_OFFSET_BYTES:
                 log.warning("%s: superblock copy A is damaged; using copy B", device.path)
-    raise DeviceError(f"{device.path}: not an objfs device (no valid superblock); run objfs format")
+        except OSError as exc:
+            if offset == SUPERBLOCK_B_OFFSET_BYTES:
+                raise NoSuperblock(f"{device.path}: superblock unreadable: {exc}") from exc
+            log.warning("%s: superblock copy A unreadable (%s); using copy B", device.path, exc)
+    raise NoSuperblock(
+        f"{device.path}: not an objfs device (no valid superblock); run objfs format"
+    )
 
 
 def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superblock]) -> list[int]:

@@ -332,6 +332,39 @@ class DataPath:
             )
         return await self._decode_all(segments, good)
 
+    async def read_segment_range(
+        self, segment: Segment, start_bytes: int, end_bytes: int
+    ) -> tuple[int, bytes]:
+        """Bytes of a segment covering at least [start_bytes, end_bytes), as (where
+        they start in the segment, bytes): for an erasure-coded segment only the
+        data fragments that hold the range (a 4 KiB read of a 4+2 segment reads one
+        1 MiB fragment, not four). If one of them is unreadable or damaged, the
+        whole segment is read and rebuilt instead.
+
+        Raises:
+            Corrupted: the segment has fewer than k intact fragments.
+        """
+        if segment.scheme == erasure.SCHEME_REPLICAS or start_bytes >= end_bytes:
+            return 0, (await self.read_segments([segment]))[0]
+        codec = erasure.codec(
+            segment.scheme, segment.data_fragments, len(segment.fragments) - segment.data_fragments
+        )
+        assert isinstance(codec, erasure.PyECLib)
+        payload = segment.fragments[0].size_bytes - codec.header_bytes
+        first, last = start_bytes // payload, (end_bytes - 1) // payload
+        numbers = list(range(first, min(last, segment.data_fragments - 1) + 1))
+        if not codec.systematic or not all(
+            self.usable(segment.fragments[n].extent.device_index) for n in numbers
+        ):
+            return 0, (await self.read_segments([segment]))[0]
+        datas = await self._read_fragments([segment], [(0, n) for n in numbers])
+        if any(data is None for data in datas):
+            return 0, (await self.read_segments([segment]))[0]
+        header = codec.header_bytes
+        base = first * payload
+        joined = b"".join(memoryview(data)[header:] for data in datas if data is not None)
+        return base, joined[: segment.size_bytes - base]
+
     async def _read_fragments(
         self, segments: Sequence[Segment], wanted: list[tuple[int, int]], *, report: bool = True
     ) -> list[bytes | None]:

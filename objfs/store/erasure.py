@@ -111,7 +111,12 @@ def choose_policy(shape: str, backend: str, device_count: int) -> Policy:
             f"store.ec_policy: {k}+0 stripes over devices with no parity (one lost device "
             "would lose every object); use 1+0, or add parity"
         )
-    if k + m > min(device_count, MAX_FRAGMENTS):
+    if k + m > MAX_FRAGMENTS:
+        raise ConfigError(
+            f"store.ec_policy: {k}+{m} makes stripes of {k + m} fragments; at most "
+            f"{MAX_FRAGMENTS} are supported"
+        )
+    if k + m > device_count:
         raise ConfigError(
             f"store.ec_policy: {k}+{m} needs {k + m} devices (each fragment on its own "
             f"device), and this node has {device_count}"
@@ -238,6 +243,18 @@ class PyECLib:
         self.data_fragments = data_fragments
         self.parity_fragments = parity_fragments
         self._driver = _driver(scheme, data_fragments, parity_fragments)
+        self.header_bytes, self.systematic = self._layout()
+
+    def _layout(self) -> tuple[int, bool]:
+        """The size of pyeclib's fragment header, and whether data fragment i holds
+        bytes [i*p, (i+1)*p) of the segment right after it (p: its payload size).
+        Then a read of a range needs only the data fragments that hold it."""
+        sample = bytes(range(256)) * (self.data_fragments * 7) + b"objfs"
+        fragments = self._driver.encode(sample)
+        payload = int(self._driver.get_metadata(fragments[0], formatted=True)["size"])
+        header = len(fragments[0]) - payload
+        joined = b"".join(f[header:] for f in fragments[: self.data_fragments])
+        return header, joined[: len(sample)] == sample
 
     def fragment_bytes(self, size_bytes: int) -> int:
         """The length of every fragment `encode` makes of `size_bytes` bytes."""

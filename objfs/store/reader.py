@@ -2,10 +2,13 @@
 
 A reader sees the version it opened, whatever happens to the key afterwards: the
 store pins the version's segments, so their extents are not reused until the
-reader closes (a late close is fine). Every fragment is verified before use. The
-last segment read is kept, so small sequential reads fetch each segment once, and
-after each read the next segment is fetched in the background (readahead), so a
-sequential reader finds it ready.
+reader closes (a late close is fine). Every fragment is verified before use.
+
+Sequential reads (each starting where the last ended, the first at 0) fetch
+whole segments: the last one read is kept, so small reads fetch each segment
+once, and the next segments are fetched in the background (readahead), so the
+reader finds them ready. A read elsewhere (random access) fetches only the data
+fragments that hold its range and starts no readahead.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ class ObjectReader:
         self._version = version
         self._nursery = nursery  # readahead runs here; None: no readahead
         self._starts = [piece.offset_bytes for piece in version.pieces]
-        self._cache: tuple[SegmentId, bytes] | None = None
+        # The last segment bytes read: (segment id, where they start in it, bytes).
+        self._cache: tuple[SegmentId, int, bytes] | None = None
         self._ahead: dict[SegmentId, _Fetch] = {}
+        self._next_offset = 0  # where a sequential read would start
 
     @property
     def size_bytes(self) -> int:
@@ -64,47 +69,75 @@ class ObjectReader:
         if start >= end:
             return b""
         runs = list(piece_math.covering(self._version.pieces, start, end))
-        wanted: dict[SegmentId, Segment] = {}
-        for _, _, piece in runs:
+        wanted: dict[SegmentId, tuple[Segment, int, int]] = {}  # the range needed of each
+        for run_start, run_end, piece in runs:
             if piece is not None and isinstance(piece.source, Segment):
-                wanted.setdefault(piece.source.segment_id, piece.source)
-        fetched = await self._fetch(wanted, start)
+                low = piece.source_offset_bytes + (run_start - piece.offset_bytes)
+                high = low + (run_end - run_start)
+                segment_id = piece.source.segment_id
+                if segment_id in wanted:
+                    _, old_low, old_high = wanted[segment_id]
+                    low, high = min(low, old_low), max(high, old_high)
+                wanted[segment_id] = (piece.source, low, high)
+        sequential = start == self._next_offset
+        fetched = await self._fetch(wanted, start, sequential=sequential)
         parts = []
         for run_start, run_end, piece in runs:
             if piece is None:
                 parts.append(bytes(run_end - run_start))
                 continue
             source = piece.source
-            data = fetched[source.segment_id] if isinstance(source, Segment) else source
             skip = piece.source_offset_bytes + (run_start - piece.offset_bytes)
+            if isinstance(source, Segment):
+                base, data = fetched[source.segment_id]
+                skip -= base
+            else:
+                data = source
             parts.append(data[skip : skip + run_end - run_start])
         last = runs[-1][2]
         if last is not None and isinstance(last.source, Segment):
-            self._cache = (last.source.segment_id, fetched[last.source.segment_id])
-        self._read_ahead(end, max(2, min(len(wanted), _MAX_READ_AHEAD_SEGMENTS)))
+            self._cache = (last.source.segment_id, *fetched[last.source.segment_id])
+        self._next_offset = end
+        if sequential:
+            self._read_ahead(end, max(2, min(len(wanted), _MAX_READ_AHEAD_SEGMENTS)))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _fetch(
-        self, wanted: dict[SegmentId, Segment], start_bytes: int
-    ) -> dict[SegmentId, bytes]:
-        """The bytes of each wanted segment: from the cache, a readahead, or the devices."""
-        fetched: dict[SegmentId, bytes] = {}
+        self,
+        wanted: dict[SegmentId, tuple[Segment, int, int]],
+        start_bytes: int,
+        *,
+        sequential: bool,
+    ) -> dict[SegmentId, tuple[int, bytes]]:
+        """Bytes covering the range wanted of each segment, as (where they start in
+        the segment, bytes): from the cache, a readahead, or the devices (whole
+        segments when sequential, else only the fragments that hold the range)."""
+        fetched: dict[SegmentId, tuple[int, bytes]] = {}
         if self._cache is not None and self._cache[0] in wanted:
-            fetched[self._cache[0]] = self._cache[1]
+            segment_id, base, data = self._cache
+            _, low, high = wanted[segment_id]
+            if base <= low and high <= base + len(data):
+                fetched[segment_id] = (base, data)
         for segment_id in wanted:
             ahead = self._ahead.pop(segment_id, None)
             if ahead is not None and segment_id not in fetched:
                 await ahead.done.wait()
                 if ahead.data is not None:
-                    fetched[segment_id] = ahead.data  # a failed readahead is read again
+                    fetched[segment_id] = (0, ahead.data)  # a failed readahead is read again
         # Readaheads behind this read will not be asked for again: let them go.
         self._ahead = {k: v for k, v in self._ahead.items() if v.start_bytes >= start_bytes}
-        missing = [segment for segment_id, segment in wanted.items() if segment_id not in fetched]
-        if missing:
+        missing = [item for segment_id, item in wanted.items() if segment_id not in fetched]
+        if missing and sequential:
+            segments = [segment for segment, _, _ in missing]
             for segment, data in zip(
-                missing, await self._datapath.read_segments(missing), strict=True
+                segments, await self._datapath.read_segments(segments), strict=True
             ):
-                fetched[segment.segment_id] = data
+                fetched[segment.segment_id] = (0, data)
+        else:
+            for segment, low, high in missing:
+                fetched[segment.segment_id] = await self._datapath.read_segment_range(
+                    segment, low, high
+                )
         return fetched
 
     def _read_ahead(self, end_bytes: int, count: int) -> None:
@@ -122,12 +155,21 @@ class ObjectReader:
             if piece.end_bytes <= end_bytes or not isinstance(piece.source, Segment):
                 continue
             segment_id = piece.source.segment_id
-            if segment_id in self._ahead or (self._cache and self._cache[0] == segment_id):
+            if segment_id in self._ahead or self._cached_whole(piece.source):
                 started += segment_id in self._ahead
                 continue
             fetch = self._ahead[segment_id] = _Fetch(max(piece.offset_bytes, end_bytes))
             self._nursery.start_soon(self._fetch_ahead, piece.source, fetch)
             started += 1
+
+    def _cached_whole(self, segment: Segment) -> bool:
+        cache = self._cache
+        return (
+            cache is not None
+            and cache[0] == segment.segment_id
+            and cache[1] == 0
+            and len(cache[2]) == segment.size_bytes
+        )
 
     async def _fetch_ahead(self, segment: Segment, fetch: _Fetch) -> None:
         try:

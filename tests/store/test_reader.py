@@ -85,3 +85,38 @@ async def test_closing_a_reader_with_readaheads_in_flight_unpins_everything(stor
     await store.delete_object("reads", "big")
     assert store.space.statistics().pinned_segments == 0
     assert store.space.statistics().deferred_frees == 0
+
+
+def read_bytes(devices: list[MemoryDevice]) -> int:
+    return sum(device.statistics().read_bytes for device in devices)
+
+
+async def test_random_small_reads_fetch_one_fragment_sequential_reads_whole_segments(
+    store: Store, memory_devices: list[MemoryDevice]
+) -> None:
+    """On 2+1 segments (512 KiB: two 256 KiB data fragments), a 4 KiB read away
+    from where the last read ended fetches only the data fragment holding it and
+    starts no readahead; a sequential read fetches whole segments and reads ahead.
+    With that fragment damaged, the same read rebuilds the segment: right bytes."""
+    data = os.urandom(SIZE)
+    await store.create_bucket("reads")
+    await store.put_object("reads", "big", data)
+    pieces = store.index.current(BucketName("reads"), ObjectKey("big")).pieces
+    segment = pieces[2].source
+    assert isinstance(segment, Segment) and segment.data_fragments == 2
+    fragment_bytes = segment.fragments[1].size_bytes
+    async with store.open_reader("reads", "big") as reader:
+        offset = pieces[2].offset_bytes + segment.size_bytes // 2 + 100  # data fragment 1
+        before = read_bytes(memory_devices)
+        assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+        assert read_bytes(memory_devices) - before <= fragment_bytes + 4096  # one fragment
+    async with store.open_reader("reads", "big") as reader:
+        before = read_bytes(memory_devices)
+        assert await reader.read(0, 4096) == data[:4096]  # a first read at 0: sequential
+        assert read_bytes(memory_devices) - before >= 2 * fragment_bytes  # the whole segment
+    extent = segment.fragments[1].extent
+    memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 500)
+    async with store.open_reader("reads", "big") as reader:
+        assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+    assert store.health.statistics().degraded_reads >= 1
+    memory_devices[extent.device_index].flip_bit(extent.offset_bytes + 500)

@@ -95,7 +95,8 @@ def _build_section(cls: type[StoreConfig], section: str, raw: dict[str, Any]) ->
             if not isinstance(value, bool):
                 raise ConfigError(f"{section}.{name}: must be true or false")
         elif not isinstance(value, type(default)) or isinstance(value, bool):
-            raise ConfigError(f"{section}.{name}: must be a {type(default).__name__}")
+            kind = {int: "whole number", str: "string"}.get(type(default), type(default).__name__)
+            raise ConfigError(f"{section}.{name}: must be a {kind}")
         values[name] = value
     return cls(**values)
 

@@ -207,10 +207,13 @@ class Scrubber:
                 continue  # it was not there to be healed
             if device_index in unhealed or lost:
                 continue
-            health.healed(device_index)
             healed.append(device_index)
         if healed:
-            await self._persist_owed(health.owed_mask)
+            # Durable first, then in memory: nobody sees "healed" before it is.
+            await self._persist_owed(health.owed_mask & ~sum(1 << i for i in healed))
+            for device_index in healed:
+                if device_index not in health.down:  # it may have failed meanwhile
+                    health.healed(device_index)
             log.info("devices %s healed: full redundancy on them again", healed)
         return healed
 

@@ -54,3 +54,47 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, nam
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "nope.toml"))
+
+
+def test_erasure_keys_load_and_fragment_size_bounds_are_inclusive(tmp_path: Path) -> None:
+    """ec_policy, ec_backend and the scrub keys are read from the file; "auto" is the
+    default; fragment_size_bytes takes 64 KiB and 16 MiB, the ends of its range."""
+    assert load_config(None).store.ec_policy == "auto"
+    assert load_config(None).store.ec_backend == "auto"
+    text = (
+        '[store]\nec_policy = "8+5"\nec_backend = "isa_l_rs_cauchy"\n'
+        "scrub_rate_bytes_per_s = 0\nscrub_interval_ms = 1000\n"
+    )
+    store = load_config(write(tmp_path, text)).store
+    assert (store.ec_policy, store.ec_backend) == ("8+5", "isa_l_rs_cauchy")
+    assert (store.scrub_rate_bytes_per_s, store.scrub_interval_ms) == (0, 1000)
+    for size in (64 * 1024, 16 * 1024 * 1024):
+        text = f"[store]\nfragment_size_bytes = {size}\n"
+        assert load_config(write(tmp_path, text)).store.fragment_size_bytes == size
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[store]\nec_policy = "4-2"\n', 'store.ec_policy: .*"K\\+M"'),
+        ('[store]\nec_policy = "0+2"\n', "store.ec_policy"),
+        ('[store]\nec_policy = "4+"\n', "store.ec_policy"),
+        ('[store]\nec_policy = "automatic"\n', "store.ec_policy"),
+        ("[store]\nec_policy = 4\n", "store.ec_policy: must be a string"),
+        ("[store]\nec_backend = 1\n", "store.ec_backend: must be a string"),
+        ("[store]\nfragment_size_bytes = 61440\n", "store.fragment_size_bytes: .*65536 to"),
+        ("[store]\nfragment_size_bytes = 16781312\n", "store.fragment_size_bytes: .*16777216"),
+        ("[store]\nfragment_size_bytes = 69632.5\n", "store.fragment_size_bytes: must be a whole number"),
+        ("[store]\nfragment_size_bytes = 65537\n", "store.fragment_size_bytes: .*multiple of 4096"),
+        ("[store]\nscrub_rate_bytes_per_s = -1\n", "store.scrub_rate_bytes_per_s"),
+        ("[store]\nscrub_interval_ms = 999\n", "store.scrub_interval_ms"),
+    ],
+)
+def test_bad_erasure_config_is_refused_naming_the_key(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    """A malformed erasure shape, a wrongly typed backend, a fragment size outside
+    64 KiB..16 MiB or not whole blocks, a bad scrub rate or interval: ConfigError
+    naming the key (and, for the size, its range)."""
+    with pytest.raises(ConfigError, match=named):
+        load_config(write(tmp_path, text))

@@ -36,6 +36,7 @@ from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Fragment, Segment
 log = logging.getLogger(__name__)
 
 _SPLIT_READS_ABOVE_BYTES = 2 * 1024 * 1024  # reads smaller than this stay in one hop
+_CHECKSUM_OFF_LOOP_BYTES = 256 * 1024  # verify larger reads in a worker thread
 
 PersistOwed = Callable[[int], Awaitable[None]]  # writes the owed mask to the superblocks
 
@@ -282,7 +283,9 @@ class DataPath:
 
     # -- reading ---------------------------------------------------------------------
 
-    async def read_segments(self, segments: Sequence[Segment]) -> list[bytes]:
+    async def read_segments(
+        self, segments: Sequence[Segment]
+    ) -> list[bytes | erasure.SegmentBytes]:
         """The bytes of each segment, from verified fragments.
 
         Reads each segment's data fragments (on devices that are up); any that
@@ -334,7 +337,7 @@ class DataPath:
 
     async def read_segment_range(
         self, segment: Segment, start_bytes: int, end_bytes: int
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes | erasure.SegmentBytes]:
         """Bytes of a segment covering at least [start_bytes, end_bytes), as (where
         they start in the segment, bytes): for an erasure-coded segment only the
         data fragments that hold the range (a 4 KiB read of a 4+2 segment reads one
@@ -346,10 +349,7 @@ class DataPath:
         """
         if segment.scheme == erasure.SCHEME_REPLICAS or start_bytes >= end_bytes:
             return 0, (await self.read_segments([segment]))[0]
-        codec = erasure.codec(
-            segment.scheme, segment.data_fragments, len(segment.fragments) - segment.data_fragments
-        )
-        assert isinstance(codec, erasure.PyECLib)
+        codec = _codec_of(segment)
         payload = segment.fragments[0].size_bytes - codec.header_bytes
         first, last = start_bytes // payload, (end_bytes - 1) // payload
         numbers = list(range(first, min(last, segment.data_fragments - 1) + 1))
@@ -362,8 +362,8 @@ class DataPath:
             return 0, (await self.read_segments([segment]))[0]
         header = codec.header_bytes
         base = first * payload
-        joined = b"".join(memoryview(data)[header:] for data in datas if data is not None)
-        return base, joined[: segment.size_bytes - base]
+        views = [memoryview(data)[header:] for data in datas if data is not None]
+        return base, erasure.SegmentBytes(views, segment.size_bytes - base)
 
     async def _read_fragments(
         self, segments: Sequence[Segment], wanted: list[tuple[int, int]], *, report: bool = True
@@ -392,8 +392,13 @@ class DataPath:
                     if report:
                         self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], str(exc))
                 return
-            for slot, fragment, data in zip(slots, fragments, datas, strict=True):
-                if crc32c.crc32c(data) == fragment.crc32c:
+            if sum(len(data) for data in datas) >= _CHECKSUM_OFF_LOOP_BYTES:
+                # ~15 GB/s, but a few MiB would still hold the loop for 0.1+ ms.
+                crcs = await trio.to_thread.run_sync(_checksums, datas)
+            else:
+                crcs = _checksums(datas)
+            for slot, fragment, data, crc in zip(slots, fragments, datas, crcs, strict=True):
+                if crc == fragment.crc32c:
                     results[slot] = data
                 elif report:
                     self._bad_fragment(segments[wanted[slot][0]], wanted[slot][1], "bad checksum")
@@ -422,26 +427,34 @@ class DataPath:
 
     async def _decode_all(
         self, segments: Sequence[Segment], good: list[dict[int, bytes]]
-    ) -> list[bytes]:
-        results: list[bytes] = [b""] * len(segments)
+    ) -> list[bytes | erasure.SegmentBytes]:
+        """Each segment's bytes from its intact fragments: for whole copies one of
+        them; with all k data fragments of a systematic code their payloads as
+        they are (no copy); otherwise a pyeclib decode (in a worker thread)."""
+        results: list[bytes | erasure.SegmentBytes] = [b""] * len(segments)
         coded: list[int] = []
         for position, segment in enumerate(segments):
+            fragments = good[position]
+            k = segment.data_fragments
+            if any(n >= k for n in fragments):
+                self.health.degraded_reads += 1
             if segment.scheme == erasure.SCHEME_REPLICAS:
-                results[position] = next(iter(good[position].values()))[: segment.size_bytes]
+                results[position] = next(iter(fragments.values()))[: segment.size_bytes]
+                continue
+            codec = _codec_of(segment)
+            if codec.systematic and all(n in fragments for n in range(k)):
+                header = codec.header_bytes
+                results[position] = erasure.SegmentBytes(
+                    [memoryview(fragments[n])[header:] for n in range(k)], segment.size_bytes
+                )
             else:
                 coded.append(position)
-            if any(n >= segment.data_fragments for n in good[position]):
-                self.health.degraded_reads += 1
         if coded:
 
             def decode() -> None:
                 for position in coded:
                     segment = segments[position]
-                    codec = erasure.codec(
-                        segment.scheme,
-                        segment.data_fragments,
-                        len(segment.fragments) - segment.data_fragments,
-                    )
+                    codec = _codec_of(segment)
                     results[position] = codec.decode(good[position], segment.size_bytes)
 
             await trio.to_thread.run_sync(decode)
@@ -564,6 +577,19 @@ class DataPath:
                 self.health.mark_down(device_index, f"flush after heal failed: {exc}")
                 ok = False
         return ok
+
+
+def _checksums(datas: Sequence[bytes]) -> list[int]:
+    return [int(crc32c.crc32c(data)) for data in datas]
+
+
+def _codec_of(segment: Segment) -> erasure.PyECLib:
+    """The pyeclib codec of an erasure-coded (k >= 2) segment."""
+    codec = erasure.codec(
+        segment.scheme, segment.data_fragments, len(segment.fragments) - segment.data_fragments
+    )
+    assert isinstance(codec, erasure.PyECLib)
+    return codec
 
 
 def _fragment_bytes(policy: erasure.Policy, size_bytes: int) -> int:

@@ -17,6 +17,7 @@ wrote before. No I/O.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import functools
@@ -24,7 +25,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import crc32c
 
@@ -194,6 +195,54 @@ def tune_malloc() -> bool:
     if not ok:
         log.warning("mallopt refused the thresholds: erasure coding may run slowly")
     return ok
+
+
+@final
+class SegmentBytes:
+    """A segment's bytes as a few buffers end to end: the payloads of its data
+    fragments as read, so a healthy read of an erasure-coded segment copies
+    nothing until the caller slices out what it returns (one copy, of that range).
+
+    Slicing (`data[start:stop]`, step 1) gives `bytes`, like slicing `bytes`.
+    """
+
+    __slots__ = ("_ends", "_parts", "_size")
+
+    def __init__(self, parts: Sequence[bytes | memoryview], size_bytes: int) -> None:
+        self._parts: list[memoryview] = []
+        self._ends: list[int] = []
+        end = 0
+        for part in parts:
+            view = memoryview(part)[: max(size_bytes - end, 0)]
+            if not view.nbytes:
+                break
+            end += view.nbytes
+            self._parts.append(view)
+            self._ends.append(end)
+        self._size = end
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, step = key.indices(self._size)
+        if step != 1:
+            raise ValueError("SegmentBytes slices take no step")
+        if start >= stop:
+            return b""
+        first = bisect.bisect_right(self._ends, start)
+        chunks = []
+        position = self._ends[first] - self._parts[first].nbytes
+        for index in range(first, len(self._parts)):
+            part = self._parts[index]
+            if position >= stop:
+                break
+            chunks.append(part[max(start - position, 0) : stop - position])
+            position += part.nbytes
+        return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+
+    def tobytes(self) -> bytes:
+        return self[0 : self._size]
 
 
 class Codec(Protocol):

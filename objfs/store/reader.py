@@ -21,9 +21,11 @@ import trio
 from objfs.errors import Corrupted
 from objfs.store import pieces as piece_math
 from objfs.store.datapath import DataPath
+from objfs.store.erasure import SegmentBytes
 from objfs.store.types import ObjectInfo, ObjectVersion, Segment, SegmentId
 
 _MAX_READ_AHEAD_SEGMENTS = 8
+Bytes = bytes | SegmentBytes  # a segment's bytes as fetched; slicing gives bytes
 
 
 class _Fetch:
@@ -32,7 +34,7 @@ class _Fetch:
     def __init__(self, start_bytes: int) -> None:
         self.start_bytes = start_bytes  # where in the object the segment is first used
         self.done = trio.Event()
-        self.data: bytes | None = None
+        self.data: Bytes | None = None
 
 
 @final
@@ -50,7 +52,7 @@ class ObjectReader:
         self._nursery = nursery  # readahead runs here; None: no readahead
         self._starts = [piece.offset_bytes for piece in version.pieces]
         # The last segment bytes read: (segment id, where they start in it, bytes).
-        self._cache: tuple[SegmentId, int, bytes] | None = None
+        self._cache: tuple[SegmentId, int, Bytes] | None = None
         self._ahead: dict[SegmentId, _Fetch] = {}
         self._next_offset = 0  # where a sequential read would start
 
@@ -108,11 +110,11 @@ class ObjectReader:
         start_bytes: int,
         *,
         sequential: bool,
-    ) -> dict[SegmentId, tuple[int, bytes]]:
+    ) -> dict[SegmentId, tuple[int, Bytes]]:
         """Bytes covering the range wanted of each segment, as (where they start in
         the segment, bytes): from the cache, a readahead, or the devices (whole
         segments when sequential, else only the fragments that hold the range)."""
-        fetched: dict[SegmentId, tuple[int, bytes]] = {}
+        fetched: dict[SegmentId, tuple[int, Bytes]] = {}
         if self._cache is not None and self._cache[0] in wanted:
             segment_id, base, data = self._cache
             _, low, high = wanted[segment_id]

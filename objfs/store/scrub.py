@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (segments done, segments in the pass)
 _FIRST_BACKGROUND_PASS_S = 3600.0  # after open, or the interval if that is shorter
 _HEAL_QUEUE_POLL_S = 1.0
+_SEGMENTS_IN_FLIGHT = 4  # segments checked at once: keeps every device busy
 
 
 @dataclass(slots=True)
@@ -126,19 +127,15 @@ class Scrubber:
         ids = self._index.segment_ids()
         lost: set[SegmentId] = set()
         unhealed_devices: set[int] = set()
-        for done, segment_id in enumerate(ids):
-            if progress is not None and done % 64 == 0:
-                progress(done, len(ids))
-            segment = self._index.segment(segment_id)
-            if segment is None:
-                continue  # deleted since the pass began
-            if devices is not None and not any(
-                f.extent.device_index in devices for f in segment.fragments
-            ):
-                continue
-            check = await self._check(segment, repair=repair, devices=devices)
+        slots = trio.Semaphore(_SEGMENTS_IN_FLIGHT)
+
+        async def check_one(segment: Segment) -> None:
+            try:
+                check = await self._check(segment, repair=repair, devices=devices)
+            finally:
+                slots.release()
             if check is None:
-                continue
+                return
             report.segments += 1
             report.fragments_checked += check.fragments_checked
             report.bytes_read += check.bytes_read
@@ -148,8 +145,22 @@ class Scrubber:
             for number in set(check.bad) - set(check.repaired):
                 unhealed_devices.add(segment.fragments[number].extent.device_index)
             if check.unrecoverable:
-                lost.add(segment_id)
-            await self._throttle(report.bytes_read, started)
+                lost.add(segment.segment_id)
+
+        async with trio.open_nursery() as nursery:
+            for done, segment_id in enumerate(ids):
+                if progress is not None and done % 64 == 0:
+                    progress(done, len(ids))
+                segment = self._index.segment(segment_id)
+                if segment is None:
+                    continue  # deleted since the pass began
+                if devices is not None and not any(
+                    f.extent.device_index in devices for f in segment.fragments
+                ):
+                    continue
+                await self._throttle(report.bytes_read, started)
+                await slots.acquire()
+                nursery.start_soon(check_one, segment)  # it checks the segment is still there
         if progress is not None:
             progress(len(ids), len(ids))
         if not await self._datapath.flush_healed():
@@ -174,9 +185,11 @@ class Scrubber:
     async def _check(
         self, segment: Segment, *, repair: bool, devices: set[int] | None
     ) -> SegmentCheck | None:
-        """Check one segment pinned; None if it was freed meanwhile."""
+        """Check one segment pinned; None if it was freed meanwhile (or freed and
+        its id taken by a new segment: then healing the old fragments would write
+        over the new one's bytes)."""
         segment_id = segment.segment_id
-        if self._index.references(segment_id) == 0:
+        if self._index.segment(segment_id) != segment:
             return None
         self._space.pin([segment])  # no await since the lookup: it is referenced now
         try:

@@ -1,10 +1,18 @@
 """objfs.store.writer — `ObjectWriter`: a streaming PUT in bounded memory.
 
-Bytes arrive in any chunk sizes and are gathered into aligned segment buffers;
-each full buffer is hashed (MD5 for the ETag, in a worker thread) and written in
-the background while the next one fills, with at most `in_flight` buffers alive.
-Nothing is visible until `commit()`: it waits for the writes, then appends one
-PUT_VERSION record. A writer that is not committed frees what it stored.
+Bytes arrive in any chunk sizes and are gathered into segments; each full
+segment is hashed (MD5 for the ETag, in a worker thread, in order) and stored in
+the background while the next one fills, with at most `in_flight` segments
+alive. Nothing is visible until `commit()`: it waits for the stores, then
+appends one PUT_VERSION record. A writer that is not committed frees what it
+stored.
+
+How a segment is gathered depends on the policy. Whole copies go to the devices
+straight from a page-aligned buffer (O_DIRECT takes it as it is; buffers come
+from the data path's pool, so each PUT does not fault in fresh memory).
+Erasure-coded segments go to pyeclib, which takes only `bytes`: the chunks are
+kept as they arrive (`bytes` by reference, anything else copied) and joined
+once.
 """
 
 from __future__ import annotations
@@ -23,8 +31,33 @@ from objfs.store.erasure import SCHEME_REPLICAS
 from objfs.store.names import MAX_OBJECT_BYTES
 from objfs.store.types import ObjectVersion, Piece, Segment
 
-# Called at commit with (size, etag, pieces, fresh segments); returns the version stored.
+# Called at commit with (size, etag, pieces); returns the version stored.
 CommitFunction = Callable[[int, str, tuple[Piece, ...]], Awaitable[ObjectVersion]]
+
+
+@final
+class _Gathered:
+    """One segment's bytes while they arrive: an aligned buffer, or a list of chunks."""
+
+    def __init__(self, buffer: AlignedBuffer | None) -> None:
+        self.buffer = buffer
+        self.chunks: list[bytes] = []
+        self.filled = 0
+
+    def add(self, source: bytes | None, view: memoryview) -> None:
+        """Append `view`; `source` is the caller's `bytes` when `view` is all of it."""
+        if self.buffer is not None:
+            self.buffer.view[self.filled : self.filled + view.nbytes] = view
+        else:
+            self.chunks.append(source if source is not None else bytes(view))
+        self.filled += view.nbytes
+
+    def payload(self) -> AlignedBuffer | bytes:
+        if self.buffer is not None:
+            return self.buffer
+        joined = b"".join(self.chunks)  # one chunk: the same object, no copy
+        self.chunks = [joined]
+        return joined
 
 
 @final
@@ -45,12 +78,11 @@ class ObjectWriter:
         self._inline_max = inline_max_bytes
         self._in_flight = in_flight
         self._commit_function = commit
+        self._aligned = datapath.policy.scheme == SCHEME_REPLICAS
         self._slots = trio.Semaphore(in_flight)
-        self._free_buffers: list[AlignedBuffer] = []
         self._small = bytearray()  # bytes so far, while they may still fit inline
-        self._buffer: AlignedBuffer | None = None
-        self._filled = 0
-        self._sealed_bytes = 0  # bytes handed to background writes so far
+        self._current: _Gathered | None = None
+        self._sealed_bytes = 0  # bytes handed to background stores so far
         self._md5 = hashlib.md5()
         self._hashed = trio.Event()  # set when every sealed segment so far is hashed
         self._hashed.set()
@@ -64,35 +96,32 @@ class ObjectWriter:
 
     @property
     def size_bytes(self) -> int:
-        return self._sealed_bytes + self._filled + len(self._small)
+        filled = self._current.filled if self._current is not None else 0
+        return self._sealed_bytes + filled + len(self._small)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes. Blocks while `in_flight` segments are being written (backpressure)."""
+        """Append bytes. Blocks while `in_flight` segments are being stored (backpressure)."""
         self._raise_stored_error()
         view = memoryview(data).cast("B")
         if self.size_bytes + view.nbytes > MAX_OBJECT_BYTES:
             raise EntityTooLarge(f"an object may not be larger than {MAX_OBJECT_BYTES} bytes")
-        if self._buffer is None and self._sealed_bytes == 0:
-            # Small objects never need an aligned buffer: keep them in memory until
-            # they outgrow the inline limit, then move them into segment buffers.
+        if self._current is None and self._sealed_bytes == 0:
+            # Small objects never need a segment: keep them in memory until they
+            # outgrow the inline limit, then start the first segment with them.
             if len(self._small) + view.nbytes <= self._inline_max:
                 self._small += view
                 return
-            self._buffer = self._take_buffer()
-            self._filled = len(self._small)
-            self._buffer.view[: self._filled] = self._small
+            self._current = self._start_segment()
+            self._current.add(None, memoryview(self._small))
             self._small = bytearray()
+        whole = data if isinstance(data, bytes) else None
         while view.nbytes:
-            if self._buffer is None:
-                self._buffer = self._take_buffer()
-            if self._filled == self._segment_size:
-                await self._seal()
-                continue
-            count = min(view.nbytes, self._segment_size - self._filled)
-            self._buffer.view[self._filled : self._filled + count] = view[:count]
-            self._filled += count
+            if self._current is None:
+                self._current = self._start_segment()
+            count = min(view.nbytes, self._segment_size - self._current.filled)
+            self._current.add(whole if count == len(data) else None, view[:count])
             view = view[count:]
-            if self._filled == self._segment_size:
+            if self._current.filled == self._segment_size:
                 await self._seal()
 
     async def commit(self) -> ObjectVersion:
@@ -104,14 +133,14 @@ class ObjectWriter:
         """
         self._raise_stored_error()
         pieces: tuple[Piece, ...]
-        if self._buffer is None and self._sealed_bytes == 0:
+        if self._current is None and self._sealed_bytes == 0:
             data = bytes(self._small)
             self._md5.update(data)
             pieces = (Piece(0, len(data), data),) if data else ()
         else:
-            if self._filled:
+            if self._current is not None and self._current.filled:
                 await self._seal()
-            for _ in range(self._in_flight):  # every slot back: every write has finished
+            for _ in range(self._in_flight):  # every slot back: every store has finished
                 await self._slots.acquire()
             self._raise_stored_error()
             pieces = self._pieces()
@@ -129,9 +158,6 @@ class ObjectWriter:
         for _, segments in self._stored:
             self._datapath.discard(segments)
         self._stored.clear()
-        # Dropped, not closed: an exception in flight may still hold a view of one,
-        # and closing would replace it with a BufferError. GC unmaps them.
-        self._free_buffers.clear()
 
     def _pieces(self) -> tuple[Piece, ...]:
         pieces = []
@@ -144,42 +170,42 @@ class ObjectWriter:
     def fresh_segments(self) -> list[Segment]:
         return [segment for _, segments in self._stored for segment in segments]
 
-    def _take_buffer(self) -> AlignedBuffer:
-        if self._free_buffers:
-            return self._free_buffers.pop()
-        return AlignedBuffer(self._segment_size)
+    def _start_segment(self) -> _Gathered:
+        if self._aligned:
+            return _Gathered(self._datapath.buffers.take(self._segment_size))
+        return _Gathered(None)
 
     async def _seal(self) -> None:
-        buffer, size = self._buffer, self._filled
-        assert buffer is not None
-        self._buffer, self._filled = None, 0
-        offset = self._sealed_bytes
+        gathered = self._current
+        assert gathered is not None
+        self._current = None
+        offset, size = self._sealed_bytes, gathered.filled
         self._sealed_bytes += size
         await self._slots.acquire()
         # The MD5 must see segments in order: each task hashes after the previous
-        # one has, then writes; so hashing segment n overlaps writing n-1 and
+        # one has, then stores; so hashing segment n overlaps storing n-1 and
         # receiving n+1, and the caller never waits for a hash.
         previous, mine = self._hashed, trio.Event()
         self._hashed = mine
-        self._nursery.start_soon(self._store, buffer, size, offset, previous, mine)
+        self._nursery.start_soon(self._store, gathered, size, offset, previous, mine)
 
     async def _store(
         self,
-        buffer: AlignedBuffer,
+        gathered: _Gathered,
         size: int,
         offset: int,
         previous: trio.Event,
         mine: trio.Event,
     ) -> None:
-        view = buffer.view[:size]
-
-        whole_crc = self._datapath.policy.scheme == SCHEME_REPLICAS
+        payload = gathered.payload()
+        view = payload.view[:size] if isinstance(payload, AlignedBuffer) else memoryview(payload)
+        aligned = self._aligned
 
         def digest() -> int | None:
             self._md5.update(view)
             # Whole copies are stored with the CRC of these bytes: take it while
             # they are in cache. Erasure-coded fragments get theirs when encoded.
-            return int(crc32c.crc32c(view)) if whole_crc else None
+            return int(crc32c.crc32c(view)) if aligned else None
 
         try:
             try:
@@ -187,13 +213,14 @@ class ObjectWriter:
                 crc = await trio.to_thread.run_sync(digest)
             finally:
                 mine.set()  # never leave the next segment waiting, even on failure
-            segments = await self._datapath.write_segments(buffer, size, whole_crc=crc)
+            segments = await self._datapath.write_segments(payload, size, whole_crc=crc)
             self._stored.append((offset, segments))
         except (ObjfsError, OSError) as exc:
             self._error = exc
         finally:
             view.release()
-            self._free_buffers.append(buffer)
+            if gathered.buffer is not None:
+                self._datapath.buffers.give(gathered.buffer)
             self._slots.release()
 
     def _raise_stored_error(self) -> None:

@@ -465,11 +465,8 @@ class DataPath:
                 results[position] = next(iter(fragments.values()))[: segment.size_bytes]
                 continue
             codec = _codec_of(segment)
-            if codec.systematic and all(n in fragments for n in range(k)):
-                header = codec.header_bytes
-                results[position] = erasure.SegmentBytes(
-                    [memoryview(fragments[n])[header:] for n in range(k)], segment.size_bytes
-                )
+            if erasure.can_assemble_without_decode(codec, fragments):
+                results[position] = erasure.assemble(codec, fragments, segment.size_bytes)
             else:
                 coded.append(position)
         if coded:
@@ -478,7 +475,7 @@ class DataPath:
                 for position in coded:
                     segment = segments[position]
                     codec = _codec_of(segment)
-                    results[position] = codec.decode(good[position], segment.size_bytes)
+                    results[position] = erasure.assemble(codec, good[position], segment.size_bytes)
 
             await trio.to_thread.run_sync(decode)
         return results

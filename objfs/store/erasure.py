@@ -343,6 +343,28 @@ class PyECLib:
         return rebuilt
 
 
+def can_assemble_without_decode(codec: Codec, fragments: Mapping[int, bytes]) -> bool:
+    """Whether `assemble` needs no pyeclib call: all k data fragments of a systematic
+    code are there (their payloads, end to end, are the segment)."""
+    return (
+        isinstance(codec, PyECLib)
+        and codec.systematic
+        and all(n in fragments for n in range(codec.data_fragments))
+    )
+
+
+def assemble(codec: Codec, fragments: Mapping[int, bytes], size_bytes: int) -> bytes | SegmentBytes:
+    """A segment's bytes from intact (checksum-verified) fragments: the data
+    fragments' payloads as they are when all are there (no copy), else a decode
+    (pyeclib holds the GIL: run that in a worker thread)."""
+    if isinstance(codec, PyECLib) and can_assemble_without_decode(codec, fragments):
+        header = codec.header_bytes
+        return SegmentBytes(
+            [memoryview(fragments[n])[header:] for n in range(codec.data_fragments)], size_bytes
+        )
+    return codec.decode(fragments, size_bytes)
+
+
 def encode_with_checksums(codec: Codec, data: bytes | memoryview) -> tuple[list[bytes], list[int]]:
     """The fragments of a segment and the CRC32C of each: what the data path runs
     in a worker thread for every stripe it writes."""

@@ -72,8 +72,8 @@ from objfs.store.types import Extent
 
 MiB = 1024 * 1024
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_child.py")
-DEVICE_COUNT = 2
-DEVICE_SIZE_BYTES = 256 * MiB
+DEVICE_COUNT = 6  # 4+2: every put is erasure-coded across all six files
+DEVICE_SIZE_BYTES = 128 * MiB
 WAL_SIZE_BYTES = 8 * MiB
 MAX_CYCLES = 25
 MIN_CYCLES = 10

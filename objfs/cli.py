@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,15 +19,14 @@ from objfs import __version__
 from objfs.config import NodeConfig, load_config
 from objfs.errors import ObjfsError, UsageError
 from objfs.store import Store, open_store
-from objfs.store.device import create_device_file, open_available, open_device, open_devices
+from objfs.store.device import open_devices
 from objfs.store.format import (
     DEFAULT_DEVICE_COUNT,
-    adopt_device,
     create_data_dir,
     format_devices,
+    replace_device,
 )
 from objfs.store.fsck import run_fsck
-from objfs.store.recovery import read_superblock
 from objfs.store.types import GiB, MiB
 
 EXIT_USAGE = 2
@@ -221,38 +219,9 @@ async def _scrub(args: argparse.Namespace, config: NodeConfig) -> int:
 
 async def _device_replace(args: argparse.Namespace, config: NodeConfig) -> int:
     store_config = config.store
-    path = args.path
-    if path is None:
-        if store_config.devices:
-            raise UsageError("the config lists devices: name the new device's path")
-        path = os.path.join(store_config.data_dir, "devices", f"dev{args.index}.img")
-    elif store_config.devices and path not in store_config.devices:
-        raise UsageError(f"{path} is not in store.devices: add it there first")
-    paths = [p for p in store_config.device_paths() if p != path]
-    present = await open_available(paths, buffered=store_config.buffered_io)
-    try:
-        usable = []
-        for device in present:
-            try:
-                await read_superblock(device)
-                usable.append(device)
-            except ObjfsError:
-                await device.aclose()  # no superblock: not a device of the node now
-        present = usable
-        if not await trio.Path(path).exists():
-            if not present:
-                raise UsageError("no device of the node could be read")
-            size = present[0].size_bytes
-            await trio.to_thread.run_sync(create_device_file, path, size)
-            print(f"objfs: created {path} ({size} bytes)")
-        target = await open_device(path, buffered=store_config.buffered_io)
-        try:
-            await adopt_device(present, target, args.index, force=args.force)
-        finally:
-            await target.aclose()
-    finally:
-        for device in present:
-            await device.aclose()
+    path, created = await replace_device(store_config, args.index, args.path, force=args.force)
+    if created:
+        print(f"objfs: created {path} ({created} bytes)")
     print(f"objfs: {path} is device {args.index} now; healing onto it")
     async with open_store(store_config, background_jobs=False) as store:
         store.scrubber.rate_bytes_per_s = 0  # the operator is waiting: full speed

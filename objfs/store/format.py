@@ -18,6 +18,7 @@ from dataclasses import replace
 import crc32c
 import trio
 
+from objfs.config import StoreConfig
 from objfs.errors import DeviceError, UsageError
 from objfs.store.checkpoint import CheckpointPointer, encode_body
 from objfs.store.device import (
@@ -26,13 +27,15 @@ from objfs.store.device import (
     create_device_file,
     free_disk_bytes,
     make_directory,
+    open_available,
+    open_device,
     open_devices,
     round_up,
     write_parallel,
 )
 from objfs.store.erasure import default_shape
 from objfs.store.index import Snapshot
-from objfs.store.recovery import check_identity, read_superblock
+from objfs.store.recovery import NoSuperblock, check_identity, read_superblock
 from objfs.store.superblock import (
     CHECKPOINT_SLOT_OFFSETS_BYTES,
     MAX_DEVICES,
@@ -286,3 +289,68 @@ async def adopt_device(
         ]
     )
     return adopted
+
+
+async def replace_device(
+    config: StoreConfig, device_index: int, path: str | None, *, force: bool = False
+) -> tuple[str, int]:
+    """`objfs device replace`: adopt the device at `path` (default: the data
+    directory's devINDEX.img, created if missing) as the node's missing device
+    `device_index`. Every check runs before anything is created or written.
+
+    Returns the path and the size of the file it created (0: it existed).
+
+    Raises:
+        UsageError: the index is present, the path is another device of the node
+            or not among the configured devices, or no device of the node opens.
+        DeviceError: as `adopt_device`.
+    """
+    if path is None:
+        if config.devices:
+            raise UsageError("the config lists devices: name the new device's path")
+        path = os.path.join(config.data_dir, "devices", f"dev{device_index}.img")
+    elif config.devices and path not in config.devices:
+        raise UsageError(f"{path} is not in store.devices: add it there first")
+    paths = list(config.device_paths())
+    if path not in paths and await trio.Path(path).exists():
+        paths.append(path)
+    opened = await open_available(paths, buffered=config.buffered_io)
+    try:
+        node: list[tuple[BlockDevice, Superblock]] = []
+        for candidate in opened:
+            try:
+                node.append((candidate, await read_superblock(candidate)))
+            except NoSuperblock:
+                continue  # blank or damaged: not a device of the node now
+        if not node:
+            raise UsageError("no device of the node could be read")
+        devices = [device for device, _ in node]
+        superblocks = [superblock for _, superblock in node]
+        missing = check_identity(devices, superblocks)
+        first = superblocks[0]
+        if device_index not in missing:
+            raise UsageError(
+                f"device {device_index} of node {first.node_id} is present; only a missing "
+                f"device can be replaced (missing: {missing or 'none'})"
+            )
+        for device, superblock in node:
+            if device.path == path:
+                raise UsageError(
+                    f"{path} is device {superblock.device_index} of this node; "
+                    "replace only a missing device, with a new or blank one"
+                )
+        created = 0
+        if not await trio.Path(path).exists():
+            needed = first.data_offset_bytes + first.data_sizes[device_index]
+            size = max(needed, max(device.size_bytes for device in devices))
+            await trio.to_thread.run_sync(create_device_file, path, size)
+            created = size
+        target = next((d for d in opened if d.path == path), None)
+        if target is None:
+            target = await open_device(path, buffered=config.buffered_io)
+            opened.append(target)
+        await adopt_device(devices, target, device_index, force=force)
+        return path, created
+    finally:
+        for device in opened:
+            await device.aclose()

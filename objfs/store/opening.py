@@ -240,13 +240,17 @@ async def write_owed_mask(
     mask: int,
 ) -> None:
     """Write `mask` into the superblocks of every up device: copy A everywhere and
-    flush, then copy B and flush, so a crash leaves one whole copy on each."""
+    flush, then copy B and flush, so a crash leaves one whole copy on each.
+    Shielded: a close (which cancels the scrubber) must not stop it between the
+    two copies and leave them different."""
     targets = [i for i in sorted(devices) if i not in health.down]
-    for i in targets:
-        superblocks[i] = replace(superblocks[i], owed_devices=mask)
-    for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
-        await write_parallel([(devices[i], [(offset, superblocks[i].encode())]) for i in targets])
-    health.persisted(mask)
+    with trio.CancelScope(shield=True):
+        for i in targets:
+            superblocks[i] = replace(superblocks[i], owed_devices=mask)
+        for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
+            jobs = [(devices[i], [(offset, superblocks[i].encode())]) for i in targets]
+            await write_parallel(jobs)
+        health.persisted(mask)
 
 
 @asynccontextmanager

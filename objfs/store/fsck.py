@@ -297,7 +297,7 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
     try:
         report = await check_offline(devices, verify_data=verify_data)
         if repair and not report.clean:
-            await _repair(devices)
+            await _repair(devices, config)
             report = await check_offline(devices, verify_data=verify_data)
     finally:
         for device in devices:
@@ -305,7 +305,7 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
     return report
 
 
-async def _repair(devices: list[BlockDevice]) -> None:
+async def _repair(devices: list[BlockDevice], config: StoreConfig | None = None) -> None:
     from objfs.store.opening import open_store  # fsck is below the store; repair uses it
 
     for device in devices:
@@ -317,7 +317,8 @@ async def _repair(devices: list[BlockDevice]) -> None:
         await device.write_many(
             [(SUPERBLOCK_A_OFFSET_BYTES, block), (SUPERBLOCK_B_OFFSET_BYTES, block)], flush=True
         )
-    async with open_store(StoreConfig(), devices=devices) as store:
+    config = config or StoreConfig()
+    async with open_store(config, devices=devices, background_jobs=False) as store:
         await store.checkpoint()
     await trio.lowlevel.checkpoint()
 

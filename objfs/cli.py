@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +17,8 @@ import trio
 from objfs import __version__
 from objfs.config import NodeConfig, load_config
 from objfs.errors import ObjfsError, UsageError
+from objfs.node import run_node
+from objfs.s3.users import Users
 from objfs.store import Store, open_store
 from objfs.store.device import open_devices
 from objfs.store.format import (
@@ -83,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
 
     command("status", "open the store and print what it holds")
 
+    user = command("user", "manage the S3 users of this node")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    create = user_commands.add_parser("create", help="add a user (prints its keys)")
+    create.add_argument("name")
+    create.add_argument("--access-key", help="default: generated")
+    create.add_argument("--secret-key", help="default: generated")
+    user_commands.add_parser("list", help="list users and their access keys")
+    delete = user_commands.add_parser("delete", help="remove a user")
+    delete.add_argument("name")
+
     scrub = command("scrub", "read every fragment back and heal what is damaged or owed")
     scrub.add_argument("--rate", type=_size, default=0, help="bytes per second, e.g. 200M")
     scrub.add_argument("--no-repair", action="store_true", help="only report")
@@ -130,6 +141,8 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
         return await _serve(args, config)
     if args.command == "status":
         return await _status(config)
+    if args.command == "user":
+        return await _user(args, config)
     if args.command == "scrub":
         return await _scrub(args, config)
     if args.command == "device":
@@ -232,6 +245,27 @@ async def _device_replace(args: argparse.Namespace, config: NodeConfig) -> int:
     return 0 if report.clean else EXIT_PROBLEMS
 
 
+async def _user(args: argparse.Namespace, config: NodeConfig) -> int:
+    users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
+    if generated:
+        root = users.get("root")
+        assert root is not None
+        print(f"objfs: generated root: access key {root.access_key} secret key {root.secret_key}")
+    if args.user_command == "create":
+        made = await trio.to_thread.run_sync(
+            users.create, args.name, args.access_key, args.secret_key
+        )
+        print(f"user {made.name}\n  access key: {made.access_key}\n  secret key: {made.secret_key}")
+        print(f"  canonical id: {made.canonical_id}")
+    elif args.user_command == "list":
+        for each in users.all():
+            print(f"{each.name}\t{each.access_key}\t{each.canonical_id}")
+    else:
+        await trio.to_thread.run_sync(users.delete, args.name)
+        print(f"user {args.name} deleted")
+    return 0
+
+
 async def _status(config: NodeConfig) -> int:
     async with open_store(config.store) as store:
         _print_status(store)
@@ -242,14 +276,19 @@ async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
     if not config.store.device_paths():
         print(f"objfs: creating the embedded default in {config.store.data_dir}")
         await create_data_dir(config.store.data_dir, buffered=config.store.buffered_io)
-    # Until the S3 face lands, serving means: recover the store, report it, stay up.
-    async with open_store(config.store, freeze_index=True) as store:
+    if args.once:
+        async with open_store(config.store) as store:
+            _print_status(store)
+        return 0
+    stop = trio.Event()
+
+    def ready(store: Store, bound: list[str], users: Users) -> None:
         _print_status(store)
-        if args.once:
-            return 0
-        print("objfs: store open; no face to serve yet (S3 and FUSE land next). Ctrl-C stops.")
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                break
+        where = (
+            ", ".join(f"http://{address}" for address in bound) or "nowhere (s3.address is empty)"
+        )
+        print(f"objfs: serving S3 on {where}; Ctrl-C stops.", flush=True)
+
+    await run_node(config, stop=stop, on_ready=ready)
     print("objfs: stopped cleanly")
     return 0

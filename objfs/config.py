@@ -75,12 +75,31 @@ class StoreConfig:
         return tuple(os.path.join(directory, name) for name in names)
 
 
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """The S3 face: where it listens and how it names itself."""
+
+    address: str = "127.0.0.1:9000"  # host:port (port 0: any free one); "" for no S3
+    domain: str = ""  # virtual-hosted-style: BUCKET.domain (path-style always works)
+    region: str = "us-east-1"
+    max_clock_skew_ms: int = 900_000  # AWS's 15 minutes for signed requests
+
+    def __post_init__(self) -> None:
+        if self.address:
+            host, _, port = self.address.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"s3.address: {self.address!r} is not host:port")
+        if not re.fullmatch(r"[a-z0-9-]{1,32}", self.region):
+            raise ConfigError(f"s3.region: {self.region!r} is not a region name like us-east-1")
+        _check_range("s3.max_clock_skew_ms", self.max_clock_skew_ms, 1000, 86_400_000)
+
+
 def _check_range(key: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{key}: {value!r} is not a whole number from {low} to {high}")
 
 
-def _build_section(cls: type[StoreConfig], section: str, raw: dict[str, Any]) -> StoreConfig:
+def _build_section(cls: type[Any], section: str, raw: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for name, value in raw.items():
@@ -104,6 +123,7 @@ def _build_section(cls: type[StoreConfig], section: str, raw: dict[str, Any]) ->
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     store: StoreConfig
+    s3: S3Config = S3Config()
 
 
 def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
@@ -121,12 +141,16 @@ def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(raw) - {"store"}
+    unknown = set(raw) - {"store", "s3"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: store)")
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: s3, store)")
+    for section in ("store", "s3"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"{section}: must be a table")
     store_raw = raw.get("store", {})
-    if not isinstance(store_raw, dict):
-        raise ConfigError("store: must be a table")
     if data_dir is not None:
         store_raw = {**store_raw, "data_dir": data_dir}
-    return NodeConfig(store=_build_section(StoreConfig, "store", store_raw))
+    return NodeConfig(
+        store=_build_section(StoreConfig, "store", store_raw),
+        s3=_build_section(S3Config, "s3", raw.get("s3", {})),
+    )

@@ -88,6 +88,10 @@ class EntityTooLarge(InvalidArgument):
     pass
 
 
+class DigestMismatch(InvalidArgument):
+    """The bytes received do not match the digest the client sent with them."""
+
+
 class NotSupported(ObjfsError):
     pass
 

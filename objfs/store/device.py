@@ -423,3 +423,33 @@ async def open_available(
             await device.aclose()
         raise
     return opened
+
+
+def write_file_atomically(path: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data` so a crash leaves the old file or the new one:
+    write a temporary file, fsync it, rename it over, fsync the directory. Blocking."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    parent = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(parent)
+    finally:
+        os.close(parent)
+
+
+def read_small_file(path: str) -> bytes | None:
+    """A small file's bytes, or None if it does not exist. Blocking."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None

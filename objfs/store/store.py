@@ -285,9 +285,15 @@ class Store:
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
 
-        async def commit(size: int, etag: str, pieces: tuple[Piece, ...]) -> ObjectVersion:
+        async def commit(
+            size: int,
+            etag: str,
+            pieces: tuple[Piece, ...],
+            final_checksums: Mapping[str, str] | None,
+        ) -> ObjectVersion:
+            stored = checksums if final_checksums is None else final_checksums
             version = self._new_version(
-                bucket_name, size, etag, pieces, content_type, metadata, checksums, posix
+                bucket_name, size, etag, pieces, content_type, metadata, stored, posix
             )
             await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
             return version

@@ -18,21 +18,24 @@ once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import final
 
 import crc32c
 import trio
 
-from objfs.errors import EntityTooLarge, ObjfsError, ReadOnly
+from objfs.errors import DigestMismatch, EntityTooLarge, ObjfsError, ReadOnly
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
 from objfs.store.erasure import SCHEME_REPLICAS
 from objfs.store.names import MAX_OBJECT_BYTES
 from objfs.store.types import ObjectVersion, Piece, Segment
 
-# Called at commit with (size, etag, pieces); returns the version stored.
-CommitFunction = Callable[[int, str, tuple[Piece, ...]], Awaitable[ObjectVersion]]
+# Called at commit with (size, etag, pieces, checksums or None: those given at
+# open); returns the version stored.
+CommitFunction = Callable[
+    [int, str, tuple[Piece, ...], Mapping[str, str] | None], Awaitable[ObjectVersion]
+]
 
 
 @final
@@ -124,10 +127,21 @@ class ObjectWriter:
             if self._current.filled == self._segment_size:
                 await self._seal()
 
-    async def commit(self) -> ObjectVersion:
+    async def commit(
+        self,
+        *,
+        expected_md5: str | None = None,
+        checksums: Mapping[str, str] | None = None,
+    ) -> ObjectVersion:
         """Make the object durable and visible; return its version.
 
+        Args:
+            expected_md5: hex MD5 the bytes must have (a client's Content-MD5).
+            checksums: stored with the version instead of those given at open
+                (e.g. a checksum that arrived in a trailer).
+
         Raises:
+            DigestMismatch: the bytes' MD5 is not `expected_md5`.
             ObjfsError: from storing the bytes or from applying the record (e.g.
                 the bucket went away); nothing is then visible and space is freed.
         """
@@ -144,8 +158,11 @@ class ObjectWriter:
                 await self._slots.acquire()
             self._raise_stored_error()
             pieces = self._pieces()
+        etag = self._md5.hexdigest()
+        if expected_md5 is not None and expected_md5.lower() != etag:
+            raise DigestMismatch("The Content-MD5 you specified did not match what we received.")
         try:
-            version = await self._commit_function(self.size_bytes, self._md5.hexdigest(), pieces)
+            version = await self._commit_function(self.size_bytes, etag, pieces, checksums)
         except ReadOnly:
             self.record_maybe_durable = True
             raise

@@ -1,0 +1,89 @@
+"""objfs.node — the composition root: one `trio.run`, the store, and the faces over it.
+
+`run_node` recovers the store before anything listens, then serves S3 with
+hypercorn in the same nursery, and stops on SIGINT/SIGTERM (or when `stop` is
+set): hypercorn drains and closes, then the store drains its WAL and writes a
+final checkpoint. A failure of either stops the node with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from objfs.config import NodeConfig
+from objfs.s3.app import create_app
+from objfs.s3.users import Users
+from objfs.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(config: NodeConfig) -> HypercornConfig:
+    server = HypercornConfig()
+    server.bind = [config.s3.address]
+    server.accesslog = None
+    server.errorlog = logging.getLogger("objfs.s3.server")
+    server.keep_alive_timeout = 75  # seconds; SDKs keep connections in a pool
+    server.graceful_timeout = 30
+    server.h11_max_incomplete_size = 64 * 1024  # request line and headers
+    return server
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    stop: trio.Event | None = None,
+    on_ready: Callable[[Store, list[str], Users], None] | None = None,
+    freeze_index: bool = True,
+    handle_signals: bool = True,
+) -> None:
+    """Run the node until a signal (or `stop`); `on_ready(store, bound addresses,
+    users)` is called once S3 listens."""
+    users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
+    if generated:
+        root = users.get("root")
+        assert root is not None
+        print(
+            "objfs: generated the root user's keys (shown once; also in "
+            f"{users.path}):\n  access key: {root.access_key}\n"
+            f"  secret key: {root.secret_key}",
+            flush=True,
+        )
+    stop = trio.Event() if stop is None else stop
+    async with (
+        open_store(config.store, freeze_index=freeze_index) as store,
+        trio.open_nursery() as nursery,
+    ):
+        if handle_signals:
+            nursery.start_soon(_stop_on_signal, stop)
+        bound: list[str] = []
+        if config.s3.address:
+            app = create_app(store, config, users)
+            bound = await nursery.start(
+                partial(
+                    serve,
+                    app,
+                    hypercorn_config(config),
+                    shutdown_trigger=stop.wait,
+                    mode="asgi",
+                )
+            )
+        if on_ready is not None:
+            on_ready(store, bound, users)
+        await stop.wait()
+        nursery.cancel_scope.deadline = trio.current_time() + 35  # graceful, bounded
+    log.info("node stopped cleanly")
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return

@@ -1,0 +1,285 @@
+"""objfs.s3.app — the S3 face: a Quart-Trio app over one `Store`.
+
+Owns the HTTP side of S3: the app and its ASGI plumbing, how a request names a
+bucket and a key (path-style or virtual-hosted-style), authentication and
+access, and the dispatch from (method, bucket?, key?, sub-resource) to one
+handler in `handlers.py`. Every error leaves as AWS's XML error body through
+`errors.S3Error`; every response carries `x-amz-request-id`.
+
+Three things Quart does not do for an object store, fixed here (see
+../shared/FACTS.md): request bodies stream with backpressure and no size cap or
+timeout (`StreamBody`, `StreamingConnection.handle_messages`); every ASGI send
+is shielded, so `Connection: close` really closes; object bodies are read
+chunk by chunk as they arrive, never gathered.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
+from quart import Response, request
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+
+from objfs.config import NodeConfig
+from objfs.errors import ObjfsError
+from objfs.s3 import sigv4
+from objfs.s3 import xml as s3xml
+from objfs.s3.errors import S3Error, from_core
+from objfs.s3.users import User, Users
+from objfs.store import Store
+from objfs.store.types import BucketInfo
+
+log = logging.getLogger(__name__)
+
+_HIGH_WATER_BYTES = 2 * 1024 * 1024  # body bytes received ahead of the handler
+_METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS"]
+
+
+class StreamBody(TrioBody):
+    """A request body that keeps the chunks as received (no copies) and tells the
+    receiving side to wait while more than `_HIGH_WATER_BYTES` are unread."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+        super().__init__(expected_content_length, None)
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._room = trio.Event()
+        self._room.set()
+        self._unbounded = False  # awaited whole: no backpressure, or it would never end
+
+    def append(self, data: bytes) -> None:
+        if not data or self._must_raise is not None:
+            return
+        self._chunks.append(bytes(data))
+        self._buffered += len(data)
+        self._has_data.set()
+        if self._buffered >= _HIGH_WATER_BYTES and not self._unbounded:
+            self._room = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def __anext__(self) -> bytes:
+        if self._must_raise is not None:
+            raise self._must_raise
+        while not self._chunks:
+            if self._complete.is_set():
+                raise StopAsyncIteration()
+            self._has_data.clear()
+            await self._has_data.wait()
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._buffered < _HIGH_WATER_BYTES:
+            self._room.set()
+        return chunk
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._unbounded = True
+        self._room.set()
+        yield from self._complete.wait().__await__()
+        if self._must_raise is not None:
+            raise self._must_raise
+        return b"".join(self._chunks)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+
+
+class StreamRequest(TrioRequest):
+    body_class = StreamBody
+
+
+class StreamingConnection(TrioASGIHTTPConnection):
+    """Body messages are taken only while the handler keeps up; sends are shielded."""
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        async def shielded_send(message: ASGISendEvent) -> None:
+            # quart-trio's cancellation otherwise interrupts hypercorn's close of a
+            # `Connection: close` response, and the socket stays open.
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await super().__call__(receive, shielded_send)
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: StreamRequest, receive: ASGIReceiveCallable
+    ) -> None:
+        body = request.body
+        assert isinstance(body, StreamBody)
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+                else:
+                    await body.wait_for_room()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
+class S3App(QuartTrio):
+    asgi_http_class = StreamingConnection
+    request_class = StreamRequest
+
+
+@dataclass
+class S3Request:
+    """One request as the handlers see it: who, which bucket and key, which query."""
+
+    method: str
+    bucket: str | None
+    key: str | None
+    query: dict[str, str]
+    headers: Mapping[str, str]  # lowercase names
+    user: User | None  # None: anonymous
+    identity: sigv4.Identity | None
+    request_id: str
+    resource: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[["S3Context", S3Request], Awaitable[Response]]
+
+
+@dataclass
+class S3Context:
+    """What every handler may use: the store, the config, the users."""
+
+    store: Store
+    config: NodeConfig
+    users: Users
+
+    def bucket_for(self, s3: S3Request, name: str, *, write: bool = False) -> BucketInfo:
+        """The bucket, if the caller may use it.
+
+        Raises:
+            S3Error: NoSuchBucket, or AccessDenied (anonymous, or another user's bucket).
+        """
+        try:
+            info = self.store.head_bucket(name)
+        except ObjfsError as exc:
+            raise from_core(exc) from exc
+        if s3.user is None:
+            raise S3Error("AccessDenied", "Access Denied")
+        if not s3.user.is_root and info.owner != s3.user.canonical_id:
+            raise S3Error("AccessDenied", "Access Denied")
+        return info
+
+
+def create_app(store: Store, config: NodeConfig, users: Users) -> S3App:
+    """The S3 app over `store`; serve it with `hypercorn.trio.serve`."""
+    from objfs.s3 import handlers  # the handlers import this module's types
+
+    app = S3App(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
+    context = S3Context(store, config, users)
+
+    async def entry(path: str = "") -> Response:
+        request_id = secrets.token_hex(8).upper()
+        resource = request.scope.get("raw_path", b"/").decode("latin-1") or "/"
+        try:
+            s3 = _parse(context, request_id)
+            handler = handlers.route(s3)
+            response = await handler(context, s3)
+        except S3Error as exc:
+            response = _error_response(exc, resource, request_id, request.method)
+        except ObjfsError as exc:
+            response = _error_response(from_core(exc), resource, request_id, request.method)
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("S3 %s %s failed", request.method, resource)
+            error = S3Error("InternalError", "We encountered an internal error. Please try again.")
+            response = _error_response(error, resource, request_id, request.method)
+        response.headers["x-amz-request-id"] = request_id
+        response.headers["Server"] = "objfs"
+        return response
+
+    app.add_url_rule("/", "root", entry, methods=_METHODS, defaults={"path": ""})
+    app.add_url_rule("/<path:path>", "path", entry, methods=_METHODS)
+    return app
+
+
+def _parse(context: S3Context, request_id: str) -> S3Request:
+    """Bucket, key, query and caller of the current request (authenticated)."""
+    scope = cast(HTTPScope, request.scope)
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_query: bytes = scope.get("query_string", b"")
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        lower = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[lower] = f"{headers[lower]},{text}" if lower in headers else text
+    path = raw_path.decode("latin-1")
+    if "?" in path:
+        path = path.split("?", 1)[0]
+    bucket, key = _bucket_and_key(context.config, headers.get("host", ""), path)
+    query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+    http_request = sigv4.HttpRequest(
+        method=scope["method"],
+        raw_path=path,
+        query_string=raw_query.decode("latin-1"),
+        headers=headers,
+    )
+    identity = sigv4.verify(
+        http_request,
+        context.users.secret_for,
+        now=datetime.now(UTC),
+        max_skew_s=context.config.s3.max_clock_skew_ms // 1000,
+    )
+    user = None if identity is None else context.users.by_access_key(identity.access_key)
+    return S3Request(
+        method=scope["method"],
+        bucket=bucket,
+        key=key,
+        query=query,
+        headers=headers,
+        user=user,
+        identity=identity,
+        request_id=request_id,
+        resource=path,
+    )
+
+
+def _bucket_and_key(config: NodeConfig, host: str, path: str) -> tuple[str | None, str | None]:
+    """Virtual-hosted-style (BUCKET.domain) or path-style (/BUCKET/KEY)."""
+    domain = config.s3.domain
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    decoded = unquote(path, errors="strict") if "%" in path else path
+    if domain and hostname.endswith("." + domain):
+        bucket = hostname[: -len(domain) - 1]
+        key = decoded[1:] if decoded.startswith("/") else decoded
+        return bucket, (key or None)
+    trimmed = decoded[1:] if decoded.startswith("/") else decoded
+    if not trimmed:
+        return None, None
+    bucket, _, key = trimmed.partition("/")
+    return bucket, (key or None) if "/" in trimmed else None
+
+
+def _error_response(error: S3Error, resource: str, request_id: str, method: str) -> Response:
+    if error.status >= 500:
+        log.error("S3 error %s on %s: %s", error.code, resource, error.message)
+    body = (
+        b""
+        if method == "HEAD"
+        else s3xml.error(error.code, error.message, resource, request_id, **error.extra)
+    )
+    response = Response(body, status=error.status, content_type="application/xml")
+    if error.code in ("ServiceUnavailable", "SlowDown"):
+        response.headers["Retry-After"] = "1"
+    return response

@@ -1,0 +1,619 @@
+"""objfs.s3.handlers — one short function per S3 operation: parse, call the store, render.
+
+`route` picks the handler from the method, whether a bucket and a key are named,
+and the sub-resource in the query. Handlers raise `S3Error` (or let an
+`ObjfsError` through: the app translates it by the one table in errors.py);
+object bodies stream through `body.py` in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+
+from quart import Response
+
+from objfs.errors import NoSuchKey, ObjfsError
+from objfs.s3 import xml as s3xml
+from objfs.s3.app import Handler, S3Context, S3Request
+from objfs.s3.body import read_small_body, stream_object_body
+from objfs.s3.errors import S3Error, from_core
+from objfs.store.types import ObjectInfo, Versioning
+
+_READ_CHUNK_BYTES = 1024 * 1024
+_STORED_HEADERS = (  # kept with the object as metadata "h:<name>", returned on GET/HEAD
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+_HEADER_PREFIX = "h:"
+_MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
+
+
+def route(s3: S3Request) -> Handler:
+    """The handler for a request.
+
+    Raises:
+        S3Error: MethodNotAllowed, or NotImplemented for sub-resources not served yet.
+    """
+    method, query = s3.method, s3.query
+    if s3.bucket is None:
+        if method == "GET":
+            return list_buckets
+        raise S3Error(
+            "MethodNotAllowed", "The specified method is not allowed against this resource."
+        )
+    if s3.key is None:
+        for name in (
+            "tagging",
+            "acl",
+            "cors",
+            "policy",
+            "lifecycle",
+            "uploads",
+            "versions",
+            "website",
+            "replication",
+            "encryption",
+            "logging",
+            "notification",
+        ):
+            if name in query:
+                raise S3Error("NotImplemented", f"bucket ?{name} is not implemented yet")
+        table: dict[str, Handler] = {"HEAD": head_bucket, "DELETE": delete_bucket}
+        if method == "GET":
+            if "location" in query:
+                return get_bucket_location
+            if "versioning" in query:
+                return get_bucket_versioning
+            return list_objects_v2 if query.get("list-type") == "2" else list_objects_v1
+        if method == "PUT":
+            return put_bucket_versioning if "versioning" in query else create_bucket
+        if method == "POST" and "delete" in query:
+            return delete_objects
+        if method in table:
+            return table[method]
+        raise S3Error(
+            "MethodNotAllowed", "The specified method is not allowed against this resource."
+        )
+    for name in (
+        "uploadId",
+        "uploads",
+        "tagging",
+        "acl",
+        "attributes",
+        "retention",
+        "legal-hold",
+        "torrent",
+        "restore",
+        "select",
+    ):
+        if name in query:
+            raise S3Error("NotImplemented", f"object ?{name} is not implemented yet")
+    if method == "PUT":
+        return copy_object if "x-amz-copy-source" in s3.headers else put_object
+    objects: dict[str, Handler] = {"GET": get_object, "HEAD": head_object, "DELETE": delete_object}
+    if method in objects:
+        return objects[method]
+    raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+def _require_user(s3: S3Request) -> None:
+    if s3.user is None:
+        raise S3Error("AccessDenied", "Access Denied")
+
+
+# -- buckets -------------------------------------------------------------------------
+
+
+async def list_buckets(ctx: S3Context, s3: S3Request) -> Response:
+    _require_user(s3)
+    assert s3.user is not None
+    buckets = [
+        b for b in ctx.store.list_buckets() if s3.user.is_root or b.owner == s3.user.canonical_id
+    ]
+    body = s3xml.list_buckets(s3.user.canonical_id, s3.user.display_name, buckets)
+    return Response(body, content_type="application/xml")
+
+
+async def create_bucket(ctx: S3Context, s3: S3Request) -> Response:
+    _require_user(s3)
+    assert s3.user is not None and s3.bucket is not None
+    region = s3xml.parse_create_bucket(await read_small_body(s3))
+    if region not in (None, "", ctx.config.s3.region):
+        raise S3Error(
+            "InvalidLocationConstraint",
+            f"The specified location-constraint {region!r} is not valid here "
+            f"(this node is {ctx.config.s3.region})",
+        )
+    try:
+        existing = ctx.store.head_bucket(s3.bucket)
+    except ObjfsError:
+        existing = None
+    if existing is not None:
+        if s3.user.is_root or existing.owner == s3.user.canonical_id:
+            raise S3Error(
+                "BucketAlreadyOwnedByYou",
+                "Your previous request to create the named bucket succeeded and you "
+                "already own it.",
+                BucketName=s3.bucket,
+            )
+        raise S3Error(
+            "BucketAlreadyExists",
+            "The requested bucket name is not available.",
+            BucketName=s3.bucket,
+        )
+    await ctx.store.create_bucket(s3.bucket, owner=s3.user.canonical_id)
+    return Response(b"", headers={"Location": f"/{s3.bucket}"})
+
+
+async def head_bucket(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket)
+    return Response(b"", headers={"x-amz-bucket-region": ctx.config.s3.region})
+
+
+async def delete_bucket(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket, write=True)
+    await ctx.store.delete_bucket(s3.bucket)
+    return Response(b"", status=204)
+
+
+async def get_bucket_location(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket)
+    return Response(s3xml.location(ctx.config.s3.region), content_type="application/xml")
+
+
+async def get_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    info = ctx.bucket_for(s3, s3.bucket)
+    status = {Versioning.ENABLED: "Enabled", Versioning.SUSPENDED: "Suspended"}.get(info.versioning)
+    return Response(s3xml.versioning(status), content_type="application/xml")
+
+
+async def put_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket, write=True)
+    status = s3xml.parse_versioning(await read_small_body(s3))
+    wanted = Versioning.ENABLED if status == "Enabled" else Versioning.SUSPENDED
+    await ctx.store.set_bucket_versioning(s3.bucket, wanted)
+    return Response(b"")
+
+
+def _max_keys(s3: S3Request) -> int:
+    raw = s3.query.get("max-keys", "1000")
+    if not raw.isdigit():
+        raise S3Error(
+            "InvalidArgument",
+            "Provided max-keys not an integer or within integer range",
+            ArgumentName="max-keys",
+            ArgumentValue=raw,
+        )
+    return min(int(raw), 1000)
+
+
+def _encoding(s3: S3Request) -> str | None:
+    encoding = s3.query.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error(
+            "InvalidArgument",
+            "Invalid Encoding Method specified in Request",
+            ArgumentName="encoding-type",
+        )
+    return encoding
+
+
+async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket)
+    query = s3.query
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
+    token = query.get("continuation-token")
+    start_after = query.get("start-after", "")
+    position = s3xml.decode_continuation_token(token) if token is not None else start_after
+    max_keys = _max_keys(s3)
+    page = ctx.store.list_objects(
+        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=position, limit=max_keys
+    )
+    body = s3xml.list_objects_v2(
+        bucket=s3.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        encoding_type=_encoding(s3),
+        page=page,
+        continuation_token=token,
+        start_after=start_after or None,
+        fetch_owner=query.get("fetch-owner") == "true",
+        owner=s3xml.Owner(*_owner_of(ctx, s3)),
+    )
+    return Response(body, content_type="application/xml")
+
+
+async def list_objects_v1(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket)
+    query = s3.query
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
+    marker = query.get("marker", "")
+    max_keys = _max_keys(s3)
+    page = ctx.store.list_objects(
+        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=marker, limit=max_keys
+    )
+    body = s3xml.list_objects_v1(
+        bucket=s3.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        encoding_type=_encoding(s3),
+        page=page,
+        marker=marker,
+        owner=s3xml.Owner(*_owner_of(ctx, s3)),
+    )
+    return Response(body, content_type="application/xml")
+
+
+def _owner_of(ctx: S3Context, s3: S3Request) -> tuple[str, str]:
+    assert s3.bucket is not None
+    owner = ctx.store.head_bucket(s3.bucket).owner
+    user = ctx.users.by_canonical_id(owner)
+    return owner, (user.display_name if user is not None else owner)
+
+
+async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket, write=True)
+    quiet, entries = s3xml.parse_delete_objects(await read_small_body(s3, need_md5=True))
+    deleted: list[s3xml.Deleted] = []
+    errors: list[s3xml.DeleteError] = []
+    for key, version_id in entries:
+        try:
+            result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
+        except NoSuchKey:
+            deleted.append((key, version_id, False, None))  # S3: deleting nothing succeeds
+            continue
+        except ObjfsError as exc:
+            error = from_core(exc)
+            errors.append((key, version_id, error.code, error.message))
+            continue
+        if result.delete_marker:
+            deleted.append((key, None, True, result.version_id))
+        else:
+            deleted.append((key, version_id, False, None))
+    body = s3xml.delete_result([] if quiet else deleted, errors)
+    return Response(body, content_type="application/xml")
+
+
+# -- objects -------------------------------------------------------------------------
+
+
+def _user_metadata(s3: S3Request) -> dict[str, str]:
+    metadata = {
+        name[len("x-amz-meta-") :]: value
+        for name, value in s3.headers.items()
+        if name.startswith("x-amz-meta-")
+    }
+    for name in _STORED_HEADERS:
+        if name in s3.headers:
+            metadata[_HEADER_PREFIX + name] = s3.headers[name]
+    size = sum(len(k) + len(v) for k, v in metadata.items() if not k.startswith(_HEADER_PREFIX))
+    if size > _MAX_METADATA_BYTES:
+        raise S3Error(
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size "
+            f"({_MAX_METADATA_BYTES} bytes).",
+        )
+    return metadata
+
+
+async def put_object(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None and s3.key is not None
+    info = ctx.bucket_for(s3, s3.bucket, write=True)
+    if_none_match = s3.headers.get("if-none-match")
+    if if_none_match not in (None, "*"):
+        raise S3Error("NotImplemented", "If-None-Match on PUT takes only '*'")
+    if "if-match" in s3.headers:
+        _check_if_match_for_put(ctx, s3)
+    content_type = s3.headers.get("content-type", "binary/octet-stream")
+    metadata = _user_metadata(s3)
+    async with ctx.store.open_writer(
+        s3.bucket,
+        s3.key,
+        content_type=content_type,
+        metadata=metadata,
+        if_none_match=if_none_match == "*",
+    ) as writer:
+        received = await stream_object_body(s3, writer.write)
+        version = await writer.commit(
+            expected_md5=received.content_md5_hex, checksums=received.checksums
+        )
+    headers = {"ETag": f'"{version.etag}"'}
+    if info.versioning is not Versioning.DISABLED:
+        headers["x-amz-version-id"] = version.version_id
+    for algorithm, value in received.checksums.items():
+        headers[f"x-amz-checksum-{algorithm}"] = value
+    return Response(b"", headers=headers)
+
+
+def _check_if_match_for_put(ctx: S3Context, s3: S3Request) -> None:
+    assert s3.bucket is not None and s3.key is not None
+    try:
+        current = ctx.store.head_object(s3.bucket, s3.key)
+    except NoSuchKey:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
+    if not _etag_matches(s3.headers["if-match"], current.etag):
+        raise S3Error(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            Condition="If-Match",
+        )
+
+
+def _etag_matches(header: str, etag: str | None) -> bool:
+    wanted = [part.strip().strip('"') for part in header.split(",")]
+    return "*" in wanted or (etag is not None and etag in wanted)
+
+
+def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -> dict[str, str]:
+    headers = {
+        "Last-Modified": s3xml.http_date(info.mtime_ns),
+        "Content-Type": info.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    if info.etag is not None:
+        headers["ETag"] = f'"{info.etag}"'
+    for name, value in info.metadata:
+        if name.startswith(_HEADER_PREFIX):
+            headers[name[len(_HEADER_PREFIX) :].title()] = value
+        else:
+            headers[f"x-amz-meta-{name}"] = value
+    if versioned:
+        headers["x-amz-version-id"] = info.version_id
+    if checksum_mode:
+        for algorithm, value in info.checksums:
+            headers[f"x-amz-checksum-{algorithm}"] = value
+    return headers
+
+
+def _check_conditions(s3: S3Request, info: ObjectInfo) -> int | None:
+    """AWS's order: If-Match, then If-Unmodified-Since (ignored when If-Match is
+    given and true), then If-None-Match, then If-Modified-Since. Returns 304, or
+    None; raises PreconditionFailed."""
+    headers = s3.headers
+    mtime_s = info.mtime_ns // 1_000_000_000
+    if "if-match" in headers:
+        if not _etag_matches(headers["if-match"], info.etag):
+            raise S3Error(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+                Condition="If-Match",
+            )
+    elif "if-unmodified-since" in headers:
+        since = _http_seconds(headers["if-unmodified-since"])
+        if since is not None and mtime_s > since:
+            raise S3Error(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+                Condition="If-Unmodified-Since",
+            )
+    if "if-none-match" in headers:
+        if _etag_matches(headers["if-none-match"], info.etag):
+            return 304
+    elif "if-modified-since" in headers:
+        since = _http_seconds(headers["if-modified-since"])
+        if since is not None and mtime_s <= since:
+            return 304
+    return None
+
+
+def _http_seconds(value: str) -> int | None:
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # AWS ignores a malformed date
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a `Range: bytes=...` header; None for the whole object (no
+    header, or one S3 ignores). Raises InvalidRange when it starts past the end."""
+    if header is None or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[len("bytes=") :].strip().partition("-")
+    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+        return None
+    if not first:
+        if not last or int(last) == 0:
+            if not last:
+                return None
+            raise S3Error(
+                "InvalidRange",
+                "The requested range is not satisfiable",
+                RangeRequested=header,
+                ActualObjectSize=str(size),
+            )
+        return max(size - int(last), 0), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise S3Error(
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            RangeRequested=header,
+            ActualObjectSize=str(size),
+        )
+    return start, end
+
+
+def _versioned(ctx: S3Context, bucket: str) -> bool:
+    return ctx.store.head_bucket(bucket).versioning is not Versioning.DISABLED
+
+
+def _response_overrides(s3: S3Request, headers: dict[str, str]) -> None:
+    for name in (
+        "content-type",
+        "content-language",
+        "expires",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+    ):
+        value = s3.query.get(f"response-{name}")
+        if value is not None:
+            if s3.user is None:
+                raise S3Error(
+                    "InvalidRequest",
+                    "Request specific response headers cannot be used for anonymous GET requests.",
+                )
+            headers[name.title()] = value
+
+
+async def head_object(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None and s3.key is not None
+    ctx.bucket_for(s3, s3.bucket)
+    info = ctx.store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
+    headers = _object_headers(
+        info,
+        versioned=_versioned(ctx, s3.bucket),
+        checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
+    )
+    status = _check_conditions(s3, info)
+    if status == 304:
+        return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
+    span = _range(s3.headers.get("range"), info.size_bytes)
+    length = info.size_bytes if span is None else span[1] - span[0]
+    if span is not None:
+        headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{info.size_bytes}"
+    response = Response(b"", status=200 if span is None else 206, headers=headers)
+    response.headers["Content-Length"] = str(length)  # of the object: a HEAD sends no body
+    return response
+
+
+async def get_object(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None and s3.key is not None
+    ctx.bucket_for(s3, s3.bucket)
+    store = ctx.store
+    info = store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
+    if info.delete_marker:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key)
+    headers = _object_headers(
+        info,
+        versioned=_versioned(ctx, s3.bucket),
+        checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
+    )
+    status = _check_conditions(s3, info)
+    if status == 304:
+        return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
+    _response_overrides(s3, headers)
+    span = _range(s3.headers.get("range"), info.size_bytes)
+    if span is not None:  # a whole-object checksum says nothing about a range
+        headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
+    start, end = span if span is not None else (0, info.size_bytes)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size_bytes}"
+    headers["Content-Length"] = str(end - start)
+    bucket, key, version_id = s3.bucket, s3.key, info.version_id
+
+    async def body() -> AsyncIterator[bytes]:
+        async with store.open_reader(bucket, key, version_id=version_id) as reader:
+            if reader.info.mtime_ns != info.mtime_ns or reader.info.etag != info.etag:
+                # Overwritten between the headers and the first byte (a "null"
+                # version replaced): stop rather than send other bytes.
+                raise S3Error("InternalError", "the object changed while being read")
+            position = start
+            while position < end:
+                data = await reader.read(position, min(_READ_CHUNK_BYTES, end - position))
+                if not data:
+                    break
+                position += len(data)
+                yield data
+
+    response = Response(body(), status=206 if span is not None else 200, headers=headers)
+    response.timeout = None
+    return response
+
+
+async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None and s3.key is not None
+    ctx.bucket_for(s3, s3.bucket, write=True)
+    version_id = s3.query.get("versionId")
+    try:
+        result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
+    except NoSuchKey:
+        return Response(b"", status=204)  # S3: deleting what is not there succeeds
+    headers = {}
+    if result.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    if result.version_id is not None:
+        headers["x-amz-version-id"] = result.version_id
+    return Response(b"", status=204, headers=headers)
+
+
+async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None and s3.key is not None
+    ctx.bucket_for(s3, s3.bucket, write=True)
+    source_bucket, source_key, source_version = s3xml.parse_copy_source(
+        s3.headers["x-amz-copy-source"]
+    )
+    ctx.bucket_for(s3, source_bucket)
+    source = ctx.store.head_object(source_bucket, source_key, version_id=source_version)
+    _check_copy_conditions(s3, source)
+    directive = s3.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error(
+            "InvalidArgument",
+            "Unknown metadata directive.",
+            ArgumentName="x-amz-metadata-directive",
+        )
+    same = (source_bucket, source_key) == (s3.bucket, s3.key)
+    if same and directive == "COPY" and source_version is None:
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to "
+            "itself without changing the object's metadata, storage class, website "
+            "redirect location or encryption attributes.",
+        )
+    metadata = _user_metadata(s3) if directive == "REPLACE" else None
+    content_type = s3.headers.get("content-type") if directive == "REPLACE" else None
+    info = await ctx.store.copy_object(
+        source_bucket,
+        source_key,
+        s3.bucket,
+        s3.key,
+        version_id=source.version_id,
+        metadata=metadata,
+        content_type=content_type,
+    )
+    headers: dict[str, str] = {}
+    if _versioned(ctx, s3.bucket):
+        headers["x-amz-version-id"] = info.version_id
+    if source_version is not None:
+        headers["x-amz-copy-source-version-id"] = source_version
+    body = s3xml.copy_object_result(info.etag or "", info.mtime_ns, dict(info.checksums))
+    return Response(body, content_type="application/xml", headers=headers)
+
+
+def _check_copy_conditions(s3: S3Request, source: ObjectInfo) -> None:
+    headers = s3.headers
+    mtime_s = source.mtime_ns // 1_000_000_000
+    failed = False
+    if "x-amz-copy-source-if-match" in headers:
+        failed = not _etag_matches(headers["x-amz-copy-source-if-match"], source.etag)
+    elif "x-amz-copy-source-if-unmodified-since" in headers:
+        since = _http_seconds(headers["x-amz-copy-source-if-unmodified-since"])
+        failed = since is not None and mtime_s > since
+    if not failed and "x-amz-copy-source-if-none-match" in headers:
+        failed = _etag_matches(headers["x-amz-copy-source-if-none-match"], source.etag)
+    elif not failed and "x-amz-copy-source-if-modified-since" in headers:
+        since = _http_seconds(headers["x-amz-copy-source-if-modified-since"])
+        failed = since is not None and mtime_s <= since
+    if failed:
+        raise S3Error(
+            "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+        )

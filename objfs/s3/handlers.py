@@ -14,22 +14,41 @@ from email.utils import parsedate_to_datetime
 from quart import Response
 
 from objfs.errors import NoSuchKey, ObjfsError
+from objfs.s3 import multipart
 from objfs.s3 import xml as s3xml
 from objfs.s3.app import Handler, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core
+from objfs.s3.metadata import HEADER_PREFIX, user_metadata
 from objfs.store.types import ObjectInfo, Versioning
 
 _READ_CHUNK_BYTES = 1024 * 1024
-_STORED_HEADERS = (  # kept with the object as metadata "h:<name>", returned on GET/HEAD
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "expires",
+
+
+_NOT_YET_BUCKET = (
+    "tagging",
+    "acl",
+    "cors",
+    "policy",
+    "lifecycle",
+    "versions",
+    "website",
+    "replication",
+    "encryption",
+    "logging",
+    "notification",
+    "object-lock",
 )
-_HEADER_PREFIX = "h:"
-_MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
+_NOT_YET_OBJECT = (
+    "tagging",
+    "acl",
+    "attributes",
+    "retention",
+    "legal-hold",
+    "torrent",
+    "restore",
+    "select",
+)
 
 
 def route(s3: S3Request) -> Handler:
@@ -42,62 +61,62 @@ def route(s3: S3Request) -> Handler:
     if s3.bucket is None:
         if method == "GET":
             return list_buckets
-        raise S3Error(
-            "MethodNotAllowed", "The specified method is not allowed against this resource."
-        )
+        raise _method_not_allowed()
     if s3.key is None:
-        for name in (
-            "tagging",
-            "acl",
-            "cors",
-            "policy",
-            "lifecycle",
-            "uploads",
-            "versions",
-            "website",
-            "replication",
-            "encryption",
-            "logging",
-            "notification",
-        ):
-            if name in query:
-                raise S3Error("NotImplemented", f"bucket ?{name} is not implemented yet")
-        table: dict[str, Handler] = {"HEAD": head_bucket, "DELETE": delete_bucket}
-        if method == "GET":
-            if "location" in query:
-                return get_bucket_location
-            if "versioning" in query:
-                return get_bucket_versioning
-            return list_objects_v2 if query.get("list-type") == "2" else list_objects_v1
-        if method == "PUT":
-            return put_bucket_versioning if "versioning" in query else create_bucket
-        if method == "POST" and "delete" in query:
-            return delete_objects
-        if method in table:
-            return table[method]
-        raise S3Error(
-            "MethodNotAllowed", "The specified method is not allowed against this resource."
-        )
-    for name in (
-        "uploadId",
-        "uploads",
-        "tagging",
-        "acl",
-        "attributes",
-        "retention",
-        "legal-hold",
-        "torrent",
-        "restore",
-        "select",
-    ):
+        return _bucket_route(method, query)
+    return _object_route(method, query, "x-amz-copy-source" in s3.headers)
+
+
+def _bucket_route(method: str, query: dict[str, str]) -> Handler:
+    for name in _NOT_YET_BUCKET:
+        if name in query:
+            raise S3Error("NotImplemented", f"bucket ?{name} is not implemented yet")
+    if method == "GET":
+        if "location" in query:
+            return get_bucket_location
+        if "versioning" in query:
+            return get_bucket_versioning
+        if "uploads" in query:
+            return multipart.list_multipart_uploads
+        return list_objects_v2 if query.get("list-type") == "2" else list_objects_v1
+    if method == "PUT":
+        return put_bucket_versioning if "versioning" in query else create_bucket
+    if method == "POST" and "delete" in query:
+        return delete_objects
+    table: dict[str, Handler] = {"HEAD": head_bucket, "DELETE": delete_bucket}
+    if method in table:
+        return table[method]
+    raise _method_not_allowed()
+
+
+def _object_route(method: str, query: dict[str, str], copy: bool) -> Handler:
+    for name in _NOT_YET_OBJECT:
         if name in query:
             raise S3Error("NotImplemented", f"object ?{name} is not implemented yet")
-    if method == "PUT":
-        return copy_object if "x-amz-copy-source" in s3.headers else put_object
-    objects: dict[str, Handler] = {"GET": get_object, "HEAD": head_object, "DELETE": delete_object}
-    if method in objects:
-        return objects[method]
-    raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
+    table: dict[str, Handler]
+    if "uploadId" in query:
+        table = {
+            "PUT": multipart.upload_part_copy if copy else multipart.upload_part,
+            "POST": multipart.complete_multipart_upload,
+            "DELETE": multipart.abort_multipart_upload,
+            "GET": multipart.list_parts,
+        }
+    elif "uploads" in query:
+        table = {"POST": multipart.create_multipart_upload}
+    else:
+        table = {
+            "PUT": copy_object if copy else put_object,
+            "GET": get_object,
+            "HEAD": head_object,
+            "DELETE": delete_object,
+        }
+    if method in table:
+        return table[method]
+    raise _method_not_allowed()
+
+
+def _method_not_allowed() -> S3Error:
+    return S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
 
 def _require_user(s3: S3Request) -> None:
@@ -291,25 +310,6 @@ async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
 # -- objects -------------------------------------------------------------------------
 
 
-def _user_metadata(s3: S3Request) -> dict[str, str]:
-    metadata = {
-        name[len("x-amz-meta-") :]: value
-        for name, value in s3.headers.items()
-        if name.startswith("x-amz-meta-")
-    }
-    for name in _STORED_HEADERS:
-        if name in s3.headers:
-            metadata[_HEADER_PREFIX + name] = s3.headers[name]
-    size = sum(len(k) + len(v) for k, v in metadata.items() if not k.startswith(_HEADER_PREFIX))
-    if size > _MAX_METADATA_BYTES:
-        raise S3Error(
-            "MetadataTooLarge",
-            "Your metadata headers exceed the maximum allowed metadata size "
-            f"({_MAX_METADATA_BYTES} bytes).",
-        )
-    return metadata
-
-
 async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     info = ctx.bucket_for(s3, s3.bucket, write=True)
@@ -319,7 +319,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     if "if-match" in s3.headers:
         _check_if_match_for_put(ctx, s3)
     content_type = s3.headers.get("content-type", "binary/octet-stream")
-    metadata = _user_metadata(s3)
+    metadata = user_metadata(s3)
     async with ctx.store.open_writer(
         s3.bucket,
         s3.key,
@@ -367,8 +367,8 @@ def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -
     if info.etag is not None:
         headers["ETag"] = f'"{info.etag}"'
     for name, value in info.metadata:
-        if name.startswith(_HEADER_PREFIX):
-            headers[name[len(_HEADER_PREFIX) :].title()] = value
+        if name.startswith(HEADER_PREFIX):
+            headers[name[len(HEADER_PREFIX) :].title()] = value
         else:
             headers[f"x-amz-meta-{name}"] = value
     if versioned:
@@ -579,7 +579,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
             "itself without changing the object's metadata, storage class, website "
             "redirect location or encryption attributes.",
         )
-    metadata = _user_metadata(s3) if directive == "REPLACE" else None
+    metadata = user_metadata(s3) if directive == "REPLACE" else None
     content_type = s3.headers.get("content-type") if directive == "REPLACE" else None
     info = await ctx.store.copy_object(
         source_bucket,

@@ -21,6 +21,7 @@ from objfs.errors import (
 from objfs.store.types import BucketName, ObjectKey
 
 MAX_KEY_BYTES = 1024
+INTERNAL_BUCKET_PREFIX = ".objfs-"  # no S3 bucket name starts with a dot
 MAX_OBJECT_BYTES = 5 * 1024**4  # 5 TiB, as S3: offsets and sizes beyond are refused
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # used with fullmatch: no "\n" slips by
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

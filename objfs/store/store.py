@@ -20,8 +20,9 @@ from typing import final
 import trio
 
 from objfs.config import StoreConfig
-from objfs.errors import InvalidArgument, NoSpace, ReadOnly
+from objfs.errors import InvalidArgument, InvalidBucketName, InvalidRange, NoSpace, ReadOnly
 from objfs.store import names
+from objfs.store import pieces as piece_math
 from objfs.store.checkpoint import CheckpointPointer
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
@@ -52,6 +53,7 @@ from objfs.store.types import (
     NULL_VERSION,
     BucketInfo,
     BucketName,
+    ComposeSource,
     DeleteResult,
     Extent,
     ListPage,
@@ -127,9 +129,22 @@ class Store:
             raise ReadOnly("the store was opened read-only")
         await self._wal.append(record)
 
-    async def create_bucket(self, name: str, *, owner: str = "root") -> BucketInfo:
-        """Create a bucket. Raises InvalidBucketName, BucketAlreadyExists."""
-        bucket = names.check_bucket_name(name)
+    async def create_bucket(
+        self, name: str, *, owner: str = "root", internal: bool = False
+    ) -> BucketInfo:
+        """Create a bucket. Raises InvalidBucketName, BucketAlreadyExists.
+
+        `internal`: a bucket of the faces' own (named `.objfs-...`, which no S3
+        bucket name can be), left out of `list_buckets`.
+        """
+        if internal:
+            if not name.startswith(names.INTERNAL_BUCKET_PREFIX):
+                raise InvalidBucketName(
+                    f"internal bucket names start with {names.INTERNAL_BUCKET_PREFIX}"
+                )
+            bucket = BucketName(name)
+        else:
+            bucket = names.check_bucket_name(name)
         await self._commit(CreateBucket(bucket, owner, self._clock()))
         return self._index.bucket(bucket)
 
@@ -142,7 +157,10 @@ class Store:
         return self._index.bucket(BucketName(name))
 
     def list_buckets(self) -> list[BucketInfo]:
-        return self._index.buckets()
+        """Every bucket but the internal ones."""
+        return [
+            b for b in self._index.buckets() if not b.name.startswith(names.INTERNAL_BUCKET_PREFIX)
+        ]
 
     async def set_bucket_versioning(self, name: str, versioning: Versioning) -> BucketInfo:
         self._index.bucket(BucketName(name))
@@ -432,6 +450,63 @@ class Store:
         finally:
             self._space.unpin(segments)
         return object_info(target_bucket, target_key, version)
+
+    async def compose_object(
+        self,
+        bucket: str,
+        key: str,
+        sources: Sequence[ComposeSource],
+        *,
+        etag: str | None,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        """A new version made of byte ranges of other versions, by reference (one
+        record, no data copied): S3 multipart Complete and UploadPartCopy.
+
+        Raises:
+            NoSuchKey, NoSuchVersion, NoSuchBucket: a source is missing.
+            InvalidRange: a source range reaches past its version's end.
+        """
+        bucket_name, object_key = self._check_writable(bucket, key)
+        self._check_room_to_grow()
+        pieces: list[Piece] = []
+        segments: list[Segment] = []
+        position = 0
+        for source in sources:
+            version = self._version(source.bucket, source.key, source.version_id)
+            start = source.offset_bytes
+            end = version.size_bytes if source.length_bytes is None else start + source.length_bytes
+            if not 0 <= start <= end <= version.size_bytes:
+                raise InvalidRange(
+                    f"range [{start}, {end}) of {source.bucket}/{source.key} is outside its "
+                    f"{version.size_bytes} bytes"
+                )
+            for piece in piece_math.clip(version.pieces, start, end):
+                pieces.append(replace(piece, offset_bytes=piece.offset_bytes - start + position))
+            segments.extend(version_segments(version))
+            position += end - start
+        names.check_extent_of_object(0, position)
+        version = self._new_version(
+            bucket_name,
+            position,
+            etag or "",
+            tuple(pieces),
+            content_type,
+            metadata,
+            checksums,
+            None,
+        )
+        if etag is None:
+            version = replace(version, etag=None)
+        self._space.pin(segments)  # the sources may go away before the record is applied
+        try:
+            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
+        finally:
+            self._space.unpin(segments)
+        return object_info(bucket, key, version)
 
     async def write_at(self, bucket: str, key: str, offset_bytes: int, data: bytes) -> ObjectInfo:
         """Write bytes into an existing object at any offset, storing only the new bytes.

@@ -133,6 +133,17 @@ class ObjectVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class ComposeSource:
+    """A byte range of a version of a key, for `Store.compose_object`."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None  # None: the current version
+    offset_bytes: int = 0
+    length_bytes: int | None = None  # None: to the end
+
+
+@dataclass(frozen=True, slots=True)
 class BucketInfo:
     name: BucketName
     owner: str

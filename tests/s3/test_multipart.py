@@ -1,0 +1,180 @@
+"""Multipart uploads through boto3: the transfer manager, the low-level calls, and
+their errors.
+
+Method: a real node (s3_node.py); objects are compared byte for byte; the
+internal uploads bucket is looked at through the store to show that Complete and
+Abort leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from typing import Any
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+from s3_node import Node
+
+from objfs.s3.multipart import UPLOADS_BUCKET
+
+MiB = 1024 * 1024
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(excinfo.value.response["Error"]["Code"])
+
+
+def leftover_uploads(node: Node) -> list[str]:
+    page = node.call(lambda: node.store.list_objects(UPLOADS_BUCKET, limit=1000))
+    return [o.key for o in page.objects]
+
+
+def test_transfer_manager_uploads_and_downloads_in_parts(node: Node, s3: Any) -> None:
+    s3.create_bucket(Bucket="transfers")
+    data = os.urandom(40 * MiB + 123)
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "transfers", "big", Config=config)
+    head = s3.head_object(Bucket="transfers", Key="big")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-6")
+    sink = io.BytesIO()
+    s3.download_fileobj("transfers", "big", sink, Config=config)
+    assert sink.getvalue() == data
+    assert leftover_uploads(node) == []
+    assert "transfers" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert UPLOADS_BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_low_level_calls_etag_list_parts_and_list_uploads(s3: Any) -> None:
+    s3.create_bucket(Bucket="lowlevel")
+    upload = s3.create_multipart_upload(Bucket="lowlevel", Key="k", Metadata={"m": "v"})
+    upload_id = upload["UploadId"]
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"]
+    etags = []
+    for number, part in enumerate(parts, 1):
+        etags.append(
+            s3.upload_part(
+                Bucket="lowlevel", Key="k", UploadId=upload_id, PartNumber=number, Body=part
+            )["ETag"]
+        )
+    listed = s3.list_parts(Bucket="lowlevel", Key="k", UploadId=upload_id)
+    assert [p["PartNumber"] for p in listed["Parts"]] == [1, 2, 3]
+    assert [p["Size"] for p in listed["Parts"]] == [len(p) for p in parts]
+    uploads = s3.list_multipart_uploads(Bucket="lowlevel")
+    assert [(u["Key"], u["UploadId"]) for u in uploads["Uploads"]] == [("k", upload_id)]
+    done = s3.complete_multipart_upload(
+        Bucket="lowlevel",
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
+    expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    assert done["ETag"] == f'"{expected}-3"'
+    got = s3.get_object(Bucket="lowlevel", Key="k")
+    assert got["Body"].read() == b"".join(parts)
+    assert got["Metadata"] == {"m": "v"}
+    assert s3.list_multipart_uploads(Bucket="lowlevel").get("Uploads", []) == []
+    with pytest.raises(ClientError) as excinfo:
+        s3.list_parts(Bucket="lowlevel", Key="k", UploadId=upload_id)
+    assert error_code(excinfo) == "NoSuchUpload"
+
+
+def test_complete_refuses_small_parts_wrong_etags_and_bad_order(s3: Any) -> None:
+    s3.create_bucket(Bucket="mperrors")
+    upload_id = s3.create_multipart_upload(Bucket="mperrors", Key="k")["UploadId"]
+    e1 = s3.upload_part(Bucket="mperrors", Key="k", UploadId=upload_id, PartNumber=1, Body=b"a")[
+        "ETag"
+    ]
+    e2 = s3.upload_part(Bucket="mperrors", Key="k", UploadId=upload_id, PartNumber=2, Body=b"b")[
+        "ETag"
+    ]
+
+    def complete(parts: list[dict[str, Any]]) -> str:
+        with pytest.raises(ClientError) as excinfo:
+            s3.complete_multipart_upload(
+                Bucket="mperrors", Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        return error_code(excinfo)
+
+    assert complete([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]) == (
+        "EntityTooSmall"
+    )
+    assert complete([{"PartNumber": 1, "ETag": '"00"'}]) == "InvalidPart"
+    assert complete([{"PartNumber": 3, "ETag": e1}]) == "InvalidPart"
+    assert complete([{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]) == (
+        "InvalidPartOrder"
+    )
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part(Bucket="mperrors", Key="k", UploadId=upload_id, PartNumber=0, Body=b"x")
+    assert error_code(excinfo) == "InvalidArgument"
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part(Bucket="mperrors", Key="other", UploadId=upload_id, PartNumber=1, Body=b"x")
+    assert error_code(excinfo) == "NoSuchUpload"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="mperrors", Key="k")
+    s3.abort_multipart_upload(Bucket="mperrors", Key="k", UploadId=upload_id)
+
+
+def test_abort_frees_the_parts_space(node: Node, s3: Any) -> None:
+    s3.create_bucket(Bucket="aborts")
+    upload_id = s3.create_multipart_upload(Bucket="aborts", Key="k")["UploadId"]
+    free_before = node.call(lambda: node.store.space.free_bytes)
+    for number in (1, 2):
+        s3.upload_part(
+            Bucket="aborts",
+            Key="k",
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=os.urandom(6 * MiB),
+        )
+    assert node.call(lambda: node.store.space.free_bytes) < free_before - 12 * MiB
+    s3.abort_multipart_upload(Bucket="aborts", Key="k", UploadId=upload_id)
+    assert node.call(lambda: node.store.space.free_bytes) == free_before
+    assert [k for k in leftover_uploads(node) if k.startswith("aborts/")] == []
+
+
+def test_upload_part_copy_with_ranges_composes_by_reference(s3: Any) -> None:
+    s3.create_bucket(Bucket="partcopy")
+    source = os.urandom(12 * MiB)
+    s3.put_object(Bucket="partcopy", Key="src", Body=source)
+    upload_id = s3.create_multipart_upload(Bucket="partcopy", Key="dst")["UploadId"]
+    first = s3.upload_part_copy(
+        Bucket="partcopy",
+        Key="dst",
+        UploadId=upload_id,
+        PartNumber=1,
+        CopySource={"Bucket": "partcopy", "Key": "src"},
+        CopySourceRange=f"bytes=0-{6 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
+    second = s3.upload_part_copy(
+        Bucket="partcopy",
+        Key="dst",
+        UploadId=upload_id,
+        PartNumber=2,
+        CopySource={"Bucket": "partcopy", "Key": "src"},
+        CopySourceRange=f"bytes={8 * MiB}-{12 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
+    assert first.strip('"') == hashlib.md5(source[: 6 * MiB]).hexdigest()
+    s3.complete_multipart_upload(
+        Bucket="partcopy",
+        Key="dst",
+        UploadId=upload_id,
+        MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]
+        },
+    )
+    got = s3.get_object(Bucket="partcopy", Key="dst")["Body"].read()
+    assert got == source[: 6 * MiB] + source[8 * MiB :]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(
+            Bucket="partcopy",
+            Key="dst2",
+            UploadId=s3.create_multipart_upload(Bucket="partcopy", Key="dst2")["UploadId"],
+            PartNumber=1,
+            CopySource="partcopy/src",
+            CopySourceRange=f"bytes=0-{13 * MiB}",
+        )
+    assert error_code(excinfo) == "InvalidRange"

@@ -280,6 +280,8 @@ def _error_response(error: S3Error, resource: str, request_id: str, method: str)
         else s3xml.error(error.code, error.message, resource, request_id, **error.extra)
     )
     response = Response(body, status=error.status, content_type="application/xml")
+    for name, value in error.headers.items():
+        response.headers[name] = value
     if error.code in ("ServiceUnavailable", "SlowDown"):
         response.headers["Retry-After"] = "1"
     return response

@@ -60,11 +60,20 @@ STATUS: dict[str, int] = {
 class S3Error(Exception):
     """An S3 error response: code, message, and extra elements for the XML body."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = None, **extra: str):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: str,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status if status is not None else STATUS.get(code, 400)
+        self.headers = headers or {}  # e.g. x-amz-delete-marker on a 404
         self.extra = extra  # e.g. BucketName, Key, ArgumentName: more elements of the body
 
 

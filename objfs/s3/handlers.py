@@ -31,7 +31,6 @@ _NOT_YET_BUCKET = (
     "cors",
     "policy",
     "lifecycle",
-    "versions",
     "website",
     "replication",
     "encryption",
@@ -78,6 +77,8 @@ def _bucket_route(method: str, query: dict[str, str]) -> Handler:
             return get_bucket_versioning
         if "uploads" in query:
             return multipart.list_multipart_uploads
+        if "versions" in query:
+            return list_object_versions
         return list_objects_v2 if query.get("list-type") == "2" else list_objects_v1
     if method == "PUT":
         return put_bucket_versioning if "versioning" in query else create_bucket
@@ -271,6 +272,46 @@ async def list_objects_v1(ctx: S3Context, s3: S3Request) -> Response:
         encoding_type=_encoding(s3),
         page=page,
         marker=marker,
+        owner=s3xml.Owner(*_owner_of(ctx, s3)),
+    )
+    return Response(body, content_type="application/xml")
+
+
+async def list_object_versions(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    ctx.bucket_for(s3, s3.bucket)
+    query = s3.query
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
+    key_marker = query.get("key-marker", "")
+    version_id_marker = query.get("version-id-marker", "")
+    if version_id_marker and not key_marker:
+        raise S3Error(
+            "InvalidArgument",
+            "A version-id marker cannot be specified without a key marker.",
+            ArgumentName="version-id-marker",
+        )
+    max_keys = _max_keys(s3)
+    page = ctx.store.list_object_versions(
+        s3.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        key_marker=key_marker,
+        version_id_marker=version_id_marker,
+        limit=max_keys,
+    )
+    body = s3xml.list_object_versions(
+        s3.bucket,
+        entries=page.entries,
+        common_prefixes=page.common_prefixes,
+        is_truncated=page.is_truncated,
+        prefix=prefix,
+        delimiter=delimiter,
+        max_keys=max_keys,
+        encoding_type=_encoding(s3),
+        key_marker=key_marker,
+        version_id_marker=version_id_marker,
+        next_key_marker=page.next_key_marker,
+        next_version_id_marker=page.next_version_id_marker,
         owner=s3xml.Owner(*_owner_of(ctx, s3)),
     )
     return Response(body, content_type="application/xml")
@@ -473,10 +514,37 @@ def _response_overrides(s3: S3Request, headers: dict[str, str]) -> None:
             headers[name.title()] = value
 
 
+def _head_for_read(ctx: S3Context, s3: S3Request) -> ObjectInfo:
+    """The version a GET or HEAD reads; a delete marker answers as AWS does (404
+    for the current one, 405 when named by versionId, both with x-amz-delete-marker)."""
+    assert s3.bucket is not None and s3.key is not None
+    version_id = s3.query.get("versionId")
+    try:
+        info = ctx.store.head_object(s3.bucket, s3.key, version_id=version_id)
+    except NoSuchKey:
+        versions = ctx.store.list_object_versions(
+            s3.bucket, prefix=s3.key, key_marker="", limit=1
+        ).entries
+        marker = bool(versions) and versions[0].key == s3.key and versions[0].delete_marker
+        headers = {"x-amz-delete-marker": "true"} if marker else {}
+        if marker:
+            headers["x-amz-version-id"] = versions[0].version_id
+        raise S3Error(
+            "NoSuchKey", "The specified key does not exist.", headers=headers, Key=s3.key
+        ) from None
+    if info.delete_marker:
+        raise S3Error(
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+            headers={"x-amz-delete-marker": "true", "x-amz-version-id": info.version_id},
+        )
+    return info
+
+
 async def head_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket)
-    info = ctx.store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
+    info = _head_for_read(ctx, s3)
     headers = _object_headers(
         info,
         versioned=_versioned(ctx, s3.bucket),
@@ -499,9 +567,7 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket)
     store = ctx.store
-    info = store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
-    if info.delete_marker:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key)
+    info = _head_for_read(ctx, s3)
     headers = _object_headers(
         info,
         versioned=_versioned(ctx, s3.bucket),

@@ -8,6 +8,8 @@ whose newest version is a delete marker are not listed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from objfs.store.index import ObjectIndex
 from objfs.store.types import BucketName, ListPage, ObjectInfo, ObjectKey, object_info
 
@@ -73,3 +75,74 @@ def list_page(
             break
         start_at = skip_to
     return ListPage(tuple(objects), tuple(prefixes), truncated, last if truncated else None)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionsPage:
+    """One page of a versions listing (S3 ListObjectVersions)."""
+
+    entries: tuple[ObjectInfo, ...]  # versions and delete markers: by key, newest first
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
+
+
+def list_versions_page(
+    index: ObjectIndex,
+    bucket: BucketName,
+    prefix: str,
+    delimiter: str | None,
+    key_marker: str,
+    version_id_marker: str,
+    limit: int,
+) -> VersionsPage:
+    """Every version and delete marker under `prefix`, after (key_marker,
+    version_id_marker): with a version id marker, the versions of key_marker that
+    come after that one, then later keys; without, keys after key_marker."""
+    entries: list[ObjectInfo] = []
+    prefixes: list[str] = []
+    next_key: str | None = None
+    next_version: str | None = None
+    if limit <= 0:
+        return VersionsPage((), (), False, None, None)
+    start_at: str | None = key_marker if version_id_marker else None
+    start_after = "" if version_id_marker else key_marker
+    while True:
+        skip_to: str | None = None
+        for key, versions in index.iter_keys(
+            bucket, start_after=start_after, prefix=prefix, start_at=start_at
+        ):
+            common = None
+            if delimiter:
+                found = key.find(delimiter, len(prefix))
+                if found >= 0:
+                    common = key[: found + len(delimiter)]
+            if common is not None:
+                if key_marker.startswith(common) or common in prefixes:
+                    skip_to = prefix_successor(common) or ""
+                    break
+                if len(entries) + len(prefixes) >= limit:
+                    return VersionsPage(
+                        tuple(entries), tuple(prefixes), True, next_key, next_version
+                    )
+                prefixes.append(common)
+                next_key, next_version = common, None
+                skip_to = prefix_successor(common) or ""
+                break
+            passed = not (version_id_marker and key == key_marker)
+            for position, version in enumerate(versions):
+                if not passed:
+                    passed = version.version_id == version_id_marker
+                    continue
+                if len(entries) + len(prefixes) >= limit:
+                    return VersionsPage(
+                        tuple(entries), tuple(prefixes), True, next_key, next_version
+                    )
+                entries.append(
+                    object_info(bucket, ObjectKey(key), version, is_latest=position == 0)
+                )
+                next_key, next_version = key, version.version_id
+        if not skip_to:
+            return VersionsPage(tuple(entries), tuple(prefixes), False, None, None)
+        start_at, start_after = skip_to, ""

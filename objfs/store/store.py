@@ -31,7 +31,7 @@ from objfs.store.erasure import Policy
 from objfs.store.health import Health
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
-from objfs.store.listing import list_page
+from objfs.store.listing import VersionsPage, list_page, list_versions_page
 from objfs.store.reader import ObjectReader
 from objfs.store.records import (
     CreateBucket,
@@ -199,6 +199,24 @@ class Store:
         if limit < 0:
             raise InvalidArgument(f"a listing limit must not be negative (got {limit})")
         return list_page(self._index, BucketName(bucket), prefix, delimiter, start_after, limit)
+
+    def list_object_versions(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str | None = None,
+        key_marker: str = "",
+        version_id_marker: str = "",
+        limit: int = 1000,
+    ) -> VersionsPage:
+        """One page of every version and delete marker, by key, newest first."""
+        self._index.bucket(BucketName(bucket))
+        if limit < 0:
+            raise InvalidArgument(f"a listing limit must not be negative (got {limit})")
+        return list_versions_page(
+            self._index, BucketName(bucket), prefix, delimiter, key_marker, version_id_marker, limit
+        )
 
     @asynccontextmanager
     async def open_reader(

@@ -59,7 +59,7 @@ def test_versions_markers_and_reads_by_version(s3: Any) -> None:
 def test_list_object_versions_pages_with_markers_and_delimiter(s3: Any) -> None:
     s3.create_bucket(Bucket="vpages")
     s3.put_bucket_versioning(Bucket="vpages", VersioningConfiguration={"Status": "Enabled"})
-    expected = []
+    expected: list[tuple[str, str]] = []
     for key in ["a", "b", "dir/x", "dir/y", "c"]:
         ids = [
             s3.put_object(Bucket="vpages", Key=key, Body=key.encode() * n)["VersionId"]

@@ -128,7 +128,10 @@ def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.keys)])]
     for info in snapshot.buckets:
-        parts.append(packer.pack([info.name, info.owner, info.created_ns, info.versioning.value]))
+        fields = [info.name, info.owner, info.created_ns, info.versioning.value]
+        if info.settings:
+            fields.append([[k, v] for k, v in info.settings])
+        parts.append(packer.pack(fields))
     for (bucket, key), packed in snapshot.items():
         parts.append(packer.pack([bucket, key, packed]))
     return b"".join(parts)
@@ -148,8 +151,12 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
             raise Corrupted(f"checkpoint body format {body_format} is not readable")
         buckets = []
         for _ in range(bucket_count):
-            name, owner, created_ns, versioning = unpacker.unpack()
-            buckets.append(BucketInfo(BucketName(name), owner, created_ns, Versioning(versioning)))
+            fields = unpacker.unpack()
+            name, owner, created_ns, versioning = fields[:4]
+            settings = tuple((k, v) for k, v in fields[4]) if len(fields) > 4 else ()
+            buckets.append(
+                BucketInfo(BucketName(name), owner, created_ns, Versioning(versioning), settings)
+            )
         # Keys and values straight into their final containers: no list of a
         # million (key, versions) pairs to throw away, whose holes would stay in
         # the heap between the index's objects.

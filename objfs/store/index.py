@@ -44,6 +44,7 @@ from objfs.store.records import (
     RenameKey,
     RenamePrefix,
     SetAttributes,
+    SetBucketSetting,
     SetBucketVersioning,
     Truncate,
     Wrap,
@@ -301,6 +302,12 @@ class ObjectIndex:
                 self._bucket_counts.pop(name, None)
             case SetBucketVersioning(name, versioning):
                 self._buckets[name] = replace(self.bucket(name), versioning=versioning)
+            case SetBucketSetting(name, setting, value):
+                info = self.bucket(name)
+                settings = {k: v for k, v in info.settings if k != setting}
+                if value is not None:
+                    settings[setting] = value
+                self._buckets[name] = replace(info, settings=tuple(sorted(settings.items())))
             case PutVersion():
                 self._put_version(record, freed)
             case DeleteObject():

@@ -55,6 +55,7 @@ class RecordType(enum.IntEnum):
     WRITE_AT = 9
     TRUNCATE = 10
     SET_ATTRIBUTES = 11
+    SET_BUCKET_SETTING = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,15 @@ class DeleteBucket:
 class SetBucketVersioning:
     name: BucketName
     versioning: Versioning
+
+
+@dataclass(frozen=True, slots=True)
+class SetBucketSetting:
+    """Set (or, with None, remove) one named setting of a bucket."""
+
+    name: BucketName
+    setting: str
+    value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,7 @@ Record = (
     | CreateBucket
     | DeleteBucket
     | SetBucketVersioning
+    | SetBucketSetting
     | PutVersion
     | DeleteObject
     | RenameKey
@@ -292,6 +303,8 @@ def _fields(record: Record) -> list[Any]:
             return [name]
         case SetBucketVersioning(name, versioning):
             return [name, versioning.value]
+        case SetBucketSetting(name, setting, value):
+            return [name, setting, value]
         case PutVersion(bucket, key, version, if_none_match):
             return [bucket, key, encode_version(version), if_none_match]
         case DeleteObject(bucket, key, version_id, marker):
@@ -322,6 +335,7 @@ _TYPES: Final[dict[type, RecordType]] = {
     CreateBucket: RecordType.CREATE_BUCKET,
     DeleteBucket: RecordType.DELETE_BUCKET,
     SetBucketVersioning: RecordType.SET_BUCKET_VERSIONING,
+    SetBucketSetting: RecordType.SET_BUCKET_SETTING,
     PutVersion: RecordType.PUT_VERSION,
     DeleteObject: RecordType.DELETE_OBJECT,
     RenameKey: RecordType.RENAME_KEY,
@@ -347,6 +361,8 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
             return DeleteBucket(BucketName(f[0]))
         case RecordType.SET_BUCKET_VERSIONING:
             return SetBucketVersioning(BucketName(f[0]), Versioning(f[1]))
+        case RecordType.SET_BUCKET_SETTING:
+            return SetBucketSetting(BucketName(f[0]), f[1], f[2])
         case RecordType.PUT_VERSION:
             return PutVersion(BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3])
         case RecordType.DELETE_OBJECT:

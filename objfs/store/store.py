@@ -42,6 +42,7 @@ from objfs.store.records import (
     RenameKey,
     RenamePrefix,
     SetAttributes,
+    SetBucketSetting,
     SetBucketVersioning,
     Truncate,
     WriteAt,
@@ -161,6 +162,13 @@ class Store:
         return [
             b for b in self._index.buckets() if not b.name.startswith(names.INTERNAL_BUCKET_PREFIX)
         ]
+
+    async def set_bucket_setting(self, name: str, setting: str, value: bytes | None) -> BucketInfo:
+        """Set (None: remove) a named setting the faces keep for a bucket (S3: ACL,
+        tagging, CORS), durably, like every other change."""
+        self._index.bucket(BucketName(name))
+        await self._commit(SetBucketSetting(BucketName(name), setting, value))
+        return self._index.bucket(BucketName(name))
 
     async def set_bucket_versioning(self, name: str, versioning: Versioning) -> BucketInfo:
         self._index.bucket(BucketName(name))

@@ -149,6 +149,12 @@ class BucketInfo:
     owner: str
     created_ns: int
     versioning: Versioning = Versioning.DISABLED
+    # Settings a face keeps for the bucket as opaque bytes by name (the S3 face:
+    # "acl", "tagging", "cors"), sorted by name.
+    settings: tuple[tuple[str, bytes], ...] = ()
+
+    def setting(self, name: str) -> bytes | None:
+        return dict(self.settings).get(name)
 
 
 @dataclass(frozen=True, slots=True)

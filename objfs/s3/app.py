@@ -33,12 +33,12 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
-from objfs.s3 import sigv4
+from objfs.s3 import acl, sigv4
 from objfs.s3 import xml as s3xml
 from objfs.s3.errors import S3Error, from_core
 from objfs.s3.users import User, Users
 from objfs.store import Store
-from objfs.store.types import BucketInfo
+from objfs.store.types import BucketInfo, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -163,21 +163,57 @@ class S3Context:
     config: NodeConfig
     users: Users
 
-    def bucket_for(self, s3: S3Request, name: str, *, write: bool = False) -> BucketInfo:
-        """The bucket, if the caller may use it.
+    def bucket_for(self, s3: S3Request, name: str, permission: str = acl.READ) -> BucketInfo:
+        """The bucket, if the caller holds `permission` on it (`acl.READ`, `acl.WRITE`,
+        `acl.READ_ACP`, `acl.WRITE_ACP`; `OWNER`: only root and the owner;
+        `OBJECT`: anyone, the object's own ACL decides: see `check_object`).
 
         Raises:
-            S3Error: NoSuchBucket, or AccessDenied (anonymous, or another user's bucket).
+            S3Error: NoSuchBucket, or AccessDenied.
         """
         try:
             info = self.store.head_bucket(name)
         except ObjfsError as exc:
             raise from_core(exc) from exc
-        if s3.user is None:
-            raise S3Error("AccessDenied", "Access Denied")
-        if not s3.user.is_root and info.owner != s3.user.canonical_id:
-            raise S3Error("AccessDenied", "Access Denied")
-        return info
+        if self.owns(s3, info) or permission == OBJECT:
+            return info
+        if permission != OWNER and self.bucket_acl(info).allows(s3.user, permission):
+            return info
+        raise S3Error("AccessDenied", "Access Denied")
+
+    @staticmethod
+    def owns(s3: S3Request, info: BucketInfo) -> bool:
+        return s3.user is not None and (s3.user.is_root or info.owner == s3.user.canonical_id)
+
+    @staticmethod
+    def bucket_acl(info: BucketInfo) -> acl.Acl:
+        raw = info.setting(acl.BUCKET_ACL_SETTING)
+        return acl.private(info.owner) if raw is None else acl.Acl.decode(raw)
+
+    def check_object(
+        self, s3: S3Request, bucket: BucketInfo, info: ObjectInfo, permission: str = acl.READ
+    ) -> None:
+        """Whether the caller may read (or read the ACL of...) an object: root and the
+        bucket owner may; others as the object's ACL says.
+
+        Raises:
+            S3Error: AccessDenied.
+        """
+        if self.owns(s3, bucket):
+            return
+        if object_acl(bucket, info).allows(s3.user, permission):
+            return
+        raise S3Error("AccessDenied", "Access Denied")
+
+
+OWNER = "OWNER"  # bucket_for: only root and the bucket's owner
+OBJECT = "OBJECT"  # bucket_for: the object's ACL decides (check_object)
+
+
+def object_acl(bucket: BucketInfo, info: ObjectInfo) -> acl.Acl:
+    """An object's ACL: the one stored with it, else private to the bucket owner."""
+    raw = dict(info.metadata).get(acl.OBJECT_ACL_METADATA)
+    return acl.private(bucket.owner) if raw is None else acl.Acl.decode(raw)
 
 
 def create_app(store: Store, config: NodeConfig, users: Users) -> S3App:
@@ -195,6 +231,7 @@ def create_app(store: Store, config: NodeConfig, users: Users) -> S3App:
             s3 = _parse(context, request_id)
             handler = handlers.route(s3)
             response = await handler(context, s3)
+            handlers.after(context, s3, response)
         except S3Error as exc:
             response = _error_response(exc, resource, request_id, request.method)
         except ObjfsError as exc:

@@ -14,21 +14,18 @@ from email.utils import parsedate_to_datetime
 from quart import Response
 
 from objfs.errors import NoSuchKey, ObjfsError
-from objfs.s3 import multipart
+from objfs.s3 import acl, multipart, subresources
 from objfs.s3 import xml as s3xml
-from objfs.s3.app import Handler, S3Context, S3Request
+from objfs.s3.app import OBJECT, OWNER, Handler, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core
-from objfs.s3.metadata import HEADER_PREFIX, user_metadata
+from objfs.s3.metadata import HEADER_PREFIX, INTERNAL_PREFIXES, TAG_PREFIX, user_metadata
 from objfs.store.types import ObjectInfo, Versioning
 
 _READ_CHUNK_BYTES = 1024 * 1024
 
 
 _NOT_YET_BUCKET = (
-    "tagging",
-    "acl",
-    "cors",
     "policy",
     "lifecycle",
     "website",
@@ -39,8 +36,6 @@ _NOT_YET_BUCKET = (
     "object-lock",
 )
 _NOT_YET_OBJECT = (
-    "tagging",
-    "acl",
     "attributes",
     "retention",
     "legal-hold",
@@ -61,6 +56,8 @@ def route(s3: S3Request) -> Handler:
         if method == "GET":
             return list_buckets
         raise _method_not_allowed()
+    if method == "OPTIONS":
+        return subresources.preflight
     if s3.key is None:
         return _bucket_route(method, query)
     return _object_route(method, query, "x-amz-copy-source" in s3.headers)
@@ -70,6 +67,11 @@ def _bucket_route(method: str, query: dict[str, str]) -> Handler:
     for name in _NOT_YET_BUCKET:
         if name in query:
             raise S3Error("NotImplemented", f"bucket ?{name} is not implemented yet")
+    for name, subresource in _BUCKET_SUBRESOURCES.items():
+        if name in query:
+            if method in subresource:
+                return subresource[method]
+            raise _method_not_allowed()
     if method == "GET":
         if "location" in query:
             return get_bucket_location
@@ -95,6 +97,11 @@ def _object_route(method: str, query: dict[str, str], copy: bool) -> Handler:
         if name in query:
             raise S3Error("NotImplemented", f"object ?{name} is not implemented yet")
     table: dict[str, Handler]
+    for name, subresource in _OBJECT_SUBRESOURCES.items():
+        if name in query:
+            if method in subresource:
+                return subresource[method]
+            raise _method_not_allowed()
     if "uploadId" in query:
         table = {
             "PUT": multipart.upload_part_copy if copy else multipart.upload_part,
@@ -114,6 +121,34 @@ def _object_route(method: str, query: dict[str, str], copy: bool) -> Handler:
     if method in table:
         return table[method]
     raise _method_not_allowed()
+
+
+_BUCKET_SUBRESOURCES: dict[str, dict[str, Handler]] = {
+    "acl": {"GET": subresources.get_bucket_acl, "PUT": subresources.put_bucket_acl},
+    "tagging": {
+        "GET": subresources.get_bucket_tagging,
+        "PUT": subresources.put_bucket_tagging,
+        "DELETE": subresources.delete_bucket_tagging,
+    },
+    "cors": {
+        "GET": subresources.get_bucket_cors,
+        "PUT": subresources.put_bucket_cors,
+        "DELETE": subresources.delete_bucket_cors,
+    },
+}
+_OBJECT_SUBRESOURCES: dict[str, dict[str, Handler]] = {
+    "acl": {"GET": subresources.get_object_acl, "PUT": subresources.put_object_acl},
+    "tagging": {
+        "GET": subresources.get_object_tagging,
+        "PUT": subresources.put_object_tagging,
+        "DELETE": subresources.delete_object_tagging,
+    },
+}
+
+
+def after(ctx: S3Context, s3: S3Request, response: Response) -> None:
+    """What every successful response gets: CORS headers when the bucket has rules."""
+    subresources.add_cors_headers(ctx, s3, response)
 
 
 def _method_not_allowed() -> S3Error:
@@ -165,7 +200,10 @@ async def create_bucket(ctx: S3Context, s3: S3Request) -> Response:
             "The requested bucket name is not available.",
             BucketName=s3.bucket,
         )
+    wanted = acl.from_headers(dict(s3.headers), s3.user.canonical_id)
     await ctx.store.create_bucket(s3.bucket, owner=s3.user.canonical_id)
+    if wanted is not None:
+        await ctx.store.set_bucket_setting(s3.bucket, acl.BUCKET_ACL_SETTING, wanted.encode())
     return Response(b"", headers={"Location": f"/{s3.bucket}"})
 
 
@@ -177,7 +215,7 @@ async def head_bucket(ctx: S3Context, s3: S3Request) -> Response:
 
 async def delete_bucket(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, OWNER)
     await ctx.store.delete_bucket(s3.bucket)
     return Response(b"", status=204)
 
@@ -197,7 +235,7 @@ async def get_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
 
 async def put_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, OWNER)
     status = s3xml.parse_versioning(await read_small_body(s3))
     wanted = Versioning.ENABLED if status == "Enabled" else Versioning.SUSPENDED
     await ctx.store.set_bucket_versioning(s3.bucket, wanted)
@@ -326,7 +364,7 @@ def _owner_of(ctx: S3Context, s3: S3Request) -> tuple[str, str]:
 
 async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     quiet, entries = s3xml.parse_delete_objects(await read_small_body(s3, need_md5=True))
     deleted: list[s3xml.Deleted] = []
     errors: list[s3xml.DeleteError] = []
@@ -353,7 +391,7 @@ async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
 
 async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    info = ctx.bucket_for(s3, s3.bucket, write=True)
+    info = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     if_none_match = s3.headers.get("if-none-match")
     if if_none_match not in (None, "*"):
         raise S3Error("NotImplemented", "If-None-Match on PUT takes only '*'")
@@ -361,6 +399,13 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
         _check_if_match_for_put(ctx, s3)
     content_type = s3.headers.get("content-type", "binary/octet-stream")
     metadata = user_metadata(s3)
+    metadata.update(subresources.tags_from_header(s3.headers.get("x-amz-tagging")))
+    writer_id = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS
+    wanted = acl.from_headers(dict(s3.headers), writer_id, info.owner)
+    if wanted is None and writer_id != info.owner:
+        wanted = acl.private(writer_id)  # a grantee's object: its writer may read it back
+    if wanted is not None:
+        metadata[acl.OBJECT_ACL_METADATA] = wanted.encode().decode()
     async with ctx.store.open_writer(
         s3.bucket,
         s3.key,
@@ -407,11 +452,16 @@ def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -
     }
     if info.etag is not None:
         headers["ETag"] = f'"{info.etag}"'
+    tags = 0
     for name, value in info.metadata:
         if name.startswith(HEADER_PREFIX):
             headers[name[len(HEADER_PREFIX) :].title()] = value
-        else:
+        elif name.startswith(TAG_PREFIX):
+            tags += 1
+        elif not name.startswith(INTERNAL_PREFIXES):
             headers[f"x-amz-meta-{name}"] = value
+    if tags:
+        headers["x-amz-tagging-count"] = str(tags)
     if versioned:
         headers["x-amz-version-id"] = info.version_id
     if checksum_mode:
@@ -543,8 +593,9 @@ def _head_for_read(ctx: S3Context, s3: S3Request) -> ObjectInfo:
 
 async def head_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    ctx.bucket_for(s3, s3.bucket)
+    bucket = ctx.bucket_for(s3, s3.bucket, OBJECT)
     info = _head_for_read(ctx, s3)
+    ctx.check_object(s3, bucket, info)
     headers = _object_headers(
         info,
         versioned=_versioned(ctx, s3.bucket),
@@ -565,9 +616,10 @@ async def head_object(ctx: S3Context, s3: S3Request) -> Response:
 
 async def get_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    ctx.bucket_for(s3, s3.bucket)
+    bucket_info = ctx.bucket_for(s3, s3.bucket, OBJECT)
     store = ctx.store
     info = _head_for_read(ctx, s3)
+    ctx.check_object(s3, bucket_info, info)
     headers = _object_headers(
         info,
         versioned=_versioned(ctx, s3.bucket),
@@ -607,7 +659,7 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
 
 async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     version_id = s3.query.get("versionId")
     try:
         result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
@@ -623,12 +675,13 @@ async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
 
 async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     source_bucket, source_key, source_version = s3xml.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
-    ctx.bucket_for(s3, source_bucket)
+    source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
     source = ctx.store.head_object(source_bucket, source_key, version_id=source_version)
+    ctx.check_object(s3, source_info, source)
     _check_copy_conditions(s3, source)
     directive = s3.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):

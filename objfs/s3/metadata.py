@@ -19,6 +19,8 @@ STORED_HEADERS = (
     "expires",
 )
 HEADER_PREFIX = "h:"
+TAG_PREFIX = "t:"  # object tags: t:KEY = value
+INTERNAL_PREFIXES = ("a:", "t:", "m:")  # ACL, tags, multipart: never shown as x-amz-meta
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
 
 

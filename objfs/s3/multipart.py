@@ -24,8 +24,9 @@ import secrets
 from quart import Response
 
 from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
+from objfs.s3 import acl
 from objfs.s3 import xml as s3xml
-from objfs.s3.app import S3Context, S3Request
+from objfs.s3.app import OBJECT, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error
 from objfs.s3.metadata import user_metadata
@@ -96,7 +97,7 @@ def _part_number(s3: S3Request) -> int:
 
 async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None and s3.user is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     await _uploads_bucket(ctx)
     upload_id = secrets.token_hex(16)
     metadata = {_META_KEY: s3.key, _META_OWNER: s3.user.canonical_id}
@@ -115,7 +116,7 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
 
 async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
     upload_id, _ = _upload(ctx, s3)
     async with ctx.store.open_writer(
@@ -135,14 +136,15 @@ async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
 
 async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
     upload_id, _ = _upload(ctx, s3)
     source_bucket, source_key, source_version = s3xml.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
-    ctx.bucket_for(s3, source_bucket)
+    source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
     source = ctx.store.head_object(source_bucket, source_key, version_id=source_version)
+    ctx.check_object(s3, source_info, source)
     start, end = _copy_range(s3.headers.get("x-amz-copy-source-range"), source.size_bytes)
     etag = None
     if (start, end) == (0, source.size_bytes) and source.etag and "-" not in source.etag:
@@ -197,7 +199,7 @@ async def _md5_of_range(ctx: S3Context, source: ObjectInfo, start: int, end: int
 
 async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    bucket_info = ctx.bucket_for(s3, s3.bucket, write=True)
+    bucket_info = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     upload_id, upload = _upload(ctx, s3)
     wanted = s3xml.parse_complete_multipart(await read_small_body(s3))
     if not wanted:
@@ -265,7 +267,7 @@ async def _remove_upload(ctx: S3Context, bucket: str, upload_id: str) -> None:
 
 async def abort_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket, write=True)
+    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     upload_id, _ = _upload(ctx, s3)
     await _remove_upload(ctx, s3.bucket, upload_id)
     return Response(b"", status=204)

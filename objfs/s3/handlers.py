@@ -19,7 +19,14 @@ from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, OWNER, Handler, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core
-from objfs.s3.metadata import HEADER_PREFIX, INTERNAL_PREFIXES, TAG_PREFIX, user_metadata
+from objfs.s3.metadata import (
+    HEADER_PREFIX,
+    INTERNAL_PREFIXES,
+    TAG_PREFIX,
+    part_sizes,
+    part_span,
+    user_metadata,
+)
 from objfs.store.types import ObjectInfo, Versioning
 
 _READ_CHUNK_BYTES = 1024 * 1024
@@ -36,7 +43,6 @@ _NOT_YET_BUCKET = (
     "object-lock",
 )
 _NOT_YET_OBJECT = (
-    "attributes",
     "retention",
     "legal-hold",
     "torrent",
@@ -137,6 +143,7 @@ _BUCKET_SUBRESOURCES: dict[str, dict[str, Handler]] = {
     },
 }
 _OBJECT_SUBRESOURCES: dict[str, dict[str, Handler]] = {
+    "attributes": {"GET": subresources.get_object_attributes},
     "acl": {"GET": subresources.get_object_acl, "PUT": subresources.put_object_acl},
     "tagging": {
         "GET": subresources.get_object_tagging,
@@ -541,6 +548,22 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def _span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int, int] | None:
+    """The byte range a GET or HEAD asks for: `Range`, or `?partNumber=N`."""
+    part = s3.query.get("partNumber")
+    if part is None:
+        return _range(s3.headers.get("range"), info.size_bytes)
+    if "range" in s3.headers:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber")
+    if not part.isdigit():
+        raise S3Error(
+            "InvalidArgument", "Part number must be an integer", ArgumentName="partNumber"
+        )
+    sizes = part_sizes(info.metadata)
+    headers["x-amz-mp-parts-count"] = str(len(sizes) if sizes else 1)
+    return part_span(sizes, info.size_bytes, int(part))
+
+
 def _versioned(ctx: S3Context, bucket: str) -> bool:
     return ctx.store.head_bucket(bucket).versioning is not Versioning.DISABLED
 
@@ -604,7 +627,7 @@ async def head_object(ctx: S3Context, s3: S3Request) -> Response:
     status = _check_conditions(s3, info)
     if status == 304:
         return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
-    span = _range(s3.headers.get("range"), info.size_bytes)
+    span = _span(s3, info, headers)
     length = info.size_bytes if span is None else span[1] - span[0]
     if span is not None:
         headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
@@ -629,7 +652,7 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
     if status == 304:
         return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
     _response_overrides(s3, headers)
-    span = _range(s3.headers.get("range"), info.size_bytes)
+    span = _span(s3, info, headers)
     if span is not None:  # a whole-object checksum says nothing about a range
         headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
     start, end = span if span is not None else (0, info.size_bytes)

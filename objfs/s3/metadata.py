@@ -20,7 +20,8 @@ STORED_HEADERS = (
 )
 HEADER_PREFIX = "h:"
 TAG_PREFIX = "t:"  # object tags: t:KEY = value
-INTERNAL_PREFIXES = ("a:", "t:", "m:")  # ACL, tags, multipart: never shown as x-amz-meta
+PART_SIZES = "p:sizes"  # a multipart object's part sizes, comma-separated
+INTERNAL_PREFIXES = ("a:", "t:", "m:", "p:")  # ACL, tags, uploads, parts: not x-amz-meta
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
 
 
@@ -41,3 +42,24 @@ def user_metadata(s3: S3Request) -> dict[str, str]:
             f"({MAX_METADATA_BYTES} bytes).",
         )
     return metadata
+
+
+def part_sizes(metadata: tuple[tuple[str, str], ...]) -> list[int] | None:
+    """The part sizes of an object made by a multipart upload, or None."""
+    raw = dict(metadata).get(PART_SIZES)
+    return None if raw is None else [int(size) for size in raw.split(",")]
+
+
+def part_span(sizes: list[int] | None, total: int, part_number: int) -> tuple[int, int]:
+    """[start, end) of part `part_number` (an object not made of parts is part 1).
+
+    Raises:
+        S3Error: InvalidPartNumber when there is no such part.
+    """
+    sizes = sizes or [total]
+    if not 1 <= part_number <= len(sizes):
+        raise S3Error(
+            "InvalidPartNumber", "The requested partnumber is not satisfiable", status=416
+        )
+    start = sum(sizes[: part_number - 1])
+    return start, start + sizes[part_number - 1]

@@ -29,7 +29,7 @@ from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error
-from objfs.s3.metadata import user_metadata
+from objfs.s3.metadata import PART_SIZES, user_metadata
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
 
 UPLOADS_BUCKET = ".objfs-uploads"
@@ -204,7 +204,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     wanted = s3xml.parse_complete_multipart(await read_small_body(s3))
     if not wanted:
         raise S3Error("MalformedXML", "You must specify at least one part")
-    sources, digests = [], []
+    sources, digests, sizes = [], [], []
     for index, (part_number, etag, _) in enumerate(wanted):
         try:
             part = ctx.store.head_object(
@@ -222,12 +222,14 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
             )
         sources.append(ComposeSource(UPLOADS_BUCKET, part.key, part.version_id))
         digests.append(bytes.fromhex(part.etag))
+        sizes.append(part.size_bytes)
     etag = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(wanted)}"
     metadata = {
         name[len(_USER_PREFIX) :]: value
         for name, value in upload.metadata
         if name.startswith(_USER_PREFIX)
     }
+    metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
     info = await ctx.store.compose_object(
         s3.bucket,
         s3.key,

@@ -20,7 +20,7 @@ from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, OWNER, S3Context, S3Request
 from objfs.s3.body import read_small_body
 from objfs.s3.errors import S3Error
-from objfs.s3.metadata import TAG_PREFIX
+from objfs.s3.metadata import TAG_PREFIX, part_sizes
 from objfs.store.types import BucketInfo
 
 TAGGING_SETTING = "tagging"
@@ -277,3 +277,44 @@ def add_cors_headers(ctx: S3Context, s3: S3Request, response: Response) -> None:
     if rule is not None:
         for name, value in _cors_headers(rule, origin, s3.method).items():
             response.headers[name] = value
+
+
+# -- attributes ----------------------------------------------------------------------
+
+
+async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
+    """GetObjectAttributes: the attributes named in `x-amz-object-attributes`."""
+    assert s3.bucket is not None and s3.key is not None
+    bucket = ctx.bucket_for(s3, s3.bucket, OBJECT)
+    info = ctx.store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
+    ctx.check_object(s3, bucket, info)
+    wanted = {
+        name.strip().lower()
+        for name in s3.headers.get("x-amz-object-attributes", "").split(",")
+        if name.strip()
+    }
+    if not wanted:
+        raise S3Error("InvalidArgument", "x-amz-object-attributes header is required")
+    parts = None
+    if "objectparts" in wanted:
+        sizes = part_sizes(info.metadata)
+        if sizes is not None:
+            parts = s3xml.ObjectParts(
+                total_parts_count=len(sizes),
+                parts=tuple(
+                    s3xml.Part(part_number=n, size_bytes=size)
+                    for n, size in enumerate(sizes[:1000], 1)
+                ),
+                is_truncated=len(sizes) > 1000,
+            )
+    body = s3xml.get_object_attributes(
+        etag=info.etag if "etag" in wanted else None,
+        checksums=info.checksums if "checksum" in wanted else None,
+        object_parts=parts,
+        storage_class="STANDARD" if "storageclass" in wanted else None,
+        object_size=info.size_bytes if "objectsize" in wanted else None,
+    )
+    response = Response(body, content_type="application/xml")
+    response.headers["Last-Modified"] = s3xml.http_date(info.mtime_ns)
+    response.headers["x-amz-version-id"] = info.version_id
+    return response

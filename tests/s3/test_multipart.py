@@ -178,3 +178,40 @@ def test_upload_part_copy_with_ranges_composes_by_reference(s3: Any) -> None:
             CopySourceRange=f"bytes=0-{13 * MiB}",
         )
     assert error_code(excinfo) == "InvalidRange"
+
+
+def test_get_by_part_number_and_object_attributes(s3: Any) -> None:
+    s3.create_bucket(Bucket="partnumbers")
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB + 7), os.urandom(1000)]
+    upload_id = s3.create_multipart_upload(Bucket="partnumbers", Key="k")["UploadId"]
+    etags = [
+        s3.upload_part(Bucket="partnumbers", Key="k", UploadId=upload_id, PartNumber=n, Body=part)[
+            "ETag"
+        ]
+        for n, part in enumerate(parts, 1)
+    ]
+    s3.complete_multipart_upload(
+        Bucket="partnumbers",
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+    )
+    for number, part in enumerate(parts, 1):
+        got = s3.get_object(Bucket="partnumbers", Key="k", PartNumber=number)
+        assert got["Body"].read() == part
+        assert got["PartsCount"] == 3
+        head = s3.head_object(Bucket="partnumbers", Key="k", PartNumber=number)
+        assert head["ContentLength"] == len(part)
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket="partnumbers", Key="k", PartNumber=4)
+    assert error_code(excinfo) == "InvalidPartNumber"
+    attributes = s3.get_object_attributes(
+        Bucket="partnumbers",
+        Key="k",
+        ObjectAttributes=["ETag", "ObjectSize", "ObjectParts", "StorageClass"],
+    )
+    assert attributes["ObjectSize"] == sum(len(p) for p in parts)
+    assert attributes["ETag"].endswith("-3")
+    assert attributes["ObjectParts"]["TotalPartsCount"] == 3
+    assert [p["Size"] for p in attributes["ObjectParts"]["Parts"]] == [len(p) for p in parts]
+    assert attributes["StorageClass"] == "STANDARD"

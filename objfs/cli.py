@@ -284,9 +284,7 @@ async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
 
     def ready(store: Store, bound: list[str], users: Users) -> None:
         _print_status(store)
-        where = (
-            ", ".join(f"http://{address}" for address in bound) or "nowhere (s3.address is empty)"
-        )
+        where = ", ".join(bound) or "nowhere (s3.address is empty)"
         print(f"objfs: serving S3 on {where}; Ctrl-C stops.", flush=True)
 
     await run_node(config, stop=stop, on_ready=ready)

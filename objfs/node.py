@@ -57,12 +57,28 @@ async def run_node(
             flush=True,
         )
     stop = trio.Event() if stop is None else stop
+    async with trio.open_nursery() as signals:
+        if handle_signals:
+            # Held for the node's whole life: a second Ctrl-C while stopping must
+            # not turn into a KeyboardInterrupt in the middle of the final checkpoint.
+            signals.start_soon(_stop_on_signal, stop)
+        await _serve(config, users, stop, on_ready, freeze_index)
+        signals.cancel_scope.cancel()
+    log.info("node stopped cleanly")
+
+
+async def _serve(
+    config: NodeConfig,
+    users: Users,
+    stop: trio.Event,
+    on_ready: Callable[[Store, list[str], Users], None] | None,
+    freeze_index: bool,
+) -> None:
+    """The store, then S3 over it, until `stop`; hypercorn drains, then the store closes."""
     async with (
         open_store(config.store, freeze_index=freeze_index) as store,
         trio.open_nursery() as nursery,
     ):
-        if handle_signals:
-            nursery.start_soon(_stop_on_signal, stop)
         bound: list[str] = []
         if config.s3.address:
             app = create_app(store, config, users)
@@ -79,11 +95,11 @@ async def run_node(
             on_ready(store, bound, users)
         await stop.wait()
         nursery.cancel_scope.deadline = trio.current_time() + 35  # graceful, bounded
-    log.info("node stopped cleanly")
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("signal %d: already stopping", signum)
             stop.set()
-            return

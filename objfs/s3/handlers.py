@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from quart import Response
 
 from objfs.errors import NoSuchKey, ObjfsError
-from objfs.s3 import acl, multipart, subresources
+from objfs.s3 import acl, multipart, post_object, subresources
 from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, OWNER, Handler, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
@@ -90,8 +90,8 @@ def _bucket_route(method: str, query: dict[str, str]) -> Handler:
         return list_objects_v2 if query.get("list-type") == "2" else list_objects_v1
     if method == "PUT":
         return put_bucket_versioning if "versioning" in query else create_bucket
-    if method == "POST" and "delete" in query:
-        return delete_objects
+    if method == "POST":
+        return delete_objects if "delete" in query else post_object.post_object
     table: dict[str, Handler] = {"HEAD": head_bucket, "DELETE": delete_bucket}
     if method in table:
         return table[method]

@@ -65,11 +65,19 @@ class Node:
         return trio.from_thread.run_sync(function, *args, trio_token=self.token)
 
 
-def start_node(data_dir: str, *, device_count: int = 3, s3: S3Config | None = None) -> Node:
+def start_node(
+    data_dir: str,
+    *,
+    device_count: int = 3,
+    device_size_bytes: int = 256 << 20,
+    s3: S3Config | None = None,
+) -> Node:
     os.environ["OBJFS_ROOT_ACCESS_KEY"] = ROOT_KEY
     os.environ["OBJFS_ROOT_SECRET_KEY"] = ROOT_SECRET
     trio.run(
-        lambda: create_data_dir(data_dir, device_count=device_count, device_size_bytes=256 << 20)
+        lambda: create_data_dir(
+            data_dir, device_count=device_count, device_size_bytes=device_size_bytes
+        )
     )
     config = NodeConfig(
         store=StoreConfig(data_dir=data_dir, scrub_rate_bytes_per_s=0),

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
@@ -30,6 +30,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import HTTPException
 
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _HIGH_WATER_BYTES = 2 * 1024 * 1024  # body bytes received ahead of the handler
 _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS"]
+_MAX_HEADER_BYTES = 16 * 1024  # AWS allows 8 KiB; presigned SDK requests stay far below
 
 
 class StreamBody(TrioBody):
@@ -134,6 +136,25 @@ class StreamingConnection(TrioASGIHTTPConnection):
 class S3App(QuartTrio):
     asgi_http_class = StreamingConnection
     request_class = StreamRequest
+
+    async def __call__(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """A request target without a path (`GET ?a=b`) never reaches Quart, which
+        cannot make a request of it: answer InvalidURI here."""
+        path = scope.get("path", "/") if scope.get("type") == "http" else "/"
+        if not path.startswith("/"):
+            request_id = secrets.token_hex(8).upper()
+            body = s3xml.error("InvalidURI", "Couldn't parse the specified URI.", path, request_id)
+            headers = [
+                (b"content-type", b"application/xml"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-amz-request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await super().__call__(scope, receive, send)
 
 
 @dataclass
@@ -246,6 +267,12 @@ def create_app(store: Store, config: NodeConfig, users: Users) -> S3App:
         response.headers["Server"] = "objfs"
         return response
 
+    async def unrouted(error: HTTPException) -> Response:
+        # An unknown method, or a path werkzeug's converter will not match (one
+        # with a newline): S3 answers those itself, in XML.
+        return await entry()
+
+    app.register_error_handler(HTTPException, unrouted)
     app.add_url_rule("/", "root", entry, methods=_METHODS, defaults={"path": ""})
     app.add_url_rule("/<path:path>", "path", entry, methods=_METHODS)
     return app
@@ -256,6 +283,11 @@ def _parse(context: S3Context, request_id: str) -> S3Request:
     scope = cast(HTTPScope, request.scope)
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
     raw_query: bytes = scope.get("query_string", b"")
+    if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > _MAX_HEADER_BYTES:
+        raise S3Error(
+            "RequestHeaderSectionTooLarge",
+            f"Your request's headers exceed the maximum allowed size ({_MAX_HEADER_BYTES} bytes).",
+        )
     headers: dict[str, str] = {}
     for name, value in scope["headers"]:
         lower = name.decode("latin-1").lower()
@@ -296,7 +328,11 @@ def _bucket_and_key(config: NodeConfig, host: str, path: str) -> tuple[str | Non
     """Virtual-hosted-style (BUCKET.domain) or path-style (/BUCKET/KEY)."""
     domain = config.s3.domain
     hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    decoded = unquote(path, errors="strict") if "%" in path else path
+    try:
+        raw = unquote_to_bytes(path) if "%" in path else path.encode("latin-1")
+        decoded = raw.decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
     if domain and hostname.endswith("." + domain):
         bucket = hostname[: -len(domain) - 1]
         key = decoded[1:] if decoded.startswith("/") else decoded

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import trio
 from quart import request
 
+from objfs.s3 import sigv4
 from objfs.s3.app import S3Request
 from objfs.s3.checksums import Checksum, requested_checksums
 from objfs.s3.chunked import AwsChunkedDecoder
-from objfs.s3.errors import S3Error
+from objfs.s3.errors import S3Error, is_number
 
 SMALL_BODY_LIMIT_BYTES = 1024 * 1024  # XML documents (DeleteObjects: 1000 keys fit)
 _HASH_OFF_LOOP_BYTES = 128 * 1024
@@ -53,6 +54,8 @@ async def read_small_body(s3: S3Request, *, need_md5: bool = False) -> bytes:
             raise S3Error("MaxMessageLengthExceeded", "Your request was too big.")
         parts.append(chunk)
     body = b"".join(parts)
+    if s3.identity is not None and _is_hex_sha256(s3.identity.payload_hash):
+        sigv4.verify_payload_hash(s3.identity, hashlib.sha256(body).hexdigest())
     expected = _content_md5(s3)
     if expected is not None and hashlib.md5(body).hexdigest() != expected:
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
@@ -166,6 +169,6 @@ def _int_header(headers: object, name: str) -> int | None:
     value = headers.get(name)
     if value is None:
         return None
-    if not value.isdigit():
+    if not is_number(value):
         raise S3Error("InvalidArgument", f"{name} must be a whole number", ArgumentName=name)
     return int(value)

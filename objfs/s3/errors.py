@@ -33,6 +33,8 @@ STATUS: dict[str, int] = {
     "InvalidPart": 400,
     "InvalidPartOrder": 400,
     "InvalidRange": 416,
+    "InvalidURI": 400,
+    "RequestHeaderSectionTooLarge": 400,
     "InvalidRequest": 400,
     "KeyTooLongError": 400,
     "MalformedPOSTRequest": 400,
@@ -55,6 +57,11 @@ STATUS: dict[str, int] = {
     "SlowDown": 503,
     "XAmzContentSHA256Mismatch": 400,
 }
+
+
+def is_number(text: str) -> bool:
+    """Whether `text` is a whole number in ASCII digits (str.isdigit also takes "²")."""
+    return text.isascii() and text.isdigit()
 
 
 class S3Error(Exception):

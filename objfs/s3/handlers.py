@@ -18,7 +18,7 @@ from objfs.s3 import acl, multipart, post_object, subresources
 from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, OWNER, Handler, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.errors import S3Error, from_core
+from objfs.s3.errors import S3Error, from_core, is_number
 from objfs.s3.metadata import (
     HEADER_PREFIX,
     INTERNAL_PREFIXES,
@@ -251,7 +251,7 @@ async def put_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
 
 def _max_keys(s3: S3Request) -> int:
     raw = s3.query.get("max-keys", "1000")
-    if not raw.isdigit():
+    if not is_number(raw):
         raise S3Error(
             "InvalidArgument",
             "Provided max-keys not an integer or within integer range",
@@ -521,7 +521,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     if header is None or not header.startswith("bytes=") or "," in header:
         return None
     first, dash, last = header[len("bytes=") :].strip().partition("-")
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+    if not dash or (first and not is_number(first)) or (last and not is_number(last)):
         return None
     if not first:
         if not last or int(last) == 0:
@@ -530,6 +530,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
             raise S3Error(
                 "InvalidRange",
                 "The requested range is not satisfiable",
+                headers={"Content-Range": f"bytes */{size}"},
                 RangeRequested=header,
                 ActualObjectSize=str(size),
             )
@@ -542,6 +543,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
         raise S3Error(
             "InvalidRange",
             "The requested range is not satisfiable",
+            headers={"Content-Range": f"bytes */{size}"},
             RangeRequested=header,
             ActualObjectSize=str(size),
         )
@@ -555,7 +557,7 @@ def _span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int
         return _range(s3.headers.get("range"), info.size_bytes)
     if "range" in s3.headers:
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber")
-    if not part.isdigit():
+    if not is_number(part):
         raise S3Error(
             "InvalidArgument", "Part number must be an integer", ArgumentName="partNumber"
         )

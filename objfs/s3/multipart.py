@@ -28,7 +28,7 @@ from objfs.s3 import acl
 from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.errors import S3Error
+from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
 
@@ -85,7 +85,7 @@ def _upload(ctx: S3Context, s3: S3Request) -> tuple[str, ObjectInfo]:
 
 def _part_number(s3: S3Request) -> int:
     raw = s3.query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+    if not is_number(raw) or not 1 <= int(raw) <= MAX_PART_NUMBER:
         raise S3Error(
             "InvalidArgument",
             f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive",
@@ -96,11 +96,12 @@ def _part_number(s3: S3Request) -> int:
 
 
 async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
-    assert s3.bucket is not None and s3.key is not None and s3.user is not None
+    assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     await _uploads_bucket(ctx)
     upload_id = secrets.token_hex(16)
-    metadata = {_META_KEY: s3.key, _META_OWNER: s3.user.canonical_id}
+    owner = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS
+    metadata = {_META_KEY: s3.key, _META_OWNER: owner}
     for name, value in user_metadata(s3).items():
         metadata[_USER_PREFIX + name] = value
     await ctx.store.put_object(
@@ -166,7 +167,7 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
         return 0, size
     spec = header.removeprefix("bytes=")
     first, dash, last = spec.partition("-")
-    if header == spec or not dash or not first.isdigit() or not last.isdigit():
+    if header == spec or not dash or not is_number(first) or not is_number(last):
         raise S3Error(
             "InvalidArgument",
             "The x-amz-copy-source-range value must be of the form bytes=first-last where "
@@ -281,7 +282,7 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
     upload_id, upload = _upload(ctx, s3)
     marker_raw = s3.query.get("part-number-marker", "0") or "0"
     max_raw = s3.query.get("max-parts", "1000") or "1000"
-    if not marker_raw.isdigit() or not max_raw.isdigit():
+    if not is_number(marker_raw) or not is_number(max_raw):
         raise S3Error("InvalidArgument", "part-number-marker and max-parts are whole numbers")
     marker, max_parts = int(marker_raw), min(int(max_raw), 1000)
     start_after = _part_key(s3.bucket, upload_id, marker) if marker else ""
@@ -332,7 +333,7 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
     key_marker = query.get("key-marker", "")
     upload_id_marker = query.get("upload-id-marker", "")
     max_raw = query.get("max-uploads", "1000") or "1000"
-    if not max_raw.isdigit():
+    if not is_number(max_raw):
         raise S3Error("InvalidArgument", "max-uploads is a whole number")
     max_uploads = min(int(max_raw), 1000)
     uploads = _all_uploads(ctx, s3.bucket)

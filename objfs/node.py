@@ -16,6 +16,7 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.config import NodeConfig
 from objfs.s3.app import create_app
@@ -25,8 +26,15 @@ from objfs.store import Store, open_store
 log = logging.getLogger(__name__)
 
 
+# hypercorn's trio worker reads sockets 64 KiB at a time: a 64 MiB PUT is then a
+# thousand trips through h11, ASGI and the writer on the event loop. 1 MiB reads
+# cut the loop's CPU per PUT by more than half (bench/README.md, bench_s3).
+hypercorn_tcp_server.MAX_RECV = 1 << 20
+
+
 def hypercorn_config(config: NodeConfig) -> HypercornConfig:
     server = HypercornConfig()
+    server.include_server_header = False  # the app says "objfs" itself
     server.bind = [config.s3.address]
     server.accesslog = None
     server.errorlog = logging.getLogger("objfs.s3.server")

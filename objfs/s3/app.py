@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+import quart
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
-from quart import Response, request
+from quart import request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
@@ -46,6 +47,13 @@ log = logging.getLogger(__name__)
 _HIGH_WATER_BYTES = 2 * 1024 * 1024  # body bytes received ahead of the handler
 _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS"]
 _MAX_HEADER_BYTES = 16 * 1024  # AWS allows 8 KiB; presigned SDK requests stay far below
+
+
+class Response(quart.Response):
+    """Quart's response without its text/html default: an S3 answer with no body
+    has no Content-Type, and every other says its own."""
+
+    default_mimetype = None  # type: ignore[assignment]  # werkzeug allows None
 
 
 class StreamBody(TrioBody):

@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
-from quart import Response
-
 from objfs.errors import NoSuchKey, ObjfsError
 from objfs.s3 import acl, multipart, post_object, subresources
 from objfs.s3 import xml as s3xml
-from objfs.s3.app import OBJECT, OWNER, Handler, S3Context, S3Request
+from objfs.s3.app import OBJECT, OWNER, Handler, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core, is_number
 from objfs.s3.metadata import (

@@ -21,12 +21,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from quart import Response
-
 from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
 from objfs.s3 import acl
 from objfs.s3 import xml as s3xml
-from objfs.s3.app import OBJECT, S3Context, S3Request
+from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata

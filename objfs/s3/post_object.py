@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
-from quart import Response, request
+from quart import request
 
 from objfs.s3 import acl, sigv4
-from objfs.s3.app import OBJECT, S3Context, S3Request
+from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.errors import S3Error
 from objfs.s3.users import User
 

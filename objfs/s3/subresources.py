@@ -13,11 +13,9 @@ import fnmatch
 import json
 from urllib.parse import parse_qsl
 
-from quart import Response
-
 from objfs.s3 import acl
 from objfs.s3 import xml as s3xml
-from objfs.s3.app import OBJECT, OWNER, S3Context, S3Request
+from objfs.s3.app import OBJECT, OWNER, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body
 from objfs.s3.errors import S3Error
 from objfs.s3.metadata import TAG_PREFIX, part_sizes

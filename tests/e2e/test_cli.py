@@ -92,3 +92,40 @@ def test_fsck_reports_a_damaged_superblock_and_repair_mends_it(disk_dir: str) ->
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert "fsck: clean" in repaired.stdout
     assert objfs("--data", data, "fsck", "--verify-data").returncode == 0
+
+
+def test_user_create_list_delete_and_mistakes(disk_dir: str) -> None:
+    """`objfs user` keeps the node's S3 users in DATA/users.json (mode 0600): root is
+    generated on first use and shown once; a user made with given keys lists with
+    them; a duplicate name, root's deletion or a bad key are one-line errors."""
+    data = os.path.join(disk_dir, "users")
+    os.makedirs(data)
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("OBJFS_ROOT_")}
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "objfs", "--data", data, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_free,
+    )
+    made = run(
+        "user", "create", "alice", "--access-key", "ALICEKEY01", "--secret-key", "alice-secret-123"
+    )
+    assert made.returncode == 0, made.stderr
+    assert "generated root" in made.stdout and "access key: ALICEKEY01" in made.stdout
+    assert os.stat(os.path.join(data, "users.json")).st_mode & 0o777 == 0o600
+    listed = run("user", "list")
+    names = [line.split("\t")[0] for line in listed.stdout.splitlines()]
+    assert names == ["alice", "root"] and "ALICEKEY01" in listed.stdout
+    assert "generated root" not in listed.stdout  # shown once
+    for args, words in [
+        (("user", "create", "alice"), "exists"),
+        (("user", "delete", "root"), "root cannot be deleted"),
+        (("user", "create", "bob", "--access-key", "k!"), "access key"),
+        (("user", "delete", "nobody"), "no user"),
+    ]:
+        failed = run(*args)
+        assert failed.returncode == 2 and words in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
+    assert run("user", "delete", "alice").returncode == 0
+    assert [line.split("\t")[0] for line in run("user", "list").stdout.splitlines()] == ["root"]

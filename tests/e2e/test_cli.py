@@ -101,13 +101,16 @@ def test_user_create_list_delete_and_mistakes(disk_dir: str) -> None:
     data = os.path.join(disk_dir, "users")
     os.makedirs(data)
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("OBJFS_ROOT_")}
-    run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "objfs", "--data", data, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env_free,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "objfs", "--data", data, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env_free,
+        )
+
     made = run(
         "user", "create", "alice", "--access-key", "ALICEKEY01", "--secret-key", "alice-secret-123"
     )

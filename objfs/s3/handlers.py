@@ -660,6 +660,13 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size_bytes}"
     headers["Content-Length"] = str(end - start)
     bucket, key, version_id = s3.bucket, s3.key, info.version_id
+    status = 206 if span is not None else 200
+    if end - start <= _READ_CHUNK_BYTES:
+        # Small: read now and answer with bytes. The same consistency, and no
+        # generator for the response to drive (a fifth of a 4 KiB GET's cost).
+        async with store.open_reader(bucket, key, version_id=version_id) as reader:
+            data = await reader.read(start, end - start)
+        return Response(data, status=status, headers=headers)
 
     async def body() -> AsyncIterator[bytes]:
         async with store.open_reader(bucket, key, version_id=version_id) as reader:
@@ -675,7 +682,7 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
                 position += len(data)
                 yield data
 
-    response = Response(body(), status=206 if span is not None else 200, headers=headers)
+    response = Response(body(), status=status, headers=headers)
     response.timeout = None
     return response
 

@@ -21,7 +21,7 @@ from hypercorn.trio import tcp_server as hypercorn_tcp_server
 from objfs.config import NodeConfig
 from objfs.s3.app import create_app
 from objfs.s3.users import Users
-from objfs.store import Store, open_store
+from objfs.store import Store, erasure, open_store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ async def run_node(
 ) -> None:
     """Run the node until a signal (or `stop`); `on_ready(store, bound addresses,
     users)` is called once S3 listens."""
+    erasure.tune_malloc()  # before any worker thread exists (each would get an arena)
     users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
     if generated:
         root = users.get("root")

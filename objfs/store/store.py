@@ -343,23 +343,28 @@ class Store:
             return version
 
         body_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            writer = ObjectWriter(
-                self._datapath,
-                nursery,
-                segment_size_bytes=self._datapath.segment_size_bytes,
-                inline_max_bytes=self.config.inline_max_bytes,
-                in_flight=self.config.writer_in_flight_segments,
-                commit=commit,
-            )
-            try:
-                yield writer
-            except BaseException as exc:
-                body_error = exc  # re-raised below, outside the nursery: not as a group
-            if not writer.committed:
-                nursery.cancel_scope.cancel()
-        if not writer.committed and not writer.record_maybe_durable:
-            writer.discard()
+        writer: ObjectWriter | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                writer = ObjectWriter(
+                    self._datapath,
+                    nursery,
+                    segment_size_bytes=self._datapath.segment_size_bytes,
+                    inline_max_bytes=self.config.inline_max_bytes,
+                    in_flight=self.config.writer_in_flight_segments,
+                    commit=commit,
+                )
+                try:
+                    yield writer
+                except BaseException as exc:
+                    body_error = exc  # re-raised below, outside the nursery: not as a group
+                if not writer.committed:
+                    nursery.cancel_scope.cancel()
+        finally:
+            # Also when the caller is cancelled (a client that hangs up mid-PUT): the
+            # nursery has waited for every store, so what was stored is all known.
+            if writer is not None and not writer.committed and not writer.record_maybe_durable:
+                writer.discard()
         if body_error is not None:
             raise body_error
 

@@ -42,18 +42,7 @@ class Node:
     def client(
         self, access_key: str = ROOT_KEY, secret_key: str = ROOT_SECRET, **config: Any
     ) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name="us-east-1",
-            config=BotoConfig(
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 1},
-                **config,
-            ),
-        )
+        return boto3_client(self.endpoint, access_key, secret_key, **config)
 
     def create_user(self, name: str) -> Any:
         """A new user of the running node (its users file too), and a client for it."""
@@ -63,6 +52,20 @@ class Node:
     def call(self, function: Any, *args: Any) -> Any:
         """Run `function(*args)` (sync, no awaits) on the node's event loop."""
         return trio.from_thread.run_sync(function, *args, trio_token=self.token)
+
+
+def boto3_client(
+    endpoint: str, access_key: str = ROOT_KEY, secret_key: str = ROOT_SECRET, **config: Any
+) -> Any:
+    """A boto3 S3 client for a test node: path-style, no retries (a failure shows)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+    )
 
 
 def start_node(

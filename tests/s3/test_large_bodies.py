@@ -46,13 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
-from s3_node import ROOT_KEY, ROOT_SECRET, WORK_DIR, Node
+from s3_node import ROOT_KEY, ROOT_SECRET, WORK_DIR, Node, boto3_client
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -207,16 +205,7 @@ def hashed(blocks: Iterator[bytes], md5: Any) -> Iterator[bytes]:
 
 
 def client(server: ServerProcess) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=ROOT_KEY,
-        aws_secret_access_key=ROOT_SECRET,
-        region_name="us-east-1",
-        config=BotoConfig(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, read_timeout=120
-        ),
-    )
+    return boto3_client(server.endpoint, read_timeout=120)
 
 
 def round_trip(server: ServerProcess, key: str, size_bytes: int) -> tuple[RssSampler, RssSampler]:

@@ -38,7 +38,7 @@ EMPTY_SHA256_HEX = hashlib.sha256(b"").hexdigest()
 PRESIGNED_EXPIRES_MAX_S = 7 * 24 * 3600  # 604800: a week, AWS's limit
 
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _ASCII_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
@@ -539,8 +539,16 @@ def _parse_amz_date(value: str) -> datetime | None:
     """A YYYYMMDDTHHMMSSZ time in UTC, or None if it is not one."""
     if not _AMZ_DATE.fullmatch(value):
         return None
-    try:
-        return datetime.strptime(value, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    try:  # by hand: strptime costs a third of a whole verify
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError:
         return None
 

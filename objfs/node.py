@@ -19,11 +19,13 @@ from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.config import NodeConfig
+from objfs.errors import ObjfsError
 from objfs.s3.app import create_app
 from objfs.s3.users import Users
 from objfs.store import Store, erasure, open_store
 
 log = logging.getLogger(__name__)
+_USERS_POLL_S = 2.0
 
 
 # hypercorn's trio worker reads sockets 64 KiB at a time: a 64 MiB PUT is then a
@@ -71,6 +73,7 @@ async def run_node(
             # Held for the node's whole life: a second Ctrl-C while stopping must
             # not turn into a KeyboardInterrupt in the middle of the final checkpoint.
             signals.start_soon(_stop_on_signal, stop)
+        signals.start_soon(_watch_users, users)
         await _serve(config, users, stop, on_ready, freeze_index)
         signals.cancel_scope.cancel()
     log.info("node stopped cleanly")
@@ -104,6 +107,17 @@ async def _serve(
             on_ready(store, bound, users)
         await stop.wait()
         nursery.cancel_scope.deadline = trio.current_time() + 35  # graceful, bounded
+
+
+async def _watch_users(users: Users) -> None:
+    """Pick up users added or removed by `objfs user` while the node runs."""
+    while True:
+        await trio.sleep(_USERS_POLL_S)
+        try:
+            if await trio.to_thread.run_sync(users.reload_if_changed):
+                log.info("users reloaded from %s", users.path)
+        except ObjfsError as exc:
+            log.error("%s; keeping the users loaded before", exc)
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass
 from typing import final
 
 from objfs.errors import ConfigError, UsageError
-from objfs.store.device import make_directory, read_small_file, write_file_atomically
+from objfs.store.device import (
+    file_stamp,
+    make_directory,
+    read_small_file,
+    write_file_atomically,
+)
 
 ROOT = "root"
 USERS_FILE = "users.json"
@@ -70,6 +75,7 @@ class Users:
         self.path = path
         self._by_name = {user.name: user for user in users}
         self._by_key = {user.access_key: user for user in users}
+        self._stamp = file_stamp(path)
 
     @classmethod
     def load(cls, data_dir: str, environ: dict[str, str] | None = None) -> tuple[Users, bool]:
@@ -108,6 +114,28 @@ class Users:
             loaded._put(new_user(ROOT), replacing=None)
             generated = True
         return loaded, generated
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the users file if another process (`objfs user create` while the
+        node runs) replaced it. Blocking: call from a thread. Returns whether it did.
+
+        Raises:
+            ConfigError: the file is no longer readable as objfs's.
+        """
+        stamp = file_stamp(self.path)
+        if stamp == self._stamp:
+            return False
+        raw = read_small_file(self.path)
+        if raw is None:
+            return False
+        try:
+            users = [User(**entry) for entry in json.loads(raw)["users"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: not an objfs users file ({exc})") from exc
+        self._by_name = {user.name: user for user in users}
+        self._by_key = {user.access_key: user for user in users}
+        self._stamp = stamp
+        return True
 
     def get(self, name: str) -> User | None:
         return self._by_name.get(name)
@@ -167,3 +195,4 @@ class Users:
         body = json.dumps({"format": 1, "users": [asdict(u) for u in self.all()]}, indent=1)
         make_directory(os.path.dirname(os.path.abspath(self.path)))
         write_file_atomically(self.path, body.encode())
+        self._stamp = file_stamp(self.path)

@@ -453,3 +453,13 @@ def read_small_file(path: str) -> bytes | None:
             return file.read()
     except FileNotFoundError:
         return None
+
+
+def file_stamp(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, mtime ns) of a file, or None if it does not exist: changes when
+    the file is replaced or rewritten. Blocking."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns

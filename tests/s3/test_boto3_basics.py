@@ -237,3 +237,23 @@ def test_presigned_get_and_put(node: Node) -> None:
     if "Signature=" in sigv2 and "X-Amz-Signature" not in sigv2:
         refused = http("GET", sigv2)
         assert refused.status == 400 and b"InvalidRequest" in refused.data
+
+
+def test_a_user_created_while_the_node_runs_can_sign_within_seconds(node: Node) -> None:
+    """`objfs user create` writes users.json from another process; the running node
+    picks the new user up (it polls the file) without a restart."""
+    from objfs.s3.users import Users
+
+    outside, _ = Users.load(node.config.store.data_dir)  # as the CLI would
+    carol = outside.create("carol")
+    client = node.client(carol.access_key, carol.secret_key)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.create_bucket(Bucket="carols")
+            break
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "InvalidAccessKeyId"
+            assert time.monotonic() < deadline, "the node never saw the new user"
+            time.sleep(0.2)
+    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["carols"]

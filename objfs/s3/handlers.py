@@ -8,7 +8,7 @@ object bodies stream through `body.py` in both directions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 
 from objfs.errors import NoSuchKey, ObjfsError
@@ -25,7 +25,7 @@ from objfs.s3.metadata import (
     part_span,
     user_metadata,
 )
-from objfs.store.types import ObjectInfo, Versioning
+from objfs.store.types import ListPage, ObjectInfo, Versioning
 
 _READ_CHUNK_BYTES = 1024 * 1024
 
@@ -270,18 +270,26 @@ def _encoding(s3: S3Request) -> str | None:
     return encoding
 
 
-async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
+def _list_page(
+    ctx: S3Context, s3: S3Request, start_after: str
+) -> tuple[str, str | None, int, ListPage]:
+    """Prefix, delimiter, max-keys and the page a ListObjects (v1 or v2) asks for."""
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket)
-    query = s3.query
-    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
-    token = query.get("continuation-token")
-    start_after = query.get("start-after", "")
-    position = s3xml.decode_continuation_token(token) if token is not None else start_after
+    prefix, delimiter = s3.query.get("prefix", ""), s3.query.get("delimiter") or None
     max_keys = _max_keys(s3)
     page = ctx.store.list_objects(
-        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=position, limit=max_keys
+        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=start_after, limit=max_keys
     )
+    return prefix, delimiter, max_keys, page
+
+
+async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
+    assert s3.bucket is not None
+    token = s3.query.get("continuation-token")
+    start_after = s3.query.get("start-after", "")
+    position = s3xml.decode_continuation_token(token) if token is not None else start_after
+    prefix, delimiter, max_keys, page = _list_page(ctx, s3, position)
     body = s3xml.list_objects_v2(
         bucket=s3.bucket,
         prefix=prefix,
@@ -291,7 +299,7 @@ async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
         page=page,
         continuation_token=token,
         start_after=start_after or None,
-        fetch_owner=query.get("fetch-owner") == "true",
+        fetch_owner=s3.query.get("fetch-owner") == "true",
         owner=s3xml.Owner(*_owner_of(ctx, s3)),
     )
     return Response(body, content_type="application/xml")
@@ -299,14 +307,8 @@ async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
 
 async def list_objects_v1(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
-    ctx.bucket_for(s3, s3.bucket)
-    query = s3.query
-    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
-    marker = query.get("marker", "")
-    max_keys = _max_keys(s3)
-    page = ctx.store.list_objects(
-        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=marker, limit=max_keys
-    )
+    marker = s3.query.get("marker", "")
+    prefix, delimiter, max_keys, page = _list_page(ctx, s3, marker)
     body = s3xml.list_objects_v1(
         bucket=s3.bucket,
         prefix=prefix,
@@ -437,11 +439,7 @@ def _check_if_match_for_put(ctx: S3Context, s3: S3Request) -> None:
     except NoSuchKey:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
     if not _etag_matches(s3.headers["if-match"], current.etag):
-        raise S3Error(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-            Condition="If-Match",
-        )
+        raise _precondition_failed("If-Match")
 
 
 def _etag_matches(header: str, etag: str | None) -> bool:
@@ -475,35 +473,43 @@ def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -
     return headers
 
 
-def _check_conditions(s3: S3Request, info: ObjectInfo) -> int | None:
-    """AWS's order: If-Match, then If-Unmodified-Since (ignored when If-Match is
-    given and true), then If-None-Match, then If-Modified-Since. Returns 304, or
-    None; raises PreconditionFailed."""
-    headers = s3.headers
+def _evaluate_conditions(
+    headers: Mapping[str, str], info: ObjectInfo, prefix: str = ""
+) -> tuple[str | None, bool]:
+    """AWS's order of the conditional headers (`prefix`: "x-amz-copy-source-" for a
+    copy's source): If-Match, else If-Unmodified-Since; then If-None-Match, else
+    If-Modified-Since. Returns (the failed precondition or None, not modified)."""
     mtime_s = info.mtime_ns // 1_000_000_000
-    if "if-match" in headers:
-        if not _etag_matches(headers["if-match"], info.etag):
-            raise S3Error(
-                "PreconditionFailed",
-                "At least one of the pre-conditions you specified did not hold",
-                Condition="If-Match",
-            )
-    elif "if-unmodified-since" in headers:
-        since = _http_seconds(headers["if-unmodified-since"])
+    failed = None
+    if prefix + "if-match" in headers:
+        if not _etag_matches(headers[prefix + "if-match"], info.etag):
+            failed = "If-Match"
+    elif prefix + "if-unmodified-since" in headers:
+        since = _http_seconds(headers[prefix + "if-unmodified-since"])
         if since is not None and mtime_s > since:
-            raise S3Error(
-                "PreconditionFailed",
-                "At least one of the pre-conditions you specified did not hold",
-                Condition="If-Unmodified-Since",
-            )
-    if "if-none-match" in headers:
-        if _etag_matches(headers["if-none-match"], info.etag):
-            return 304
-    elif "if-modified-since" in headers:
-        since = _http_seconds(headers["if-modified-since"])
-        if since is not None and mtime_s <= since:
-            return 304
-    return None
+            failed = "If-Unmodified-Since"
+    not_modified = False
+    if prefix + "if-none-match" in headers:
+        not_modified = _etag_matches(headers[prefix + "if-none-match"], info.etag)
+    elif prefix + "if-modified-since" in headers:
+        since = _http_seconds(headers[prefix + "if-modified-since"])
+        not_modified = since is not None and mtime_s <= since
+    return failed, not_modified
+
+
+def _precondition_failed(condition: str | None = None) -> S3Error:
+    message = "At least one of the pre-conditions you specified did not hold"
+    if condition is None:
+        return S3Error("PreconditionFailed", message)
+    return S3Error("PreconditionFailed", message, Condition=condition)
+
+
+def _check_conditions(s3: S3Request, info: ObjectInfo) -> int | None:
+    """Returns 304 or None; raises PreconditionFailed."""
+    failed, not_modified = _evaluate_conditions(s3.headers, info)
+    if failed is not None:
+        raise _precondition_failed(failed)
+    return 304 if not_modified else None
 
 
 def _http_seconds(value: str) -> int | None:
@@ -564,10 +570,6 @@ def _span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int
     return part_span(sizes, info.size_bytes, int(part))
 
 
-def _versioned(ctx: S3Context, bucket: str) -> bool:
-    return ctx.store.head_bucket(bucket).versioning is not Versioning.DISABLED
-
-
 def _response_overrides(s3: S3Request, headers: dict[str, str]) -> None:
     for name in (
         "content-type",
@@ -621,7 +623,7 @@ async def head_object(ctx: S3Context, s3: S3Request) -> Response:
     ctx.check_object(s3, bucket, info)
     headers = _object_headers(
         info,
-        versioned=_versioned(ctx, s3.bucket),
+        versioned=bucket.versioning is not Versioning.DISABLED,
         checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
     )
     status = _check_conditions(s3, info)
@@ -645,7 +647,7 @@ async def get_object(ctx: S3Context, s3: S3Request) -> Response:
     ctx.check_object(s3, bucket_info, info)
     headers = _object_headers(
         info,
-        versioned=_versioned(ctx, s3.bucket),
+        versioned=bucket_info.versioning is not Versioning.DISABLED,
         checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
     )
     status = _check_conditions(s3, info)
@@ -705,7 +707,7 @@ async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
 
 async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    ctx.bucket_for(s3, s3.bucket, acl.WRITE)
+    target = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     source_bucket, source_key, source_version = s3xml.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
@@ -740,7 +742,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         content_type=content_type,
     )
     headers: dict[str, str] = {}
-    if _versioned(ctx, s3.bucket):
+    if target.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id
     if source_version is not None:
         headers["x-amz-copy-source-version-id"] = source_version
@@ -749,20 +751,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
 
 
 def _check_copy_conditions(s3: S3Request, source: ObjectInfo) -> None:
-    headers = s3.headers
-    mtime_s = source.mtime_ns // 1_000_000_000
-    failed = False
-    if "x-amz-copy-source-if-match" in headers:
-        failed = not _etag_matches(headers["x-amz-copy-source-if-match"], source.etag)
-    elif "x-amz-copy-source-if-unmodified-since" in headers:
-        since = _http_seconds(headers["x-amz-copy-source-if-unmodified-since"])
-        failed = since is not None and mtime_s > since
-    if not failed and "x-amz-copy-source-if-none-match" in headers:
-        failed = _etag_matches(headers["x-amz-copy-source-if-none-match"], source.etag)
-    elif not failed and "x-amz-copy-source-if-modified-since" in headers:
-        since = _http_seconds(headers["x-amz-copy-source-if-modified-since"])
-        failed = since is not None and mtime_s <= since
-    if failed:
-        raise S3Error(
-            "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
-        )
+    """A copy's source conditions: any that does not hold is PreconditionFailed."""
+    failed, not_modified = _evaluate_conditions(s3.headers, source, "x-amz-copy-source-")
+    if failed is not None or not_modified:
+        raise _precondition_failed()

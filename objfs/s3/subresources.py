@@ -13,6 +13,7 @@ import fnmatch
 import json
 from urllib.parse import parse_qsl
 
+from objfs.errors import ObjfsError
 from objfs.s3 import acl
 from objfs.s3 import xml as s3xml
 from objfs.s3.app import OBJECT, OWNER, Response, S3Context, S3Request
@@ -242,7 +243,7 @@ async def preflight(ctx: S3Context, s3: S3Request) -> Response:
         )
     try:
         info = ctx.store.head_bucket(s3.bucket)
-    except Exception:
+    except ObjfsError:
         info = None
     requested = [
         h.strip().lower()
@@ -267,7 +268,7 @@ def add_cors_headers(ctx: S3Context, s3: S3Request, response: Response) -> None:
         return
     try:
         info = ctx.store.head_bucket(s3.bucket)
-    except Exception:
+    except ObjfsError:
         return
     if info.setting(CORS_SETTING) is None:
         return

@@ -616,8 +616,12 @@ def _head_for_read(ctx: S3Context, s3: S3Request) -> ObjectInfo:
     return info
 
 
-async def head_object(ctx: S3Context, s3: S3Request) -> Response:
-    assert s3.bucket is not None and s3.key is not None
+def _prepare_read(
+    ctx: S3Context, s3: S3Request
+) -> tuple[ObjectInfo, dict[str, str], Response | None]:
+    """What GET and HEAD share: the version read (access checked), its headers,
+    and the 304 answer when a condition says the client's copy is current."""
+    assert s3.bucket is not None
     bucket = ctx.bucket_for(s3, s3.bucket, OBJECT)
     info = _head_for_read(ctx, s3)
     ctx.check_object(s3, bucket, info)
@@ -626,9 +630,15 @@ async def head_object(ctx: S3Context, s3: S3Request) -> Response:
         versioned=bucket.versioning is not Versioning.DISABLED,
         checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
     )
-    status = _check_conditions(s3, info)
-    if status == 304:
-        return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
+    if _check_conditions(s3, info) == 304:
+        return info, headers, Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
+    return info, headers, None
+
+
+async def head_object(ctx: S3Context, s3: S3Request) -> Response:
+    info, headers, not_modified = _prepare_read(ctx, s3)
+    if not_modified is not None:
+        return not_modified
     span = _span(s3, info, headers)
     length = info.size_bytes if span is None else span[1] - span[0]
     if span is not None:
@@ -641,18 +651,10 @@ async def head_object(ctx: S3Context, s3: S3Request) -> Response:
 
 async def get_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
-    bucket_info = ctx.bucket_for(s3, s3.bucket, OBJECT)
     store = ctx.store
-    info = _head_for_read(ctx, s3)
-    ctx.check_object(s3, bucket_info, info)
-    headers = _object_headers(
-        info,
-        versioned=bucket_info.versioning is not Versioning.DISABLED,
-        checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
-    )
-    status = _check_conditions(s3, info)
-    if status == 304:
-        return Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
+    info, headers, not_modified = _prepare_read(ctx, s3)
+    if not_modified is not None:
+        return not_modified
     _response_overrides(s3, headers)
     span = _span(s3, info, headers)
     if span is not None:  # a whole-object checksum says nothing about a range

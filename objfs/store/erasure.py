@@ -318,13 +318,17 @@ class PyECLib:
         fragments: list[bytes] = self._driver.encode(bytes(data))
         return fragments
 
-    def decode(self, fragments: Mapping[int, bytes], size_bytes: int) -> bytes:
+    def _chosen(self, fragments: Mapping[int, bytes]) -> list[bytes]:
+        """k of the intact fragments, lowest numbers first (data before parity)."""
         if len(fragments) < self.data_fragments:
             raise Corrupted(
                 f"only {len(fragments)} of the {self.data_fragments} fragments a segment "
                 "needs are intact"
             )
-        chosen = [fragments[i] for i in sorted(fragments)[: self.data_fragments]]
+        return [fragments[i] for i in sorted(fragments)[: self.data_fragments]]
+
+    def decode(self, fragments: Mapping[int, bytes], size_bytes: int) -> bytes:
+        chosen = self._chosen(fragments)
         try:
             data: bytes = self._driver.decode(chosen)
         except Exception as exc:  # pyeclib's ECDriverError family
@@ -334,12 +338,7 @@ class PyECLib:
         return data
 
     def reconstruct(self, fragments: Mapping[int, bytes], missing: Sequence[int]) -> list[bytes]:
-        if len(fragments) < self.data_fragments:
-            raise Corrupted(
-                f"only {len(fragments)} of the {self.data_fragments} fragments a segment "
-                "needs are intact"
-            )
-        chosen = [fragments[i] for i in sorted(fragments)[: self.data_fragments]]
+        chosen = self._chosen(fragments)
         try:
             rebuilt: list[bytes] = self._driver.reconstruct(chosen, list(missing))
         except Exception as exc:

@@ -6,11 +6,13 @@ prints is a median over repeated measurements with its min and max beside it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,3 +87,13 @@ def peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("VmHWM not in /proc/self/status")
+
+
+def md5_rate(data: memoryview, block_bytes: int) -> float:
+    """MB/s of MD5 over `data` in `block_bytes` updates, on this thread."""
+    digest = hashlib.md5()
+    start = time.perf_counter()
+    for offset in range(0, len(data), block_bytes):
+        digest.update(data[offset : offset + block_bytes])
+    digest.hexdigest()
+    return len(data) / (time.perf_counter() - start) / MB

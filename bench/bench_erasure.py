@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 
 import crc32c
 import trio
-from _util import DEFAULT_BASE_DIR, MB, Summary, print_row, scratch_dir, verdict
+from _util import DEFAULT_BASE_DIR, MB, Summary, md5_rate, print_row, scratch_dir, verdict
 
 from objfs.config import StoreConfig
 from objfs.store import Store, erasure, open_store
@@ -375,15 +375,6 @@ def precondition(paths: list[str], size_bytes: int) -> None:
         _in_threads([fill(path) for path in paths])
     finally:
         buffer.close()
-
-
-def md5_rate(data: memoryview, block_bytes: int) -> float:
-    digest = hashlib.md5()
-    start = time.perf_counter()
-    for offset in range(0, len(data), block_bytes):
-        digest.update(data[offset : offset + block_bytes])
-    digest.hexdigest()
-    return len(data) / (time.perf_counter() - start) / MB
 
 
 # -- the store ---------------------------------------------------------------------

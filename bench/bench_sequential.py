@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 import trio
-from _util import DEFAULT_BASE_DIR, MB, Summary, print_row, scratch_dir, verdict
+from _util import DEFAULT_BASE_DIR, MB, Summary, md5_rate, print_row, scratch_dir, verdict
 
 from objfs.config import StoreConfig
 from objfs.store import Store, open_store
@@ -131,16 +131,6 @@ def raw_round(path: str, offset: int, blocks: list[AlignedBuffer]) -> tuple[floa
     finally:
         os.close(device._fd)
     return total / write_seconds / MB, total / read_seconds / MB
-
-
-def md5_rate(data: memoryview, block_bytes: int) -> float:
-    """MB/s of MD5 over `data` in `block_bytes` updates, on this thread."""
-    digest = hashlib.md5()
-    start = time.perf_counter()
-    for offset in range(0, len(data), block_bytes):
-        digest.update(data[offset : offset + block_bytes])
-    digest.hexdigest()
-    return len(data) / (time.perf_counter() - start) / MB
 
 
 async def put(store: Store, key: str, data: memoryview, block_bytes: int) -> tuple[float, float]:

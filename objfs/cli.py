@@ -19,7 +19,7 @@ from objfs.config import NodeConfig, load_config
 from objfs.errors import ObjfsError, UsageError
 from objfs.node import run_node
 from objfs.s3.users import Users
-from objfs.store import Store, open_store
+from objfs.store import Store, erasure, open_store
 from objfs.store.device import open_devices
 from objfs.store.format import (
     DEFAULT_DEVICE_COUNT,
@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         config = load_config(args.config, data_dir=args.data)
+        # Before trio.run: it looks libc up (ldconfig), which must not block the
+        # loop, and the arena cap must precede every worker thread.
+        erasure.tune_malloc()
         code = trio.run(_run, args, config)
     except ObjfsError as exc:
         print(f"objfs: {exc}", file=sys.stderr)

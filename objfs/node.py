@@ -56,7 +56,7 @@ async def run_node(
 ) -> None:
     """Run the node until a signal (or `stop`); `on_ready(store, bound addresses,
     users)` is called once S3 listens."""
-    erasure.tune_malloc()  # before any worker thread exists (each would get an arena)
+    erasure.tune_malloc()  # a no-op after the CLI's call; before any worker thread exists
     users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
     if generated:
         root = users.get("root")

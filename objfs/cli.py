@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
 
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the node (formats the data directory first)")
     serve.add_argument("--once", action="store_true", help="open, print status, and exit")
+    serve.add_argument("--mount", metavar="PATH", help="also mount the buckets at PATH (FUSE)")
+    serve.add_argument("--bucket", metavar="NAME", help="with --mount: mount this bucket only")
 
     command("status", "open the store and print what it holds")
 
@@ -283,12 +286,22 @@ async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
         async with open_store(config.store) as store:
             _print_status(store)
         return 0
+    if args.mount is not None or args.bucket is not None:
+        fuse = replace(
+            config.fuse,
+            mountpoint=config.fuse.mountpoint if args.mount is None else args.mount,
+            bucket=config.fuse.bucket if args.bucket is None else args.bucket,
+        )
+        config = replace(config, fuse=fuse)
     stop = trio.Event()
 
     def ready(store: Store, bound: list[str], users: Users) -> None:
         _print_status(store)
         where = ", ".join(bound) or "nowhere (s3.address is empty)"
         print(f"objfs: serving S3 on {where}; Ctrl-C stops.", flush=True)
+        if config.fuse.mountpoint:
+            shown = f"bucket {config.fuse.bucket}" if config.fuse.bucket else "every bucket"
+            print(f"objfs: {shown} mounted at {config.fuse.mountpoint}", flush=True)
 
     await run_node(config, stop=stop, on_ready=ready)
     print("objfs: stopped cleanly")

@@ -94,6 +94,28 @@ class S3Config:
         _check_range("s3.max_clock_skew_ms", self.max_clock_skew_ms, 1000, 86_400_000)
 
 
+@dataclass(frozen=True, slots=True)
+class FuseConfig:
+    """The FUSE face: where it mounts and what it shows (`objfs serve --mount`)."""
+
+    mountpoint: str = ""  # "" for no mount
+    bucket: str = ""  # mount this one bucket as the root; "" for every bucket
+    allow_other: bool = True  # let other users in (permissions are still checked)
+    # How long the kernel may keep names and attributes without asking again. 0
+    # makes every S3 change visible at once; changes through S3 are also pushed
+    # to the kernel as invalidations, whatever this is.
+    cache_timeout_ms: int = 0
+    # Owner of what was never given one through the mount (objects put over
+    # S3, buckets): -1 for the user running the node.
+    default_uid: int = -1
+    default_gid: int = -1
+
+    def __post_init__(self) -> None:
+        _check_range("fuse.cache_timeout_ms", self.cache_timeout_ms, 0, 3_600_000)
+        _check_range("fuse.default_uid", self.default_uid, -1, 2**32 - 2)
+        _check_range("fuse.default_gid", self.default_gid, -1, 2**32 - 2)
+
+
 def _check_range(key: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{key}: {value!r} is not a whole number from {low} to {high}")
@@ -124,6 +146,7 @@ def _build_section(cls: type[Any], section: str, raw: dict[str, Any]) -> Any:
 class NodeConfig:
     store: StoreConfig
     s3: S3Config = S3Config()
+    fuse: FuseConfig = FuseConfig()
 
 
 def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
@@ -141,10 +164,10 @@ def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(raw) - {"store", "s3"}
+    unknown = set(raw) - {"store", "s3", "fuse"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: s3, store)")
-    for section in ("store", "s3"):
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: fuse, s3, store)")
+    for section in ("store", "s3", "fuse"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"{section}: must be a table")
     store_raw = raw.get("store", {})
@@ -153,4 +176,5 @@ def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
     return NodeConfig(
         store=_build_section(StoreConfig, "store", store_raw),
         s3=_build_section(S3Config, "s3", raw.get("s3", {})),
+        fuse=_build_section(FuseConfig, "fuse", raw.get("fuse", {})),
     )

@@ -1,9 +1,10 @@
 """objfs.node — the composition root: one `trio.run`, the store, and the faces over it.
 
 `run_node` recovers the store before anything listens, then serves S3 with
-hypercorn in the same nursery, and stops on SIGINT/SIGTERM (or when `stop` is
-set): hypercorn drains and closes, then the store drains its WAL and writes a
-final checkpoint. A failure of either stops the node with the error.
+hypercorn and (when configured) the FUSE mount in the same nursery, and stops
+on SIGINT/SIGTERM (or when `stop` is set): the mount stores what open files
+hold and unmounts, hypercorn drains and closes, then the store drains its WAL
+and writes a final checkpoint. A failure of either stops the node with the error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
+from objfs.fuse.mount import run_mount, stop_mount
 from objfs.s3.app import create_app
 from objfs.s3.users import Users
 from objfs.store import Store, erasure, open_store
@@ -103,9 +105,13 @@ async def _serve(
                     mode="asgi",
                 )
             )
+        if config.fuse.mountpoint:
+            await nursery.start(partial(run_mount, store, config.fuse))
         if on_ready is not None:
             on_ready(store, bound, users)
         await stop.wait()
+        if config.fuse.mountpoint:
+            stop_mount()
         nursery.cancel_scope.deadline = trio.current_time() + 35  # graceful, bounded
 
 

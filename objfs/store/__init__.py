@@ -10,6 +10,7 @@ from objfs.store.store import Store
 from objfs.store.types import (
     BucketInfo,
     BucketName,
+    Change,
     DeleteResult,
     ListPage,
     ObjectInfo,
@@ -23,6 +24,7 @@ from objfs.store.types import (
 __all__ = [
     "BucketInfo",
     "BucketName",
+    "Change",
     "DeleteResult",
     "ListPage",
     "ObjectInfo",

@@ -24,6 +24,7 @@ from objfs.errors import (
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
+    PreconditionFailed,
 )
 from objfs.store import pieces as piece_math
 from objfs.store.packing import (
@@ -403,6 +404,8 @@ class ObjectIndex:
 
     def _set_attributes(self, record: SetAttributes, freed: list[Segment]) -> None:
         current = self.current(record.bucket, record.key)
+        if record.if_mtime_ns is not None and current.mtime_ns != record.if_mtime_ns:
+            raise PreconditionFailed(f"{record.key!r} changed since it was read")
         updated = current
         if record.posix is not None:
             updated = replace(updated, posix=record.posix)

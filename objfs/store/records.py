@@ -20,6 +20,7 @@ import msgpack
 from objfs.errors import Corrupted
 from objfs.store.types import (
     BucketName,
+    Change,
     Extent,
     Fragment,
     ObjectKey,
@@ -176,6 +177,9 @@ class SetAttributes:
     content_type: str | None = None
     mtime_ns: int | None = None
     etag: str | None = None
+    # Applied only if the current version's mtime is still this (PreconditionFailed
+    # if not): a face that read the bytes to set their ETag must not set it on newer ones.
+    if_mtime_ns: int | None = None
 
 
 Record = (
@@ -192,6 +196,24 @@ Record = (
     | Truncate
     | SetAttributes
 )
+
+
+def change_of(record: Record) -> Change | None:
+    """What a face needs to know of an applied record (None: nothing a face shows)."""
+    match record:
+        case CreateBucket(name) | DeleteBucket(name):
+            return Change(name)
+        case SetBucketVersioning(name) | SetBucketSetting(name):
+            return Change(name)
+        case PutVersion(bucket, key) | DeleteObject(bucket, key):
+            return Change(bucket, (key,))
+        case WriteAt(bucket, key) | Truncate(bucket, key) | SetAttributes(bucket, key):
+            return Change(bucket, (key,))
+        case RenameKey(bucket, source, target):
+            return Change(bucket, (source, target))
+        case RenamePrefix(bucket, source, target):
+            return Change(bucket, (), (source, target))
+    return None
 
 
 # -- value encodings (shared with checkpoints) --------------------------------------
@@ -317,7 +339,7 @@ def _fields(record: Record) -> list[Any]:
             return [bucket, key, [encode_piece(piece) for piece in pieces], mtime_ns]
         case Truncate(bucket, key, size_bytes, mtime_ns):
             return [bucket, key, size_bytes, mtime_ns]
-        case SetAttributes(bucket, key, posix, metadata, content_type, mtime_ns, etag):
+        case SetAttributes(bucket, key, posix, metadata, content_type, mtime_ns, etag, if_mtime):
             return [
                 bucket,
                 key,
@@ -326,6 +348,7 @@ def _fields(record: Record) -> list[Any]:
                 content_type,
                 mtime_ns,
                 etag,
+                if_mtime,
             ]
     raise AssertionError(f"unknown record {record!r}")
 
@@ -387,6 +410,7 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
                 f[4],
                 f[5],
                 f[6],
+                f[7] if len(f) > 7 else None,  # added after the first layout: optional
             )
     raise AssertionError(record_type)
 

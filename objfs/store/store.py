@@ -46,6 +46,7 @@ from objfs.store.records import (
     SetBucketVersioning,
     Truncate,
     WriteAt,
+    change_of,
 )
 from objfs.store.scrub import Scrubber
 from objfs.store.space import Space
@@ -54,6 +55,7 @@ from objfs.store.types import (
     NULL_VERSION,
     BucketInfo,
     BucketName,
+    Change,
     ComposeSource,
     DeleteResult,
     Extent,
@@ -106,6 +108,7 @@ class Store:
         self.scrubber = scrubber  # scrub passes, heal passes, the heal queue
         self._clock = clock
         self._locks = KeyLocks()
+        self._watchers: list[Callable[[Change], None]] = []
         self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
@@ -129,6 +132,21 @@ class Store:
         if self.config.read_only:
             raise ReadOnly("the store was opened read-only")
         await self._wal.append(record)
+        if self._watchers:
+            change = change_of(record)
+            if change is not None:
+                for watcher in list(self._watchers):
+                    try:
+                        watcher(change)
+                    except Exception:  # the record is durable and applied: report, go on
+                        log.exception("a watcher failed on %r", change)
+
+    def watch(self, watcher: Callable[[Change], None]) -> Callable[[], None]:
+        """Call `watcher(change)` after every committed change, in the committing
+        task, before the change's caller hears of it; returns the unwatch function.
+        A watcher must not block (a face queues its work and returns)."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher)
 
     async def create_bucket(
         self, name: str, *, owner: str = "root", internal: bool = False
@@ -586,11 +604,17 @@ class Store:
         content_type: str | None = None,
         mtime_ns: int | None = None,
         etag: str | None = None,
+        if_mtime_ns: int | None = None,
     ) -> ObjectInfo:
-        """Change metadata of the current version in place (chmod, utimens, xattrs)."""
+        """Change metadata of the current version in place (chmod, utimens, xattrs).
+
+        With `if_mtime_ns`, only if the current version's mtime is still that
+        (PreconditionFailed if not: it was written meanwhile)."""
         bucket_name, object_key = self._check_writable(bucket, key)
         meta = None if metadata is None else tuple(sorted(metadata.items()))
-        record = SetAttributes(bucket_name, object_key, posix, meta, content_type, mtime_ns, etag)
+        record = SetAttributes(
+            bucket_name, object_key, posix, meta, content_type, mtime_ns, etag, if_mtime_ns
+        )
         await self._commit(record)
         return self.head_object(bucket, key)
 

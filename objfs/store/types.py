@@ -194,6 +194,17 @@ class DeleteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change as a face sees it (`Store.watch`): which names of a bucket
+    it touched. No keys and no prefixes: the bucket itself (created, deleted, a
+    setting). A prefix stands for every key under it (a renamed directory)."""
+
+    bucket: BucketName
+    keys: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStatistics:
     buckets: int
     objects: int

@@ -16,7 +16,7 @@ import boto3
 import trio
 from botocore.config import Config as BotoConfig
 
-from objfs.config import NodeConfig, S3Config, StoreConfig
+from objfs.config import FuseConfig, NodeConfig, S3Config, StoreConfig
 from objfs.node import run_node
 from objfs.s3.users import Users
 from objfs.store import Store
@@ -74,7 +74,10 @@ def start_node(
     device_count: int = 3,
     device_size_bytes: int = 256 << 20,
     s3: S3Config | None = None,
+    fuse: FuseConfig | None = None,
 ) -> Node:
+    """A node on fresh device files in `data_dir`; with `fuse`, also mounted (one
+    mount per process: pyfuse3 is process-wide)."""
     os.environ["OBJFS_ROOT_ACCESS_KEY"] = ROOT_KEY
     os.environ["OBJFS_ROOT_SECRET_KEY"] = ROOT_SECRET
     trio.run(
@@ -85,6 +88,7 @@ def start_node(
     config = NodeConfig(
         store=StoreConfig(data_dir=data_dir, scrub_rate_bytes_per_s=0),
         s3=s3 or S3Config(address="127.0.0.1:0"),
+        fuse=fuse or FuseConfig(),
     )
     ready = threading.Event()
     box: dict[str, Any] = {}

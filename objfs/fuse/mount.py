@@ -1,0 +1,118 @@
+"""objfs.fuse.mount — mount the face, serve it, unmount it.
+
+`run_mount` is started by the node (`nursery.start`) after the store is open:
+it clears a stale mount a killed node left at the mountpoint, mounts, reports
+ready, and serves until `stop_mount()` (SIGTERM) or an unmount from outside.
+On the way out it stores what open files still hold and unmounts. pyfuse3
+allows one mount per process.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+
+import pyfuse3
+import trio
+
+from objfs.config import FuseConfig
+from objfs.errors import ConfigError, NoSuchBucket
+from objfs.fuse.operations import Operations
+from objfs.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _mounted_at(path: str) -> bool:
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].replace("\\040", " ") == path:
+                return True
+    return False
+
+
+def prepare_mountpoint(mountpoint: str) -> str:
+    """Make the mountpoint usable and return its absolute path: unmount what a
+    killed node left behind ("Transport endpoint is not connected"), create the
+    directory if missing.
+
+    Raises:
+        ConfigError: no FUSE here, something else is mounted there, or it is not
+            a directory.
+    """
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("fuse.mountpoint: this machine has no /dev/fuse (FUSE is not available)")
+    path = os.path.abspath(mountpoint)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise ConfigError(f"fuse.mountpoint: {path}: {exc.strerror}") from exc
+        log.warning("%s: clearing the stale mount of a node that did not stop cleanly", path)
+        tool = shutil.which("fusermount3") or shutil.which("fusermount")
+        command = [tool, "-u", "-z", path] if tool else ["umount", "-l", path]
+        subprocess.run(command, check=False, capture_output=True)
+    else:
+        if _mounted_at(path):
+            raise ConfigError(f"fuse.mountpoint: {path} already has something mounted on it")
+    if not os.path.isdir(path):
+        raise ConfigError(f"fuse.mountpoint: {path} is not a directory")
+    return path
+
+
+async def run_mount(
+    store: Store,
+    config: FuseConfig,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    path = await trio.to_thread.run_sync(prepare_mountpoint, config.mountpoint)
+    if config.bucket:
+        try:
+            store.head_bucket(config.bucket)
+        except NoSuchBucket:
+            log.info("creating bucket %s for the mount", config.bucket)
+            await store.create_bucket(config.bucket)
+    uid = os.getuid() if config.default_uid < 0 else config.default_uid
+    gid = os.getgid() if config.default_gid < 0 else config.default_gid
+    operations = Operations(
+        store,
+        bucket=config.bucket,
+        uid=uid,
+        gid=gid,
+        timeout_s=config.cache_timeout_ms / 1000,
+    )
+    await operations.prepare()
+    options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    options |= {"fsname=objfs", "subtype=objfs"}
+    if config.allow_other:
+        options.add("allow_other")
+    pyfuse3.init(operations, path, options)
+    unwatch = store.watch(operations.on_change)
+    log.info("mounted %s at %s", config.bucket or "every bucket", path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(operations.run_invalidations)
+            task_status.started(path)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+    finally:
+        unwatch()
+        with trio.CancelScope(shield=True):
+            await operations.close()
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", path)
+
+
+def stop_mount() -> None:
+    """End `run_mount`'s main loop (from the event loop's thread)."""
+    try:
+        pyfuse3.terminate()
+    except Exception:  # not mounted (yet, or any more): nothing to stop
+        log.debug("no mount to stop", exc_info=True)

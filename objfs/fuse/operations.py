@@ -1,0 +1,770 @@
+"""objfs.fuse.operations — the pyfuse3 handlers: parse, call the core, answer.
+
+Each handler checks what POSIX asks of the name (EISDIR, ENOTDIR, ENOTEMPTY,
+EXDEV ...) with `Tree`, makes one core call (or two, where the core has no
+single one yet), and answers with the node's attributes. Permission bits are
+checked by the kernel (`default_permissions`); this face stores them
+faithfully. Every handler runs under `errors.guarded`.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import logging
+import mimetypes
+import os
+import stat
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+
+import pyfuse3
+import trio
+
+from objfs.errors import NoSuchBucket, ObjfsError
+from objfs.fuse.errors import IN_HANDLER, fail, guarded
+from objfs.fuse.files import OpenFile
+from objfs.fuse.inodes import Inodes, Node
+from objfs.fuse.names import decode_name, parent_of
+from objfs.fuse.tree import (
+    BUCKET_POSIX_SETTING,
+    DIR_CONTENT_TYPE,
+    SYMLINK_METADATA,
+    Attrs,
+    Tree,
+)
+from objfs.store import Change, PosixAttrs, Store
+
+log = logging.getLogger(__name__)
+
+ORPHAN_BUCKET = ".objfs-fuse-orphans"  # files unlinked while open live here until released
+XATTR_PREFIX = "x:"  # metadata name of an xattr that is not a plain user.* text value
+USER_XATTR = "user."
+_MAX_XATTR_BYTES = 64 * 1024
+_SETID = stat.S_ISUID | stat.S_ISGID
+
+
+@dataclass(slots=True)
+class Handle:
+    node: Node
+    file: OpenFile
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, store: Store, *, bucket: str, uid: int, gid: int, timeout_s: float) -> None:
+        super().__init__()
+        self.store = store
+        self.inodes = Inodes(bucket)
+        self.tree = Tree(store, self.inodes, uid=uid, gid=gid, timeout_s=timeout_s)
+        self._files: dict[int, OpenFile] = {}  # ino -> the open file, while any handle is open
+        self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, tuple[Node, list[tuple[str, str, str]]]] = {}
+        self._next_fh = 1
+        self._orphans = 0
+        self.invalidations: set[tuple[int, bytes | None]] = set()  # (ino, None) or (parent, name)
+        self.invalidated = trio.Event()
+
+    async def prepare(self) -> None:
+        """Before mounting: the internal bucket for open-unlinked files, emptied of
+        what a killed node left there."""
+        try:
+            self.store.head_bucket(ORPHAN_BUCKET)
+        except NoSuchBucket:
+            await self.store.create_bucket(ORPHAN_BUCKET, internal=True)
+        while page := self.store.list_objects(ORPHAN_BUCKET, limit=1000).objects:
+            for info in page:
+                await self.store.delete_object(ORPHAN_BUCKET, info.key)
+
+    async def close(self) -> None:
+        """After unmounting: store what open files still hold in memory."""
+        for file in list(self._files.values()):
+            try:
+                await file.sync()
+            except ObjfsError as exc:
+                log.error(
+                    "%s/%s: unflushed writes lost at unmount: %s",
+                    file.node.bucket,
+                    file.node.path,
+                    exc,
+                )
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        file = self._files.get(node.ino)
+        size = None
+        if file is not None and file.end:
+            size = max(file.end, self.tree.attrs(node).size)
+        return self.tree.entry(node, self.tree.attrs(node, size=size))
+
+    def _attrs(self, node: Node) -> Attrs:
+        return self.tree.attrs(node)
+
+    def _dir(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if not node.is_dir:
+            raise fail(errno.ENOTDIR)
+        return node
+
+    def _new_path(self, parent: Node, name: bytes) -> tuple[str, str]:
+        """(name, key) for a new object in `parent`; EEXIST if the name is taken."""
+        text = decode_name(name)
+        if parent.bucket == "":
+            raise fail(errno.EPERM)  # only directories (buckets) at the root of every bucket
+        if self.tree.child(parent, text) is not None:
+            raise fail(errno.EEXIST)
+        return text, parent.path + text
+
+    def _new_owner(self, parent: Node, ctx: pyfuse3.RequestContext, mode: int) -> tuple[int, int]:
+        """(gid, mode) of a new entry: a set-group-ID directory passes on its group
+        (and, to a directory, the bit); otherwise the caller's group."""
+        parent_attrs = self._attrs(parent)
+        if parent_attrs.mode & stat.S_ISGID:
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+            return parent_attrs.gid, mode
+        return ctx.gid, mode
+
+    async def _touch_dir(self, node: Node, now: int) -> None:
+        """A directory's entries changed: its mtime and ctime are now (markers only)."""
+        if node.bucket == "" or not node.is_dir:
+            return
+        if node.path == "":  # a bucket made or changed through the mount keeps its times
+            if self.store.head_bucket(node.bucket).setting(BUCKET_POSIX_SETTING) is not None:
+                attrs = replace(self._attrs(node), mtime_ns=now, ctime_ns=now)
+                await self._set_bucket_attrs(node.bucket, attrs)
+            return
+        info = self.tree.object(node.bucket, node.path)
+        if info is None or info.posix is None:
+            return  # a directory S3 made: its times come from its marker, when it has one
+        posix = replace(info.posix, ctime_ns=now)
+        await self.store.set_attributes(node.bucket, node.path, posix=posix, mtime_ns=now)
+
+    async def _set_bucket_attrs(self, bucket: str, attrs: Attrs) -> None:
+        saved = {
+            "mode": attrs.mode,
+            "uid": attrs.uid,
+            "gid": attrs.gid,
+            "atime_ns": attrs.atime_ns,
+            "mtime_ns": attrs.mtime_ns,
+            "ctime_ns": attrs.ctime_ns,
+        }
+        await self.store.set_bucket_setting(
+            bucket, BUCKET_POSIX_SETTING, json.dumps(saved).encode()
+        )
+
+    def _open_file(self, node: Node, *, fresh: bool) -> tuple[int, OpenFile]:
+        """A new handle of the node's open file: (fh, the file)."""
+        file = self._files.get(node.ino)
+        if file is None:
+            file = self._files[node.ino] = OpenFile(self.store, node, fresh=fresh)
+        node.handles += 1
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(node, file)
+        return fh, file
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise fail(errno.EBADF) from None
+
+    async def _drop(self, node: Node | None) -> None:
+        """Nothing holds the node any more: an orphan's object goes."""
+        if node is None or not node.orphan or node.bucket != ORPHAN_BUCKET:
+            return
+        try:
+            await self.store.delete_object(ORPHAN_BUCKET, node.path)
+        except ObjfsError as exc:
+            log.error("could not delete the unlinked file %s: %s", node.path, exc)
+
+    async def _set_aside(self, node: Node) -> None:
+        """Unlinked (or replaced) while open: move the object out of sight until released."""
+        file = self._files.get(node.ino)
+        if file is not None:
+            await file.flush_data()
+        self._orphans += 1
+        aside = f"{self.tree.started_ns}-{self._orphans}"
+        await self.store.copy_object(node.bucket, node.path, ORPHAN_BUCKET, aside)
+        await self.store.delete_object(node.bucket, node.path)
+        self.inodes.orphan(node)
+        node.bucket, node.path = ORPHAN_BUCKET, aside
+
+    # -- names ----------------------------------------------------------------------
+
+    @guarded
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._dir(parent_inode)
+        if name == b".":
+            node = parent
+        elif name == b"..":
+            node = self._parent(parent)
+        else:
+            found = self.tree.child(parent, decode_name(name))
+            if found is None:
+                raise fail(errno.ENOENT)
+            node = found
+        entry = self._entry(node)
+        self.inodes.looked_up(node)
+        return entry
+
+    def _parent(self, node: Node) -> Node:
+        if node.is_root:
+            return node
+        if node.path == "":
+            return self.inodes.root
+        prefix, _ = parent_of(node.path)
+        if prefix == "" and self.inodes.root.bucket == node.bucket:
+            return self.inodes.root
+        return self.inodes.node(node.bucket, prefix)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            try:
+                await self._drop(self.inodes.forget(ino, count))
+            except Exception:  # forget has no answer to fail with
+                log.exception("forget of inode %d", ino)
+
+    @guarded
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.inodes.get(inode))
+
+    @guarded
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self.inodes.get(inode)
+        if node.bucket == "":
+            raise fail(errno.EPERM)  # the root of every bucket keeps its attributes
+        now = time.time_ns()
+        if fields.update_size:
+            if node.is_dir:
+                raise fail(errno.EISDIR)
+            file = self._files.get(node.ino)
+            if file is not None:
+                await file.truncate(attr.st_size)
+            else:
+                await self.store.truncate(node.bucket, node.path, attr.st_size)
+        current = self._attrs(node)
+        changed = replace(current, ctime_ns=now)
+        if fields.update_mode:
+            changed = replace(changed, mode=stat.S_IFMT(current.mode) | stat.S_IMODE(attr.st_mode))
+        if fields.update_uid:
+            changed = replace(changed, uid=attr.st_uid)
+        if fields.update_gid:
+            changed = replace(changed, gid=attr.st_gid)
+        if fields.update_atime:
+            changed = replace(changed, atime_ns=attr.st_atime_ns)
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        touched = (
+            fields.update_mode
+            or fields.update_uid
+            or fields.update_gid
+            or fields.update_atime
+            or fields.update_mtime
+            or fields.update_ctime
+        )
+        if touched:
+            if node.path == "":
+                await self._set_bucket_attrs(
+                    node.bucket, replace(changed, mtime_ns=mtime or current.mtime_ns)
+                )
+            elif node.is_dir and self.tree.object(node.bucket, node.path) is None:
+                await self._make_marker(node.bucket, node.path, changed, mtime)
+            else:
+                await self.store.set_attributes(
+                    node.bucket, node.path, posix=changed.posix(), mtime_ns=mtime
+                )
+        return self._entry(node)
+
+    async def _make_marker(self, bucket: str, prefix: str, attrs: Attrs, mtime: int | None) -> None:
+        """Give a directory that only exists as a prefix its marker, to hold attributes."""
+        await self.store.put_object(
+            bucket, prefix, b"", content_type=DIR_CONTENT_TYPE, posix=attrs.posix()
+        )
+        if mtime is not None:
+            await self.store.set_attributes(bucket, prefix, mtime_ns=mtime)
+
+    @guarded
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.inodes.get(inode)
+        info = None if node.is_dir else self.tree.object(node.bucket, node.path)
+        target = None if info is None else dict(info.metadata).get(SYMLINK_METADATA)
+        if target is None:
+            raise fail(errno.EINVAL)
+        return target.encode("utf-8")
+
+    # -- making and removing names ------------------------------------------------
+
+    async def _make(
+        self,
+        parent_inode: int,
+        name: bytes,
+        mode: int,
+        ctx: pyfuse3.RequestContext,
+        *,
+        rdev: int = 0,
+        body: bytes = b"",
+        metadata: dict[str, str] | None = None,
+    ) -> Node:
+        parent = self._dir(parent_inode)
+        text, key = self._new_path(parent, name)
+        gid, mode = self._new_owner(parent, ctx, mode)
+        if stat.S_ISDIR(mode):
+            key += "/"
+        now = time.time_ns()
+        posix = PosixAttrs(mode, ctx.uid, gid, rdev, now, now)
+        if stat.S_ISDIR(mode):
+            content_type = DIR_CONTENT_TYPE
+        else:
+            content_type = mimetypes.guess_type(text)[0] or "application/octet-stream"
+        await self.store.put_object(
+            parent.bucket,
+            key,
+            body,
+            content_type=content_type,
+            metadata=metadata,
+            posix=posix,
+            if_none_match=True,
+        )
+        await self._touch_dir(parent, now)
+        return self.inodes.node(parent.bucket, key)
+
+    @guarded
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        node = await self._make(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
+        fh, _ = self._open_file(node, fresh=True)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self._looked_up(node)
+
+    @guarded
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if stat.S_IFMT(mode) == 0:
+            mode |= stat.S_IFREG
+        node = await self._make(parent_inode, name, mode, ctx, rdev=rdev)
+        return self._looked_up(node)
+
+    @guarded
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._dir(parent_inode)
+        if parent.bucket == "":  # a new top-level directory is a new bucket
+            text = decode_name(name)
+            await self.store.create_bucket(text)
+            node = self.inodes.node(text, "")
+            now = time.time_ns()
+            attrs = Attrs(
+                stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, 0, 2, 0, now, now, now
+            )
+            await self._set_bucket_attrs(text, attrs)
+            return self._looked_up(node)
+        node = await self._make(parent_inode, name, stat.S_IFDIR | stat.S_IMODE(mode), ctx)
+        return self._looked_up(node)
+
+    @guarded
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            text = target.decode("utf-8")
+        except UnicodeDecodeError:
+            raise fail(errno.EINVAL) from None
+        node = await self._make(
+            parent_inode,
+            name,
+            stat.S_IFLNK | 0o777,
+            ctx,
+            body=target,
+            metadata={SYMLINK_METADATA: text},
+        )
+        return self._looked_up(node)
+
+    def _looked_up(self, node: Node) -> pyfuse3.EntryAttributes:
+        entry = self._entry(node)
+        self.inodes.looked_up(node)
+        return entry
+
+    @guarded
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise fail(errno.EOPNOTSUPP)  # hard links: not yet (issue 5 note)
+
+    @guarded
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._dir(parent_inode)
+        node = self.tree.child(parent, decode_name(name))
+        if node is None:
+            raise fail(errno.ENOENT)
+        if node.is_dir:
+            raise fail(errno.EISDIR)
+        if node.handles:
+            await self._set_aside(node)
+        else:
+            await self.store.delete_object(node.bucket, node.path)
+            self.inodes.orphan(node)
+        await self._touch_dir(parent, time.time_ns())
+
+    @guarded
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._dir(parent_inode)
+        node = self.tree.child(parent, decode_name(name))
+        if node is None:
+            raise fail(errno.ENOENT)
+        if not node.is_dir:
+            raise fail(errno.ENOTDIR)
+        if node.path == "":
+            await self.store.delete_bucket(node.bucket)  # BucketNotEmpty: ENOTEMPTY
+            self.inodes.orphan(node)
+            return
+        if self.tree.entries(node):
+            raise fail(errno.ENOTEMPTY)
+        if self.store.list_objects(node.bucket, prefix=node.path, limit=2).objects[1:]:
+            raise fail(errno.ENOTEMPTY)  # keys the mount cannot show still live under it
+        await self.store.delete_object(node.bucket, node.path)
+        self.inodes.orphan(node)
+        await self._touch_dir(parent, time.time_ns())
+
+    @guarded
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        old_parent, new_parent = self._dir(parent_inode_old), self._dir(parent_inode_new)
+        if flags & ~pyfuse3.RENAME_NOREPLACE:
+            raise fail(errno.EINVAL)  # RENAME_EXCHANGE is not offered
+        if old_parent.bucket == "" or new_parent.bucket == "":
+            raise fail(errno.EPERM)  # buckets are not renamed
+        if old_parent.bucket != new_parent.bucket:
+            raise fail(errno.EXDEV)
+        source = self.tree.child(old_parent, decode_name(name_old))
+        if source is None:
+            raise fail(errno.ENOENT)
+        new_text = decode_name(name_new)
+        target = self.tree.child(new_parent, new_text)
+        if target is source:
+            return
+        if target is not None and flags & pyfuse3.RENAME_NOREPLACE:
+            raise fail(errno.EEXIST)
+        bucket = source.bucket
+        if source.is_dir:
+            target_path = new_parent.path + new_text + "/"
+            if target_path.startswith(source.path):
+                raise fail(errno.EINVAL)  # into itself
+            if target is not None:
+                if not target.is_dir:
+                    raise fail(errno.ENOTDIR)
+                if self.tree.entries(target):
+                    raise fail(errno.ENOTEMPTY)
+            async with AsyncExitStack() as stack:
+                for node in self.inodes.nodes_under(bucket, source.path):
+                    file = self._files.get(node.ino)
+                    if file is not None:
+                        await stack.enter_async_context(file.lock)
+                        await file._flush_locked()
+                if target is not None:
+                    self.inodes.orphan(target)
+                await self.store.rename_prefix(bucket, source.path, target_path)
+                self.inodes.move(bucket, source.path, target_path)
+        else:
+            target_path = new_parent.path + new_text
+            if target is not None and target.is_dir:
+                raise fail(errno.EISDIR)
+            if target is not None and target.handles:
+                await self._set_aside(target)
+            elif target is not None:
+                self.inodes.orphan(target)
+            file = self._files.get(source.ino)
+            async with AsyncExitStack() as stack:
+                if file is not None:
+                    await stack.enter_async_context(file.lock)
+                    await file._flush_locked()
+                await self.store.rename_object(bucket, source.path, target_path)
+                self.inodes.move(bucket, source.path, target_path)
+        now = time.time_ns()
+        await self._touch_dir(old_parent, now)
+        if new_parent is not old_parent:
+            await self._touch_dir(new_parent, now)
+
+    # -- files ----------------------------------------------------------------------
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.inodes.get(inode)
+        if node.is_dir:
+            raise fail(errno.EISDIR)
+        info = self.tree.object(node.bucket, node.path)
+        if info is None:
+            raise fail(errno.ENOENT)
+        truncating = bool(flags & os.O_TRUNC) and flags & os.O_ACCMODE != os.O_RDONLY
+        fh, file = self._open_file(node, fresh=truncating or info.size_bytes == 0)
+        if truncating and info.size_bytes:
+            await file.truncate(0)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._handle(fh).file.read(off, size)
+
+    @guarded
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        await self._handle(fh).file.write(off, buf)
+        return len(buf)
+
+    @guarded
+    async def flush(self, fh: int) -> None:
+        await self._handle(fh).file.sync()
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._handle(fh).file.sync()
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        try:
+            if node.handles == 1:
+                await handle.file.sync()
+        finally:
+            if node.handles == 1:
+                self._files.pop(node.ino, None)
+            await self._drop(self.inodes.released(node))
+
+    # -- directories ----------------------------------------------------------------
+
+    @guarded
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._dir(inode)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = (node, [])
+        return fh
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        try:
+            node, entries = self._dirs[fh]
+        except KeyError:
+            raise fail(errno.EBADF) from None
+        if start_id == 0 or not entries:  # a fresh listing: offsets index this snapshot
+            entries = [(".", node.bucket, node.path), ("..", "", ""), *self.tree.entries(node)]
+            self._dirs[fh] = (node, entries)
+        for position in range(start_id, len(entries)):
+            name, bucket, path = entries[position]
+            if name == ".":
+                child = node
+            elif name == "..":
+                child = self._parent(node)
+            else:
+                child = self.inodes.node(bucket, path)
+            try:
+                entry = self._entry(child)
+            except pyfuse3.FUSEError:
+                continue  # gone since the listing was taken
+            if not pyfuse3.readdir_reply(token, name.encode("utf-8"), entry, position + 1):
+                return
+            if name not in (".", ".."):  # the kernel counts no lookup for these two
+                self.inodes.looked_up(child)
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @guarded
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return  # every directory change is durable when its call returns
+
+    @guarded
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        stats = self.store.statistics()
+        policy = self.store.policy
+        usable = policy.data_fragments / policy.width
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = 4096
+        data.f_frsize = 4096
+        data.f_blocks = int(stats.device_bytes * usable) // 4096
+        data.f_bfree = int(stats.free_bytes * usable) // 4096
+        data.f_bavail = data.f_bfree
+        data.f_files = stats.objects + (1 << 32)
+        data.f_ffree = 1 << 32
+        data.f_favail = data.f_ffree
+        data.f_namemax = 255
+        return data
+
+    # -- extended attributes --------------------------------------------------------
+
+    def _metadata_node(self, inode: int) -> Node:
+        node = self.inodes.get(inode)
+        if node.bucket == "" or node.path == "":
+            raise fail(errno.ENOTSUP)  # buckets and the root keep no extended attributes
+        return node
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._metadata_node(inode)
+        info = self.tree.object(node.bucket, node.path)
+        metadata = {} if info is None else dict(info.metadata)
+        value = _xattr_value(metadata, name)
+        if value is None:
+            raise fail(pyfuse3.ENOATTR)
+        return value
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        node = self._metadata_node(inode)
+        info = self.tree.object(node.bucket, node.path)
+        names: list[bytes] = []
+        for name in dict(() if info is None else info.metadata):
+            if name.startswith(XATTR_PREFIX):
+                names.append(base64.urlsafe_b64decode(name[len(XATTR_PREFIX) :]))
+            elif ":" not in name:
+                names.append((USER_XATTR + name).encode("utf-8"))
+        return names
+
+    @guarded
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        if len(value) > _MAX_XATTR_BYTES:
+            raise fail(errno.E2BIG)
+        node = self._metadata_node(inode)
+        metadata = await self._metadata_of(node)
+        _drop_xattr(metadata, name)
+        metadata.update([_xattr_item(name, value)])
+        await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
+
+    @guarded
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        node = self._metadata_node(inode)
+        metadata = await self._metadata_of(node)
+        if not _drop_xattr(metadata, name):
+            raise fail(pyfuse3.ENOATTR)
+        await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
+
+    async def _metadata_of(self, node: Node) -> dict[str, str]:
+        info = self.tree.object(node.bucket, node.path)
+        if info is None and node.is_dir:
+            await self._make_marker(node.bucket, node.path, self._attrs(node), None)
+            return {}
+        if info is None:
+            raise fail(errno.ENOENT)
+        return dict(info.metadata)
+
+    # -- S3 changes ----------------------------------------------------------------
+
+    def on_change(self, change: Change) -> None:
+        """A committed change (`Store.watch`): forget counts, and, when it did not
+        come through the mount, tell the kernel what it may have cached."""
+        for key in change.keys + change.prefixes:
+            self.tree.forget_counts(change.bucket, key)
+        if not change.keys and not change.prefixes:
+            self.tree.forget_counts("", "")
+        if IN_HANDLER.get():
+            return
+        root = self.inodes.root
+        if not change.keys and not change.prefixes and root.bucket == "":
+            self.invalidations.add((root.ino, change.bucket.encode("utf-8")))
+        for key in change.keys:
+            node = self.inodes.find(change.bucket, key)
+            if node is not None:
+                self.invalidations.add((node.ino, None))
+            self._invalidate_names(change.bucket, key)
+        for prefix in change.prefixes:
+            for node in self.inodes.nodes_under(change.bucket, prefix):
+                self.invalidations.add((node.ino, None))
+            self._invalidate_names(change.bucket, prefix)
+        self.invalidated.set()
+
+    def _invalidate_names(self, bucket: str, path: str) -> None:
+        """Every directory entry on the way to `path` that the kernel may know."""
+        cut = 0
+        while cut < len(path):
+            end = path.find("/", cut)
+            end = len(path) if end < 0 else end
+            parent = self.inodes.find(bucket, path[:cut])
+            if parent is None and cut == 0 and self.inodes.root.bucket == bucket:
+                parent = self.inodes.root
+            if parent is not None and end > cut:
+                self.invalidations.add((parent.ino, path[cut:end].encode("utf-8")))
+            cut = end + 1
+
+    async def run_invalidations(self) -> None:
+        """Hand queued invalidations to the kernel, from a thread: they can block."""
+        while True:
+            await self.invalidated.wait()
+            self.invalidated = trio.Event()
+            batch, self.invalidations = self.invalidations, set()
+            await trio.to_thread.run_sync(_invalidate, batch)
+
+
+def _invalidate(batch: set[tuple[int, bytes | None]]) -> None:
+    for ino, name in batch:
+        try:
+            if name is None:
+                pyfuse3.invalidate_inode(ino)
+            else:
+                pyfuse3.invalidate_entry(ino, name)
+        except OSError:
+            pass  # the kernel no longer knows it: nothing to invalidate
+
+
+def _xattr_item(name: bytes, value: bytes) -> tuple[str, str]:
+    """How an extended attribute is kept in the object's metadata: `user.NAME` with
+    a text value as the S3 metadata NAME, anything else encoded under "x:"."""
+    text_name = name.decode("utf-8", "replace")
+    if text_name.startswith(USER_XATTR) and name.isascii():
+        short = text_name[len(USER_XATTR) :]
+        if short and short == short.lower() and ":" not in short and value.isascii():
+            text = value.decode("ascii")
+            if text.isprintable():
+                return short, text
+    encoded_name = base64.urlsafe_b64encode(name).decode("ascii")
+    return XATTR_PREFIX + encoded_name, base64.b64encode(value).decode("ascii")
+
+
+def _xattr_value(metadata: dict[str, str], name: bytes) -> bytes | None:
+    encoded = metadata.get(XATTR_PREFIX + base64.urlsafe_b64encode(name).decode("ascii"))
+    if encoded is not None:
+        return base64.b64decode(encoded)
+    if name.startswith(USER_XATTR.encode()):
+        short = name[len(USER_XATTR) :].decode("utf-8", "replace")
+        if ":" not in short and short in metadata:
+            return metadata[short].encode("utf-8")
+    return None
+
+
+def _drop_xattr(metadata: dict[str, str], name: bytes) -> bool:
+    """Remove an extended attribute, kept either way (`_xattr_item`); was it there?"""
+    keys = [XATTR_PREFIX + base64.urlsafe_b64encode(name).decode("ascii")]
+    if name.startswith(USER_XATTR.encode()):
+        short = name[len(USER_XATTR) :].decode("utf-8", "replace")
+        if short and ":" not in short:
+            keys.append(short)
+    return any([metadata.pop(key, None) is not None for key in keys])

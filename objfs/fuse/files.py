@@ -5,7 +5,9 @@ every handle of it) gathers contiguous writes in memory and stores them with
 one `Store.write_at` per `FLUSH_BYTES` (or when a write jumps elsewhere), so a
 large file written in place costs new pieces and a few records, never a whole
 rewrite. Reads, truncates, renames and `close()`/`fsync()` flush first, so the
-store is the truth whenever anyone else can look.
+store is the truth whenever anyone else can look. Reads go through one reader
+held open (by a task in the mount's nursery) while the version stays the same,
+so sequential reads get the store's readahead.
 
 When the file is closed (flush) or synced, its ETag is set if the writes left
 it unknown: the MD5 of its bytes when they were written in order from the
@@ -25,6 +27,7 @@ import trio
 from objfs.errors import ObjfsError, PreconditionFailed
 from objfs.fuse.inodes import Node
 from objfs.store import Store
+from objfs.store.reader import ObjectReader
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,25 @@ FLUSH_BYTES = 16 * 1024 * 1024
 REHASH_MAX_BYTES = 64 * 1024 * 1024  # files up to this size get a true MD5 ETag on close
 
 
+class _HeldReader:
+    """A reader kept open by a task of the mount's nursery, for one version."""
+
+    def __init__(self, identity: tuple[str, str, int, int]) -> None:
+        self.identity = identity  # (bucket, key, mtime, size): the version it reads
+        self.reader: ObjectReader | None = None
+        self.done = trio.Event()
+
+
 class OpenFile:
-    def __init__(self, store: Store, node: Node, *, fresh: bool) -> None:
+    def __init__(self, store: Store, node: Node, nursery: trio.Nursery, *, fresh: bool) -> None:
         self.store = store
         self.node = node
-        self.lock = trio.Lock()  # one flush, truncate or ETag at a time
+        self._nursery = nursery  # where held readers live
+        self._held: _HeldReader | None = None
+        # One store, truncate or ETag at a time, in the order asked (FIFO). Not a
+        # Lock: a store behind the writer is handed the semaphore by another task.
+        self.lock = trio.Semaphore(1)
+        self._storing_end = 0  # where the run being stored behind the writer ends
         self._start = 0  # the unflushed run: bytes [start, start + len(run))
         self._run = bytearray()
         # MD5 of bytes [0, md5_end) as stored, while every store so far continued it.
@@ -46,16 +63,24 @@ class OpenFile:
 
     @property
     def end(self) -> int:
-        """Where the unflushed bytes end (0 when there are none)."""
-        return self._start + len(self._run) if self._run else 0
+        """Where the bytes not yet stored end (0 when there are none)."""
+        run_end = self._start + len(self._run) if self._run else 0
+        return max(run_end, self._storing_end)
 
     # -- writes ---------------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> None:
+        if self._error is not None:
+            self._raise_error()
         while not self._absorb(offset, data):
             await self.flush_data()
         if len(self._run) >= FLUSH_BYTES:
-            await self.flush_data()
+            # Store this run behind the writer; the next one fills meanwhile. One
+            # store at a time: a writer faster than the store waits here.
+            await self.lock.acquire()
+            start, data = self._take_run()
+            self._storing_end = start + len(data)
+            self._nursery.start_soon(self._store_behind, start, data)
 
     def _absorb(self, offset: int, data: bytes) -> bool:
         if not self._run:
@@ -68,16 +93,32 @@ class OpenFile:
             return True
         return False
 
+    def _take_run(self) -> tuple[int, bytes]:
+        start, data = self._start, bytes(self._run)
+        self._run = bytearray()
+        return start, data
+
+    async def _store_behind(self, start: int, data: bytes) -> None:
+        try:
+            await self._store(start, data)
+        except ObjfsError:
+            pass  # kept in self._error: the next write, fsync or close reports it
+        except Exception:
+            log.exception("storing writes to %s/%s failed", self.node.bucket, self.node.path)
+        finally:
+            self._storing_end = 0
+            self.lock.release()
+
     async def flush_data(self) -> None:
-        """Store the unflushed bytes (waits for a store already under way)."""
+        """Store the unflushed bytes (after a store already under way)."""
         async with self.lock:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        if not self._run:
-            return
-        start, data = self._start, bytes(self._run)
-        self._run = bytearray()
+        if self._run:
+            await self._store(*self._take_run())
+
+    async def _store(self, start: int, data: bytes) -> None:
         hashed = self._md5 is not None and start == self._md5_end
         if not hashed:
             self._md5 = None
@@ -96,6 +137,11 @@ class OpenFile:
             raise failure
         self._md5_end += len(data) if hashed else 0
 
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        assert error is not None
+        raise error
+
     async def truncate(self, size: int) -> None:
         async with self.lock:
             await self._flush_locked()
@@ -110,12 +156,36 @@ class OpenFile:
     async def read(self, offset: int, size: int) -> bytes:
         await self.flush_data()
         info = self.store.head_object(self.node.bucket, self.node.path)
-        size = min(size, info.size_bytes - offset)
-        if size <= 0:
+        if offset >= info.size_bytes or size <= 0:
             return b""
-        return await self.store.get_object(
-            self.node.bucket, self.node.path, offset_bytes=offset, size_bytes=size
-        )
+        held = self._held
+        if held is None or held.identity != (info.bucket, info.key, info.mtime_ns, info.size_bytes):
+            self.close_reader()
+            self._held = held = _HeldReader((info.bucket, info.key, info.mtime_ns, info.size_bytes))
+            await self._nursery.start(self._hold_reader, held)
+        assert held.reader is not None
+        return await held.reader.read(offset, size)
+
+    async def _hold_reader(
+        self, held: _HeldReader, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep one reader open across reads (it reads ahead) until `close_reader`."""
+        started = False
+        try:
+            async with self.store.open_reader(self.node.bucket, self.node.path) as reader:
+                held.reader = reader
+                task_status.started()
+                started = True
+                await held.done.wait()
+        except Exception:
+            if not started:
+                raise  # the read that asked for it fails with this
+            log.exception("the reader of %s/%s failed", self.node.bucket, self.node.path)
+
+    def close_reader(self) -> None:
+        if self._held is not None:
+            self._held.done.set()
+            self._held = None
 
     # -- close and fsync ------------------------------------------------------------
 
@@ -124,8 +194,7 @@ class OpenFile:
         async with self.lock:
             await self._flush_locked()
             if self._error is not None:
-                error, self._error = self._error, None
-                raise error
+                self._raise_error()
             info = self.store.head_object(self.node.bucket, self.node.path)
             if info.etag is not None:
                 return

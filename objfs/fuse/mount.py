@@ -98,6 +98,7 @@ async def run_mount(
     log.info("mounted %s at %s", config.bucket or "every bucket", path)
     try:
         async with trio.open_nursery() as nursery:
+            operations.nursery = nursery
             nursery.start_soon(operations.run_invalidations)
             task_status.started(path)
             await pyfuse3.main()

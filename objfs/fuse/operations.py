@@ -70,6 +70,7 @@ class Operations(pyfuse3.Operations):
         self._orphans = 0
         self.invalidations: set[tuple[int, bytes | None]] = set()  # (ino, None) or (parent, name)
         self.invalidated = trio.Event()
+        self.nursery: trio.Nursery | None = None  # the mount's: held readers live there
 
     async def prepare(self) -> None:
         """Before mounting: the internal bucket for open-unlinked files, emptied of
@@ -164,7 +165,8 @@ class Operations(pyfuse3.Operations):
         """A new handle of the node's open file: (fh, the file)."""
         file = self._files.get(node.ino)
         if file is None:
-            file = self._files[node.ino] = OpenFile(self.store, node, fresh=fresh)
+            assert self.nursery is not None, "files are opened only while mounted"
+            file = self._files[node.ino] = OpenFile(self.store, node, self.nursery, fresh=fresh)
         node.handles += 1
         fh = self._next_fh
         self._next_fh += 1
@@ -554,7 +556,9 @@ class Operations(pyfuse3.Operations):
                 await handle.file.sync()
         finally:
             if node.handles == 1:
-                self._files.pop(node.ino, None)
+                file = self._files.pop(node.ino, None)
+                if file is not None:
+                    file.close_reader()
             await self._drop(self.inodes.released(node))
 
     # -- directories ----------------------------------------------------------------

@@ -98,6 +98,10 @@ class Snapshot:
         return cls(buckets, [key for key, _ in objects], {k: pack_versions(v) for k, v in objects})
 
 
+_DECODED_MIN_BYTES = 2048  # packed versions at least this large are kept decoded...
+_DECODED_ENTRIES = 64  # ...for this many keys
+
+
 @final
 class ObjectIndex:
     def __init__(self) -> None:
@@ -112,6 +116,7 @@ class ObjectIndex:
         self._extra_refs: dict[SegmentId, int] = {}
         self.version_count = 0
         self.logical_bytes = 0  # sum of the sizes of every version
+        self._decoded: dict[IndexKey, tuple[bytes, Versions]] = {}  # see versions()
 
     # -- reading -------------------------------------------------------------------
 
@@ -127,7 +132,20 @@ class ObjectIndex:
     def versions(self, bucket: BucketName, key: ObjectKey) -> Versions:
         """Every version of a key, newest first; () if none."""
         packed = self._objects.get((bucket, key))
-        return () if packed is None else unpack_versions(packed)
+        if packed is None:
+            return ()
+        if len(packed) < _DECODED_MIN_BYTES:
+            return unpack_versions(packed)
+        # A large file read through the mount asks for its version at every read:
+        # keep the last few large ones decoded, valid while their packed bytes are.
+        cached = self._decoded.get((bucket, key))
+        if cached is not None and cached[0] is packed:
+            return cached[1]
+        versions = unpack_versions(packed)
+        if len(self._decoded) >= _DECODED_ENTRIES:
+            del self._decoded[next(iter(self._decoded))]
+        self._decoded[(bucket, key)] = (packed, versions)
+        return versions
 
     def current(self, bucket: BucketName, key: ObjectKey) -> ObjectVersion:
         """The newest version, unless it is a delete marker.

@@ -15,7 +15,7 @@ open or known is an orphan: out of the name table, its key moved aside
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 from sortedcontainers import SortedDict
@@ -28,6 +28,8 @@ class Node:
     ino: int
     bucket: str  # "" for the root of a mount of every bucket
     path: str  # a directory's prefix ("" or ending in "/") or an object's key
+    # Every name the node has: one, or each key of a hard link group; `path` is one of them.
+    names: set[str] = field(default_factory=set)
     lookups: int = 0
     handles: int = 0
     orphan: bool = False
@@ -46,7 +48,7 @@ class Inodes:
         self._next = pyfuse3.ROOT_INODE + 1
         self._by_ino: dict[int, Node] = {}
         self._by_path: SortedDict[tuple[str, str], Node] = SortedDict()
-        root = Node(pyfuse3.ROOT_INODE, root_bucket, "", lookups=1)
+        root = Node(pyfuse3.ROOT_INODE, root_bucket, "", {""}, lookups=1)
         self._by_ino[root.ino] = root
         self._by_path[(root.bucket, root.path)] = root
         self.root = root
@@ -64,15 +66,35 @@ class Inodes:
         found: Node | None = self._by_path.get((bucket, path))
         return found
 
-    def node(self, bucket: str, path: str) -> Node:
-        """The node of a name, numbered now if it has none."""
+    def node(self, bucket: str, path: str, links: tuple[str, ...] = ()) -> Node:
+        """The node of a name, numbered now if it has none. A key of a hard link
+        group (`links`) is one more name of the node of any other member."""
         node: Node | None = self._by_path.get((bucket, path))
         if node is None:
-            node = Node(self._next, bucket, path)
+            for other in links:
+                node = self._by_path.get((bucket, other))
+                if node is not None:
+                    self.add_name(node, path)
+                    return node
+            node = Node(self._next, bucket, path, {path})
             self._next += 1
             self._by_ino[node.ino] = node
             self._by_path[(bucket, path)] = node
         return node
+
+    def add_name(self, node: Node, path: str) -> None:
+        node.names.add(path)
+        self._by_path[(node.bucket, path)] = node
+
+    def remove_name(self, node: Node, path: str) -> None:
+        """One name of the node is gone (unlinked, replaced); an orphan when none is left."""
+        if self._by_path.get((node.bucket, path)) is node:
+            del self._by_path[(node.bucket, path)]
+        node.names.discard(path)
+        if not node.names:
+            node.orphan = True
+        elif node.path == path:
+            node.path = min(node.names)
 
     def looked_up(self, node: Node) -> Node:
         """Count one more reference the kernel holds (every entry it is handed)."""
@@ -96,8 +118,9 @@ class Inodes:
         if node.lookups or node.handles:
             return None
         del self._by_ino[node.ino]
-        if not node.orphan:
-            del self._by_path[(node.bucket, node.path)]
+        for path in node.names:
+            if self._by_path.get((node.bucket, path)) is node:
+                del self._by_path[(node.bucket, path)]
         return node
 
     def move(self, bucket: str, source: str, target: str) -> None:
@@ -106,19 +129,23 @@ class Inodes:
             moving = list(self._by_path.irange((bucket, source), (bucket, source + "\U0010ffff")))
         else:
             moving = [(bucket, source)] if (bucket, source) in self._by_path else []
-        nodes = [self._by_path.pop(key) for key in moving]
-        for node in nodes:
-            node.path = target + node.path[len(source) :]
-            replaced = self._by_path.get((bucket, node.path))
-            if replaced is not None:
-                self.orphan(replaced)
-            self._by_path[(bucket, node.path)] = node
+        nodes = [(path, self._by_path.pop((bucket, path))) for _, path in moving]
+        for old, node in nodes:
+            new = target + old[len(source) :]
+            node.names.discard(old)
+            node.names.add(new)
+            if node.path == old:
+                node.path = new
+            replaced = self._by_path.get((bucket, new))
+            if replaced is not None and replaced is not node:
+                self.remove_name(replaced, new)
+            self._by_path[(bucket, new)] = node
 
     def orphan(self, node: Node) -> None:
-        """The node's name is gone (unlinked, replaced) while the kernel may still hold it."""
-        if not node.orphan:
-            self._by_path.pop((node.bucket, node.path), None)
-            node.orphan = True
+        """Every name of the node is gone while the kernel may still hold it."""
+        for path in list(node.names):
+            self.remove_name(node, path)
+        node.orphan = True
 
     def nodes_under(self, bucket: str, prefix: str) -> list[Node]:
         keys = self._by_path.irange((bucket, prefix), (bucket, prefix + "\U0010ffff"))

@@ -409,7 +409,26 @@ class Operations(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EOPNOTSUPP)  # hard links: not yet (issue 5 note)
+        node = self.inodes.get(inode)
+        parent = self._dir(new_parent_inode)
+        if node.is_dir or node.orphan:
+            raise fail(errno.EPERM if node.is_dir else errno.ENOENT)
+        if parent.bucket != node.bucket:
+            raise fail(errno.EXDEV)
+        _, key = self._new_path(parent, new_name)
+        await self.store.link_object(node.bucket, node.path, key)
+        self.inodes.add_name(node, key)
+        now = time.time_ns()
+        await self._touch_file(node, now)
+        await self._touch_dir(parent, now)
+        return self._looked_up(node)
+
+    async def _touch_file(self, node: Node, now: int) -> None:
+        """The file's link count changed: its ctime is now."""
+        info = self.tree.object(node.bucket, node.path)
+        if info is not None:
+            posix = replace(self._attrs(node), ctime_ns=now).posix()
+            await self.store.set_attributes(node.bucket, node.path, posix=posix)
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -419,12 +438,18 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.ENOENT)
         if node.is_dir:
             raise fail(errno.EISDIR)
-        if node.handles:
+        key = parent.path + decode_name(name)
+        now = time.time_ns()
+        if len(node.names) > 1:  # one name of several goes; the file stays
+            await self.store.delete_object(node.bucket, key)
+            self.inodes.remove_name(node, key)
+            await self._touch_file(node, now)
+        elif node.handles:
             await self._set_aside(node)
         else:
             await self.store.delete_object(node.bucket, node.path)
             self.inodes.orphan(node)
-        await self._touch_dir(parent, time.time_ns())
+        await self._touch_dir(parent, now)
 
     @guarded
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -496,7 +521,9 @@ class Operations(pyfuse3.Operations):
             target_path = new_parent.path + new_text
             if target is not None and target.is_dir:
                 raise fail(errno.EISDIR)
-            if target is not None and target.handles:
+            if target is not None and len(target.names) > 1:
+                self.inodes.remove_name(target, target_path)
+            elif target is not None and target.handles:
                 await self._set_aside(target)
             elif target is not None:
                 self.inodes.orphan(target)
@@ -505,8 +532,9 @@ class Operations(pyfuse3.Operations):
                 if file is not None:
                     await stack.enter_async_context(file.lock)
                     await file._flush_locked()
-                await self.store.rename_object(bucket, source.path, target_path)
-                self.inodes.move(bucket, source.path, target_path)
+                source_key = old_parent.path + decode_name(name_old)  # one of its names
+                await self.store.rename_object(bucket, source_key, target_path)
+                self.inodes.move(bucket, source_key, target_path)
         now = time.time_ns()
         await self._touch_dir(old_parent, now)
         if new_parent is not old_parent:
@@ -699,6 +727,8 @@ class Operations(pyfuse3.Operations):
             node = self.inodes.find(change.bucket, key)
             if node is not None:
                 self.invalidations.add((node.ino, None))
+                if len(node.names) > 1:  # maybe no longer that file (S3 overwrite): look again
+                    self.inodes.remove_name(node, key)
             self._invalidate_names(change.bucket, key)
         for prefix in change.prefixes:
             for node in self.inodes.nodes_under(change.bucket, prefix):

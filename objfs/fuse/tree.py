@@ -85,8 +85,9 @@ class Tree:
         path = parent.path + name
         if self.dir_exists(parent.bucket, path + "/"):
             return self.inodes.node(parent.bucket, path + "/")
-        if self.object(parent.bucket, path) is not None:
-            return self.inodes.node(parent.bucket, path)
+        info = self.object(parent.bucket, path)
+        if info is not None:
+            return self.inodes.node(parent.bucket, path, info.links)
         return None
 
     def dir_exists(self, bucket: str, prefix: str) -> bool:
@@ -179,7 +180,8 @@ class Tree:
             return self._from_object(info, DIR_MODE, nlink, None)
         if info is None:
             raise fail(errno.ENOENT)
-        return self._from_object(info, FILE_MODE, 0 if node.orphan else 1, size)
+        links = 0 if node.orphan else max(1, len(info.links))
+        return self._from_object(info, FILE_MODE, links, size)
 
     def _from_object(
         self, info: ObjectInfo | None, default_mode: int, nlink: int, size: int | None

@@ -19,10 +19,10 @@ from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core, is_number
 from objfs.s3.metadata import (
     HEADER_PREFIX,
-    INTERNAL_PREFIXES,
     TAG_PREFIX,
     part_sizes,
     part_span,
+    posix_headers,
     user_metadata,
 )
 from objfs.store.types import ListPage, ObjectInfo, Versioning
@@ -461,8 +461,9 @@ def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -
             headers[name[len(HEADER_PREFIX) :].title()] = value
         elif name.startswith(TAG_PREFIX):
             tags += 1
-        elif not name.startswith(INTERNAL_PREFIXES):
+        elif ":" not in name:  # the others are kept by the faces (ACL, parts, links ...)
             headers[f"x-amz-meta-{name}"] = value
+    headers.update(posix_headers(info))
     if tags:
         headers["x-amz-tagging-count"] = str(tags)
     if versioned:

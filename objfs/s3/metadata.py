@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from objfs.s3.app import S3Request
 from objfs.s3.errors import S3Error
+from objfs.store import ObjectInfo
 
 STORED_HEADERS = (
     "cache-control",
@@ -21,7 +22,8 @@ STORED_HEADERS = (
 HEADER_PREFIX = "h:"
 TAG_PREFIX = "t:"  # object tags: t:KEY = value
 PART_SIZES = "p:sizes"  # a multipart object's part sizes, comma-separated
-INTERNAL_PREFIXES = ("a:", "t:", "m:", "p:")  # ACL, tags, uploads, parts: not x-amz-meta
+# Metadata names with a ":" are kept by the faces (ACL a:, tags t:, uploads m:,
+# parts p:, the mount's links l: and xattrs x:): never shown as x-amz-meta.
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
 
 
@@ -42,6 +44,18 @@ def user_metadata(s3: S3Request) -> dict[str, str]:
             f"({MAX_METADATA_BYTES} bytes).",
         )
     return metadata
+
+
+def posix_headers(info: ObjectInfo) -> dict[str, str]:
+    """The POSIX attributes set through the mount, as s3fs shows them: x-amz-meta-
+    mode (decimal, with the file type), uid, gid and mtime (seconds)."""
+    posix = info.posix
+    if posix is None:
+        return {}
+    shown = {"mode": posix.mode, "uid": posix.uid, "gid": posix.gid}
+    headers = {f"x-amz-meta-{name}": str(value) for name, value in shown.items()}
+    headers["x-amz-meta-mtime"] = str(info.mtime_ns // 1_000_000_000)
+    return {name: value for name, value in headers.items() if name[11:] not in dict(info.metadata)}
 
 
 def part_sizes(metadata: tuple[tuple[str, str], ...]) -> list[int] | None:

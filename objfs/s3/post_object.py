@@ -170,6 +170,8 @@ async def post_object(ctx: S3Context, s3: S3Request) -> Response:
     metadata = {
         n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
     }
+    if any(":" in name for name in metadata):  # names with ":" are the faces' own
+        raise S3Error("InvalidArgument", "a metadata name must not contain ':'")
     owner = user.canonical_id if user is not None else acl.ALL_USERS
     wanted = acl.canned(fields["acl"], owner, bucket.owner) if "acl" in fields else None
     if wanted is not None:

@@ -26,6 +26,7 @@ from objfs.errors import (
     NoSuchVersion,
     PreconditionFailed,
 )
+from objfs.store import links
 from objfs.store import pieces as piece_math
 from objfs.store.packing import (
     Versions,
@@ -40,6 +41,7 @@ from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
     DeleteObject,
+    LinkKey,
     PutVersion,
     Record,
     RenameKey,
@@ -343,6 +345,7 @@ class ObjectIndex:
                     current, pieces=spliced, size_bytes=size, mtime_ns=mtime_ns, etag=None
                 )
                 self._replace_current(bucket, key, updated, freed)
+                self._propagate(bucket, key, updated, freed)
             case Truncate(bucket, key, size_bytes, mtime_ns):
                 if size_bytes < 0:
                     raise InvalidArgument(f"cannot truncate to {size_bytes} bytes")
@@ -353,8 +356,11 @@ class ObjectIndex:
                     current, pieces=clipped, size_bytes=size_bytes, mtime_ns=mtime_ns, etag=etag
                 )
                 self._replace_current(bucket, key, updated, freed)
+                self._propagate(bucket, key, updated, freed)
             case SetAttributes():
                 self._set_attributes(record, freed)
+            case LinkKey():
+                self._link_key(record, freed)
         return freed
 
     def _replace_current(
@@ -369,8 +375,10 @@ class ObjectIndex:
         versions = self.versions(bucket, key)
         if record.if_none_match and versions and not versions[0].delete_marker:
             raise KeyAlreadyExists(f"key {key!r} already exists in bucket {bucket!r}")
-        others = tuple(v for v in versions if v.version_id != version.version_id)
-        self._set_versions(bucket, key, (version, *others), freed)
+        self._leave_group(bucket, key, freed)
+        versions = self.versions(bucket, key)
+        others = tuple(links.strip(v) for v in versions if v.version_id != version.version_id)
+        self._set_versions(bucket, key, (links.strip(version), *others), freed)
 
     def _delete_object(self, record: DeleteObject, freed: list[Segment]) -> None:
         bucket, key = record.bucket, record.key
@@ -386,6 +394,9 @@ class ObjectIndex:
         else:
             # Unversioned delete: the null version goes; deleting nothing is not an error (S3).
             remaining = tuple(v for v in versions if v.version_id != NULL_VERSION)
+        if not remaining or remaining[0] is not versions[0]:  # the current version goes
+            self._leave_group(bucket, key, freed)
+            remaining = tuple(links.strip(v) for v in remaining)
         self._set_versions(bucket, key, remaining, freed)
 
     def _rename_key(self, record: RenameKey, freed: list[Segment]) -> None:
@@ -397,8 +408,14 @@ class ObjectIndex:
         target_versions = self.versions(bucket, target)
         if record.no_replace and target_versions and not target_versions[0].delete_marker:
             raise KeyAlreadyExists(f"key {target!r} already exists in bucket {bucket!r}")
+        names = links.members(versions[0])
+        if names is not None and target in names:
+            return  # two names of one file: POSIX rename does nothing
+        self._leave_group(bucket, target, freed)
         self._set_versions(bucket, target, versions, freed)
         self._set_versions(bucket, source, (), freed)
+        if names is not None:
+            self._set_group(bucket, [target if n == source else n for n in names], freed)
 
     def _rename_prefix(self, record: RenamePrefix, freed: list[Segment]) -> None:
         bucket, source, target = record.bucket, record.source_prefix, record.target_prefix
@@ -419,6 +436,15 @@ class ObjectIndex:
             self._set_versions(bucket, target + key[len(source) :], versions, freed)
         for key, _ in moving:
             self._set_versions(bucket, key, (), freed)
+        renamed: set[tuple[str, ...]] = set()
+        for _key, versions in moving:
+            names = links.members(versions[0])
+            if names is None:
+                continue
+            moved = tuple(target + n[len(source) :] if n.startswith(source) else n for n in names)
+            if moved not in renamed:
+                renamed.add(moved)
+                self._set_group(bucket, list(moved), freed)
 
     def _set_attributes(self, record: SetAttributes, freed: list[Segment]) -> None:
         current = self.current(record.bucket, record.key)
@@ -428,7 +454,7 @@ class ObjectIndex:
         if record.posix is not None:
             updated = replace(updated, posix=record.posix)
         if record.metadata is not None:
-            updated = replace(updated, metadata=record.metadata)
+            updated = replace(updated, metadata=links.kept(current, record.metadata))
         if record.content_type is not None:
             updated = replace(updated, content_type=record.content_type)
         if record.mtime_ns is not None:
@@ -436,3 +462,41 @@ class ObjectIndex:
         if record.etag is not None:
             updated = replace(updated, etag=record.etag)
         self._replace_current(record.bucket, record.key, updated, freed)
+        self._propagate(record.bucket, record.key, updated, freed)
+
+    # -- hard link groups (links.py) -------------------------------------------------
+
+    def _link_key(self, record: LinkKey, freed: list[Segment]) -> None:
+        bucket, source, target = record.bucket, record.source_key, record.target_key
+        current = self.current(bucket, source)
+        target_versions = self.versions(bucket, target)
+        if target_versions and not target_versions[0].delete_marker:
+            raise KeyAlreadyExists(f"key {target!r} already exists in bucket {bucket!r}")
+        names = sorted({*(links.members(current) or [source]), target})
+        linked = replace(links.with_members(current, names), version_id=record.version_id)
+        others = tuple(links.strip(v) for v in target_versions if v.version_id != linked.version_id)
+        self._set_versions(bucket, target, (linked, *others), freed)
+        self._set_group(bucket, names, freed)
+
+    def _leave_group(self, bucket: BucketName, key: ObjectKey, freed: list[Segment]) -> None:
+        """`key`'s current version is about to go: the rest of its group forget it."""
+        versions = self.versions(bucket, key)
+        names = links.members(versions[0]) if versions else None
+        if names is not None and key in names:
+            self._set_group(bucket, [n for n in names if n != key], freed)
+
+    def _set_group(self, bucket: BucketName, names: list[str], freed: list[Segment]) -> None:
+        """Write the group's member list into each member (no list for a group of one)."""
+        for name in names:
+            current = self.current(bucket, ObjectKey(name))
+            self._replace_current(bucket, name, links.with_members(current, names), freed)
+
+    def _propagate(
+        self, bucket: BucketName, key: ObjectKey, updated: ObjectVersion, freed: list[Segment]
+    ) -> None:
+        """A linked key changed: every other name of it becomes the same version."""
+        for name in links.members(updated) or ():
+            if name != key:
+                other = self.current(bucket, ObjectKey(name))
+                same = replace(updated, version_id=other.version_id)
+                self._replace_current(bucket, name, same, freed)

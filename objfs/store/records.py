@@ -57,6 +57,7 @@ class RecordType(enum.IntEnum):
     TRUNCATE = 10
     SET_ATTRIBUTES = 11
     SET_BUCKET_SETTING = 12
+    LINK_KEY = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,18 @@ class SetAttributes:
     if_mtime_ns: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LinkKey:
+    """Make `target_key` a hard link of `source_key`: one more name of the same
+    bytes and attributes (links.py). The target must have no current version;
+    `version_id` is the id its version gets."""
+
+    bucket: BucketName
+    source_key: ObjectKey
+    target_key: ObjectKey
+    version_id: VersionId
+
+
 Record = (
     Wrap
     | CreateBucket
@@ -195,6 +208,7 @@ Record = (
     | WriteAt
     | Truncate
     | SetAttributes
+    | LinkKey
 )
 
 
@@ -209,7 +223,7 @@ def change_of(record: Record) -> Change | None:
             return Change(bucket, (key,))
         case WriteAt(bucket, key) | Truncate(bucket, key) | SetAttributes(bucket, key):
             return Change(bucket, (key,))
-        case RenameKey(bucket, source, target):
+        case RenameKey(bucket, source, target) | LinkKey(bucket, source, target):
             return Change(bucket, (source, target))
         case RenamePrefix(bucket, source, target):
             return Change(bucket, (), (source, target))
@@ -350,6 +364,8 @@ def _fields(record: Record) -> list[Any]:
                 etag,
                 if_mtime,
             ]
+        case LinkKey(bucket, source_key, target_key, version_id):
+            return [bucket, source_key, target_key, version_id]
     raise AssertionError(f"unknown record {record!r}")
 
 
@@ -366,6 +382,7 @@ _TYPES: Final[dict[type, RecordType]] = {
     WriteAt: RecordType.WRITE_AT,
     Truncate: RecordType.TRUNCATE,
     SetAttributes: RecordType.SET_ATTRIBUTES,
+    LinkKey: RecordType.LINK_KEY,
 }
 
 
@@ -412,6 +429,8 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
                 f[6],
                 f[7] if len(f) > 7 else None,  # added after the first layout: optional
             )
+        case RecordType.LINK_KEY:
+            return LinkKey(BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), VersionId(f[3]))
     raise AssertionError(record_type)
 
 

@@ -21,7 +21,7 @@ import trio
 
 from objfs.config import StoreConfig
 from objfs.errors import InvalidArgument, InvalidBucketName, InvalidRange, NoSpace, ReadOnly
-from objfs.store import names
+from objfs.store import links, names
 from objfs.store import pieces as piece_math
 from objfs.store.checkpoint import CheckpointPointer
 from objfs.store.checkpointer import Checkpointer
@@ -37,6 +37,7 @@ from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
     DeleteObject,
+    LinkKey,
     PutVersion,
     Record,
     RenameKey,
@@ -470,6 +471,19 @@ class Store:
         names.check_prefix(source_prefix)
         await self._commit(RenamePrefix(bucket_name, source_prefix, target_prefix))
 
+    async def link_object(self, bucket: str, source_key: str, target_key: str) -> ObjectInfo:
+        """Make `target_key` a hard link of `source_key` (store/links.py): one more
+        name of the same bytes and attributes, written together from then on.
+
+        Raises: NoSuchKey (source), KeyAlreadyExists (target), InvalidKey.
+        """
+        bucket_name, target = self._check_writable(bucket, target_key)
+        source = ObjectKey(source_key)
+        self._index.current(bucket_name, source)
+        version_id = self._new_version_id(bucket_name)
+        await self._commit(LinkKey(bucket_name, source, target, version_id))
+        return self.head_object(bucket, target)
+
     async def copy_object(
         self,
         source_bucket: str,
@@ -490,7 +504,11 @@ class Store:
             source,
             version_id=self._new_version_id(bucket_name),
             mtime_ns=self._clock(),
-            metadata=source.metadata if metadata is None else tuple(sorted(metadata.items())),
+            metadata=(
+                links.strip(source).metadata
+                if metadata is None
+                else tuple(sorted(metadata.items()))
+            ),
             content_type=source.content_type if content_type is None else content_type,
         )
         self._space.pin(segments)  # the source may go away before the record is applied

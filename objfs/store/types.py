@@ -8,6 +8,7 @@ properties. See docs/glossary.md for the words (extent, segment, fragment, piece
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import NewType
 
@@ -173,6 +174,7 @@ class ObjectInfo:
     posix: PosixAttrs | None
     is_latest: bool = True
     delete_marker: bool = False
+    links: tuple[str, ...] = ()  # every key of its hard link group (store/links.py), or ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,4 +238,12 @@ def object_info(
         posix=version.posix,
         is_latest=is_latest,
         delete_marker=version.delete_marker,
+        links=_link_names(version.metadata),
     )
+
+
+def _link_names(metadata: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    for name, value in metadata:
+        if name == "l:links":  # store/links.py LINKS (which imports this module)
+            return tuple(json.loads(value))
+    return ()

@@ -94,12 +94,12 @@ async def run_mount(
     if config.allow_other:
         options.add("allow_other")
     pyfuse3.init(operations, path, options)
-    unwatch = store.watch(operations.on_change)
+    unwatch = store.watch(operations.coherence.on_change)
     log.info("mounted %s at %s", config.bucket or "every bucket", path)
     try:
         async with trio.open_nursery() as nursery:
             operations.nursery = nursery
-            nursery.start_soon(operations.run_invalidations)
+            nursery.start_soon(operations.coherence.run)
             task_status.started(path)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()

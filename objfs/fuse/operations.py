@@ -9,7 +9,6 @@ faithfully. Every handler runs under `errors.guarded`.
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import logging
@@ -25,7 +24,9 @@ import pyfuse3
 import trio
 
 from objfs.errors import NoSuchBucket, ObjfsError
-from objfs.fuse.errors import IN_HANDLER, fail, guarded
+from objfs.fuse import xattrs
+from objfs.fuse.coherence import Coherence
+from objfs.fuse.errors import fail, guarded
 from objfs.fuse.files import OpenFile
 from objfs.fuse.inodes import Inodes, Node
 from objfs.fuse.names import decode_name, parent_of
@@ -36,14 +37,11 @@ from objfs.fuse.tree import (
     Attrs,
     Tree,
 )
-from objfs.store import Change, PosixAttrs, Store
+from objfs.store import PosixAttrs, Store
 
 log = logging.getLogger(__name__)
 
 ORPHAN_BUCKET = ".objfs-fuse-orphans"  # files unlinked while open live here until released
-XATTR_PREFIX = "x:"  # metadata name of an xattr that is not a plain user.* text value
-USER_XATTR = "user."
-_MAX_XATTR_BYTES = 64 * 1024
 _SETID = stat.S_ISUID | stat.S_ISGID
 
 
@@ -68,8 +66,7 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, tuple[Node, list[tuple[str, str, str]]]] = {}
         self._next_fh = 1
         self._orphans = 0
-        self.invalidations: set[tuple[int, bytes | None]] = set()  # (ino, None) or (parent, name)
-        self.invalidated = trio.Event()
+        self.coherence = Coherence(self.inodes, self.tree)  # S3's changes -> the kernel
         self.nursery: trio.Nursery | None = None  # the mount's: held readers live there
 
     async def prepare(self) -> None:
@@ -663,7 +660,7 @@ class Operations(pyfuse3.Operations):
         node = self._metadata_node(inode)
         info = self.tree.object(node.bucket, node.path)
         metadata = {} if info is None else dict(info.metadata)
-        value = _xattr_value(metadata, name)
+        value = xattrs.value_of(metadata, name)
         if value is None:
             raise fail(pyfuse3.ENOATTR)
         return value
@@ -672,31 +669,25 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         node = self._metadata_node(inode)
         info = self.tree.object(node.bucket, node.path)
-        names: list[bytes] = []
-        for name in dict(() if info is None else info.metadata):
-            if name.startswith(XATTR_PREFIX):
-                names.append(base64.urlsafe_b64decode(name[len(XATTR_PREFIX) :]))
-            elif ":" not in name:
-                names.append((USER_XATTR + name).encode("utf-8"))
-        return names
+        return xattrs.names_of(dict(() if info is None else info.metadata))
 
     @guarded
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        if len(value) > _MAX_XATTR_BYTES:
+        if len(value) > xattrs.MAX_VALUE_BYTES:
             raise fail(errno.E2BIG)
         node = self._metadata_node(inode)
         metadata = await self._metadata_of(node)
-        _drop_xattr(metadata, name)
-        metadata.update([_xattr_item(name, value)])
+        xattrs.remove(metadata, name)
+        metadata.update([xattrs.stored_item(name, value)])
         await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
 
     @guarded
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self._metadata_node(inode)
         metadata = await self._metadata_of(node)
-        if not _drop_xattr(metadata, name):
+        if not xattrs.remove(metadata, name):
             raise fail(pyfuse3.ENOATTR)
         await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
 
@@ -708,97 +699,3 @@ class Operations(pyfuse3.Operations):
         if info is None:
             raise fail(errno.ENOENT)
         return dict(info.metadata)
-
-    # -- S3 changes ----------------------------------------------------------------
-
-    def on_change(self, change: Change) -> None:
-        """A committed change (`Store.watch`): forget counts, and, when it did not
-        come through the mount, tell the kernel what it may have cached."""
-        for key in change.keys + change.prefixes:
-            self.tree.forget_counts(change.bucket, key)
-        if not change.keys and not change.prefixes:
-            self.tree.forget_counts("", "")
-        if IN_HANDLER.get():
-            return
-        root = self.inodes.root
-        if not change.keys and not change.prefixes and root.bucket == "":
-            self.invalidations.add((root.ino, change.bucket.encode("utf-8")))
-        for key in change.keys:
-            node = self.inodes.find(change.bucket, key)
-            if node is not None:
-                self.invalidations.add((node.ino, None))
-                if len(node.names) > 1:  # maybe no longer that file (S3 overwrite): look again
-                    self.inodes.remove_name(node, key)
-            self._invalidate_names(change.bucket, key)
-        for prefix in change.prefixes:
-            for node in self.inodes.nodes_under(change.bucket, prefix):
-                self.invalidations.add((node.ino, None))
-            self._invalidate_names(change.bucket, prefix)
-        self.invalidated.set()
-
-    def _invalidate_names(self, bucket: str, path: str) -> None:
-        """Every directory entry on the way to `path` that the kernel may know."""
-        cut = 0
-        while cut < len(path):
-            end = path.find("/", cut)
-            end = len(path) if end < 0 else end
-            parent = self.inodes.find(bucket, path[:cut])
-            if parent is None and cut == 0 and self.inodes.root.bucket == bucket:
-                parent = self.inodes.root
-            if parent is not None and end > cut:
-                self.invalidations.add((parent.ino, path[cut:end].encode("utf-8")))
-            cut = end + 1
-
-    async def run_invalidations(self) -> None:
-        """Hand queued invalidations to the kernel, from a thread: they can block."""
-        while True:
-            await self.invalidated.wait()
-            self.invalidated = trio.Event()
-            batch, self.invalidations = self.invalidations, set()
-            await trio.to_thread.run_sync(_invalidate, batch)
-
-
-def _invalidate(batch: set[tuple[int, bytes | None]]) -> None:
-    for ino, name in batch:
-        try:
-            if name is None:
-                pyfuse3.invalidate_inode(ino)
-            else:
-                pyfuse3.invalidate_entry(ino, name)
-        except OSError:
-            pass  # the kernel no longer knows it: nothing to invalidate
-
-
-def _xattr_item(name: bytes, value: bytes) -> tuple[str, str]:
-    """How an extended attribute is kept in the object's metadata: `user.NAME` with
-    a text value as the S3 metadata NAME, anything else encoded under "x:"."""
-    text_name = name.decode("utf-8", "replace")
-    if text_name.startswith(USER_XATTR) and name.isascii():
-        short = text_name[len(USER_XATTR) :]
-        if short and short == short.lower() and ":" not in short and value.isascii():
-            text = value.decode("ascii")
-            if text.isprintable():
-                return short, text
-    encoded_name = base64.urlsafe_b64encode(name).decode("ascii")
-    return XATTR_PREFIX + encoded_name, base64.b64encode(value).decode("ascii")
-
-
-def _xattr_value(metadata: dict[str, str], name: bytes) -> bytes | None:
-    encoded = metadata.get(XATTR_PREFIX + base64.urlsafe_b64encode(name).decode("ascii"))
-    if encoded is not None:
-        return base64.b64decode(encoded)
-    if name.startswith(USER_XATTR.encode()):
-        short = name[len(USER_XATTR) :].decode("utf-8", "replace")
-        if ":" not in short and short in metadata:
-            return metadata[short].encode("utf-8")
-    return None
-
-
-def _drop_xattr(metadata: dict[str, str], name: bytes) -> bool:
-    """Remove an extended attribute, kept either way (`_xattr_item`); was it there?"""
-    keys = [XATTR_PREFIX + base64.urlsafe_b64encode(name).decode("ascii")]
-    if name.startswith(USER_XATTR.encode()):
-        short = name[len(USER_XATTR) :].decode("utf-8", "replace")
-        if short and ":" not in short:
-            keys.append(short)
-    return any([metadata.pop(key, None) is not None for key in keys])

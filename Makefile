@@ -19,8 +19,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) bash scripts/setup.sh
 
+# Where FUSE is available the buckets are also mounted at ./objfs-mnt.
+MOUNT := $(if $(wildcard /dev/fuse),--mount ./objfs-mnt,)
+
 run: setup
-	$(BIN)/objfs serve --data ./objfs-data $(ARGS)
+	$(BIN)/objfs serve --data ./objfs-data $(MOUNT) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check $(SRC)

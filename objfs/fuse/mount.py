@@ -66,6 +66,23 @@ def prepare_mountpoint(mountpoint: str) -> str:
     return path
 
 
+def _may_allow_other() -> bool:
+    """Root may always let other users in; anyone else only if fuse.conf says so."""
+    if os.getuid() == 0:
+        return True
+    try:
+        with open("/etc/fuse.conf", encoding="utf-8") as conf:
+            if any(line.strip() == "user_allow_other" for line in conf):
+                return True
+    except OSError:
+        pass
+    log.warning(
+        "fuse.allow_other: not root and no user_allow_other in /etc/fuse.conf: "
+        "only this user can use the mount"
+    )
+    return False
+
+
 async def run_mount(
     store: Store,
     config: FuseConfig,
@@ -91,7 +108,7 @@ async def run_mount(
     await operations.prepare()
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     options |= {"fsname=objfs", "subtype=objfs"}
-    if config.allow_other:
+    if config.allow_other and _may_allow_other():
         options.add("allow_other")
     pyfuse3.init(operations, path, options)
     unwatch = store.watch(operations.coherence.on_change)

@@ -135,9 +135,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ObjfsError as exc:
         print(f"objfs: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except BaseExceptionGroup as group:  # a service of the node failed in its nursery
+        errors = _leaves(group)
+        if not all(isinstance(error, ObjfsError) for error in errors):
+            raise
+        for error in errors:
+            print(f"objfs: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves
 
 
 async def _run(args: argparse.Namespace, config: NodeConfig) -> int:

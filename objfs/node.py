@@ -21,7 +21,7 @@ from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
-from objfs.fuse.mount import run_mount, stop_mount
+from objfs.fuse.mount import check_mount_config, run_mount, stop_mount
 from objfs.s3.app import create_app
 from objfs.s3.users import Users
 from objfs.store import Store, erasure, open_store
@@ -89,6 +89,8 @@ async def _serve(
     freeze_index: bool,
 ) -> None:
     """The store, then S3 over it, until `stop`; hypercorn drains, then the store closes."""
+    if config.fuse.mountpoint:  # a bad mount is refused before anything starts
+        await trio.to_thread.run_sync(check_mount_config, config.fuse)
     async with (
         open_store(config.store, freeze_index=freeze_index) as store,
         trio.open_nursery() as nursery,

@@ -19,9 +19,10 @@ import pyfuse3
 import trio
 
 from objfs.config import FuseConfig
-from objfs.errors import ConfigError, NoSuchBucket
+from objfs.errors import ConfigError, InvalidBucketName, NoSuchBucket
 from objfs.fuse.operations import Operations
 from objfs.store import Store
+from objfs.store.names import check_bucket_name
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ def prepare_mountpoint(mountpoint: str) -> str:
     try:
         os.stat(path)
     except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"fuse.mountpoint: cannot create {path}: {exc.strerror}") from exc
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise ConfigError(f"fuse.mountpoint: {path}: {exc.strerror}") from exc
@@ -64,6 +68,20 @@ def prepare_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(path):
         raise ConfigError(f"fuse.mountpoint: {path} is not a directory")
     return path
+
+
+def check_mount_config(config: FuseConfig) -> None:
+    """Refuse a mount that cannot work, naming the key, before the node starts.
+
+    Raises:
+        ConfigError: no FUSE, a mountpoint in use or not a directory, a bad bucket name.
+    """
+    prepare_mountpoint(config.mountpoint)
+    if config.bucket:
+        try:
+            check_bucket_name(config.bucket)
+        except InvalidBucketName as exc:
+            raise ConfigError(f"fuse.bucket: {exc}") from None
 
 
 def _may_allow_other() -> bool:

@@ -33,6 +33,7 @@ from objfs.fuse.names import decode_name, parent_of
 from objfs.fuse.tree import (
     BUCKET_POSIX_SETTING,
     DIR_CONTENT_TYPE,
+    DIR_MODE,
     SYMLINK_METADATA,
     Attrs,
     Tree,
@@ -49,6 +50,7 @@ _SETID = stat.S_ISUID | stat.S_ISGID
 class Handle:
     node: Node
     file: OpenFile
+    drop_setgid: bool = False  # the opener is outside the file's group (see _drops_setgid)
 
 
 class Operations(pyfuse3.Operations):
@@ -197,6 +199,22 @@ class Operations(pyfuse3.Operations):
         self.inodes.orphan(node)
         node.bucket, node.path = ORPHAN_BUCKET, aside
 
+    async def _keep_parent(self, bucket: str, leaving: str) -> None:
+        """`leaving` (a key or a directory's prefix) is about to go from its directory:
+        if that directory exists only through it (no marker: S3 made it), give the
+        directory its marker, so it stays as POSIX says it does."""
+        prefix, _ = parent_of(leaving)
+        if prefix == "" or self.tree.object(bucket, prefix) is not None:
+            return
+        page = self.store.list_objects(bucket, prefix=prefix, delimiter="/", limit=2)
+        if any(o.key != leaving for o in page.objects) or any(
+            p != leaving for p in page.common_prefixes
+        ):
+            return
+        now = time.time_ns()
+        attrs = Attrs(DIR_MODE, self.tree.uid, self.tree.gid, 0, 2, 0, now, now, now)
+        await self._make_marker(bucket, prefix, attrs, None)
+
     # -- names ----------------------------------------------------------------------
 
     @guarded
@@ -261,6 +279,8 @@ class Operations(pyfuse3.Operations):
                 await self.store.truncate(node.bucket, node.path, attr.st_size)
         current = self._attrs(node)
         changed = replace(current, ctime_ns=now)
+        if fields.update_size and self._drops_setgid(node, ctx):
+            changed = replace(changed, mode=changed.mode & ~stat.S_ISGID)
         if fields.update_mode:
             changed = replace(changed, mode=stat.S_IFMT(current.mode) | stat.S_IMODE(attr.st_mode))
         if fields.update_uid:
@@ -271,7 +291,8 @@ class Operations(pyfuse3.Operations):
             changed = replace(changed, atime_ns=attr.st_atime_ns)
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         touched = (
-            fields.update_mode
+            changed.mode != current.mode
+            or fields.update_mode
             or fields.update_uid
             or fields.update_gid
             or fields.update_atime
@@ -442,8 +463,10 @@ class Operations(pyfuse3.Operations):
             self.inodes.remove_name(node, key)
             await self._touch_file(node, now)
         elif node.handles:
+            await self._keep_parent(node.bucket, key)
             await self._set_aside(node)
         else:
+            await self._keep_parent(node.bucket, key)
             await self.store.delete_object(node.bucket, node.path)
             self.inodes.orphan(node)
         await self._touch_dir(parent, now)
@@ -462,8 +485,10 @@ class Operations(pyfuse3.Operations):
             return
         if self.tree.entries(node):
             raise fail(errno.ENOTEMPTY)
-        if self.store.list_objects(node.bucket, prefix=node.path, limit=2).objects[1:]:
+        under = self.store.list_objects(node.bucket, prefix=node.path, limit=2).objects
+        if any(info.key != node.path for info in under):
             raise fail(errno.ENOTEMPTY)  # keys the mount cannot show still live under it
+        await self._keep_parent(node.bucket, node.path)
         await self.store.delete_object(node.bucket, node.path)
         self.inodes.orphan(node)
         await self._touch_dir(parent, time.time_ns())
@@ -512,6 +537,8 @@ class Operations(pyfuse3.Operations):
                         await file._flush_locked()
                 if target is not None:
                     self.inodes.orphan(target)
+                if old_parent is not new_parent:
+                    await self._keep_parent(bucket, source.path)
                 await self.store.rename_prefix(bucket, source.path, target_path)
                 self.inodes.move(bucket, source.path, target_path)
         else:
@@ -530,6 +557,8 @@ class Operations(pyfuse3.Operations):
                     await stack.enter_async_context(file.lock)
                     await file._flush_locked()
                 source_key = old_parent.path + decode_name(name_old)  # one of its names
+                if old_parent is not new_parent:
+                    await self._keep_parent(bucket, source_key)
                 await self.store.rename_object(bucket, source_key, target_path)
                 self.inodes.move(bucket, source_key, target_path)
         now = time.time_ns()
@@ -547,11 +576,36 @@ class Operations(pyfuse3.Operations):
         info = self.tree.object(node.bucket, node.path)
         if info is None:
             raise fail(errno.ENOENT)
-        truncating = bool(flags & os.O_TRUNC) and flags & os.O_ACCMODE != os.O_RDONLY
+        truncating = bool(flags & os.O_TRUNC)  # Linux truncates even when opened read-only
         fh, file = self._open_file(node, fresh=truncating or info.size_bytes == 0)
-        if truncating and info.size_bytes:
-            await file.truncate(0)
+        handle = self._handles[fh]
+        handle.drop_setgid = self._drops_setgid(node, ctx)
+        if truncating:
+            if info.size_bytes:
+                await file.truncate(0)
+            await self._drop_setgid(handle)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+
+    def _drops_setgid(self, node: Node, ctx: pyfuse3.RequestContext) -> bool:
+        """Does a change of the file's bytes by this caller clear its setgid bit? Linux:
+        yes for a caller outside the file's group (without CAP_FSETID). With group x
+        the kernel clears it itself; without, the filesystem must."""
+        if ctx.uid == 0:
+            return False
+        attrs = self._attrs(node)
+        if not attrs.mode & stat.S_ISGID or attrs.mode & stat.S_IXGRP:
+            return False
+        return attrs.gid not in {ctx.gid, *pyfuse3.get_sup_groups(ctx.pid)}
+
+    async def _drop_setgid(self, handle: Handle) -> None:
+        if not handle.drop_setgid:
+            return
+        handle.drop_setgid = False
+        node = handle.node
+        attrs = self._attrs(node)
+        if attrs.mode & stat.S_ISGID:
+            posix = replace(attrs, mode=attrs.mode & ~stat.S_ISGID, ctime_ns=time.time_ns())
+            await self.store.set_attributes(node.bucket, node.path, posix=posix.posix())
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -559,7 +613,10 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        await self._handle(fh).file.write(off, buf)
+        handle = self._handle(fh)
+        if handle.drop_setgid:
+            await self._drop_setgid(handle)
+        await handle.file.write(off, buf)
         return len(buf)
 
     @guarded

@@ -147,14 +147,18 @@ class Tree:
         return cached
 
     def forget_counts(self, bucket: str, key: str) -> None:
-        """A key (or prefix) changed: the subdirectory counts of its parents may have."""
+        """A key (a prefix, when it ends in "/") changed: forget the subdirectory
+        counts it may have changed — of every directory above it but its own
+        (a file, or a directory's marker, changes no count of its directory)."""
         self._subdirs.pop(("", ""), None)
         cut = 0
-        while True:
-            self._subdirs.pop((bucket, key[:cut]), None)
-            cut = key.find("/", cut) + 1
-            if cut == 0:
-                return
+        while (slash := key.find("/", cut)) >= 0:
+            self._subdirs.pop((bucket, key[:cut]), None)  # its child key[cut:slash] is a dir
+            cut = slash + 1
+            if cut == len(key):
+                break
+        if key.endswith("/"):
+            self._subdirs.pop((bucket, key), None)  # a renamed directory: its own too
 
     # -- attributes -----------------------------------------------------------------
 

@@ -402,12 +402,6 @@ def test_a_bad_fuse_setting_is_named_and_nothing_is_mounted(
     assert not _mounted_at(mountpoint)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unusable mountpoint (a regular file, or under one) ends `objfs serve` "
-    "with an ExceptionGroup traceback and exit 1 after S3 started, not one "
-    '"objfs: fuse.mountpoint: ..." line',
-)
 @pytest.mark.parametrize("where", ["a regular file", "under a regular file"])
 def test_a_mountpoint_that_cannot_be_a_directory_is_named(
     served_dir: str, formatted: str, where: str
@@ -425,11 +419,6 @@ def test_a_mountpoint_that_cannot_be_a_directory_is_named(
     _assert_one_line_error(result, "fuse.mountpoint")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an invalid bucket name for the mount (--bucket b, [fuse] bucket) ends "
-    "`objfs serve` with an ExceptionGroup traceback and exit 1 after S3 started",
-)
 @pytest.mark.parametrize("how", ["--bucket", "[fuse] bucket"])
 def test_an_invalid_bucket_name_for_the_mount_is_named(
     served_dir: str, formatted: str, how: str

@@ -395,12 +395,6 @@ def test_a_change_by_a_user_without_cap_fsetid_clears_set_id_bits(bases: Bases, 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write/truncate by a user outside the group keeps S_ISGID on a setgid "
-    "file without group x; ext4 clears it (the kernel's FUSE kill-priv rule only clears "
-    "setgid with group x, so the face must do it)",
-)
 @pytest.mark.parametrize("how", ["write", "truncate", "open O_TRUNC"])
 def test_a_change_by_a_user_outside_the_group_clears_setgid_without_group_x(
     bases: Bases, how: str

@@ -31,8 +31,10 @@ class Coherence:
     def on_change(self, change: Change) -> None:
         """A committed change (`Store.watch`): forget counts, and, when it did not
         come through the mount, tell the kernel what it may have cached."""
-        for key in change.keys + change.prefixes:
+        for key in change.keys:
             self.tree.forget_counts(change.bucket, key)
+        for prefix in change.prefixes:
+            self.tree.forget_counts(change.bucket, prefix, renamed=True)
         if not change.keys and not change.prefixes:
             self.tree.forget_counts("", "")
         if IN_HANDLER.get():

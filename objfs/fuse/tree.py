@@ -146,10 +146,10 @@ class Tree:
             self._subdirs[(bucket, prefix)] = cached
         return cached
 
-    def forget_counts(self, bucket: str, key: str) -> None:
-        """A key (a prefix, when it ends in "/") changed: forget the subdirectory
-        counts it may have changed — of every directory above it but its own
-        (a file, or a directory's marker, changes no count of its directory)."""
+    def forget_counts(self, bucket: str, key: str, *, renamed: bool = False) -> None:
+        """A key (or, `renamed`, every key under a prefix) changed: forget the
+        subdirectory counts it may have changed — of every directory above it but
+        its own (a file, or a directory's marker, changes no count of its directory)."""
         self._subdirs.pop(("", ""), None)
         cut = 0
         while (slash := key.find("/", cut)) >= 0:
@@ -157,7 +157,7 @@ class Tree:
             cut = slash + 1
             if cut == len(key):
                 break
-        if key.endswith("/"):
+        if renamed:
             self._subdirs.pop((bucket, key), None)  # a renamed directory: its own too
 
     # -- attributes -----------------------------------------------------------------

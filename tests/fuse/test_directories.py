@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import statistics
 import time
 from typing import Any
 
@@ -223,8 +224,8 @@ def test_object_and_directory_of_one_name(mounted: Mounted, workdir: str, s3: An
     assert errno_of(lambda: os.unlink(a)) == errno.EISDIR
     assert errno_of(lambda: os.open(a, os.O_CREAT | os.O_EXCL | os.O_WRONLY)) == errno.EEXIST
     assert s3_get(s3, prefix + "a") == b"the object a"
-    # once a/ is empty, the object shows again
-    os.unlink(os.path.join(a, "b"))
+    # once S3 deletes the last key under a/, the object shows again
+    s3.delete_object(Bucket=BUCKET, Key=prefix + "a/b")
     assert os.path.isfile(a)
     with open(a, "rb") as file:
         assert file.read() == b"the object a"
@@ -282,23 +283,27 @@ def test_empty_directory_from_an_s3_marker(mounted: Mounted, workdir: str, s3: A
     strict=True,
     reason="BUG: a create or unlink in a directory of N entries costs O(N): after every "
     "change, the next lookup of the directory recounts its st_nlink by listing all of it "
-    "(Tree.subdirectories); 1,500 entries -> ~7x slower than in an empty directory",
+    "(Tree.subdirectories); 2,000 entries -> ~4-7x slower than in an empty directory",
 )
 def test_changes_in_a_large_directory_cost_no_more(mounted: Mounted, workdir: str) -> None:
     small, big = os.path.join(workdir, "small"), os.path.join(workdir, "big")
     os.mkdir(small)
     os.mkdir(big)
-    put_many(mounted, ((key_of(mounted, big) + f"/f{i:05d}", b"") for i in range(1500)))
+    put_many(mounted, ((key_of(mounted, big) + f"/f{i:05d}", b"") for i in range(2000)))
 
     def create_and_unlink_s(directory: str) -> float:
-        started = time.monotonic()
-        for i in range(10):
+        """The median time of one create + unlink (medians: a checkpoint or a stray
+        pause cannot decide the outcome)."""
+        times = []
+        for i in range(15):
             path = os.path.join(directory, f"n{i}")
+            started = time.monotonic()
             with open(path, "wb"):
                 pass
             os.unlink(path)
-        return time.monotonic() - started
+            times.append(time.monotonic() - started)
+        return statistics.median(times)
 
     in_small, in_big = create_and_unlink_s(small), create_and_unlink_s(big)
-    print(f"10 create+unlink: empty directory {in_small:.3f} s, 1,500 entries {in_big:.3f} s")
-    assert in_big < 3 * in_small + 0.05
+    print(f"create+unlink (median): empty directory {in_small:.4f} s, 2,000 entries {in_big:.4f} s")
+    assert in_big < 2 * in_small + 0.003

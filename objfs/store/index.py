@@ -342,7 +342,12 @@ class ObjectIndex:
                 spliced = piece_math.splice(current.pieces, pieces)
                 size = max([current.size_bytes] + [piece.end_bytes for piece in pieces])
                 updated = replace(
-                    current, pieces=spliced, size_bytes=size, mtime_ns=mtime_ns, etag=None
+                    current,
+                    pieces=spliced,
+                    size_bytes=size,
+                    mtime_ns=mtime_ns,
+                    etag=None,
+                    checksums=(),  # the client's checksums were of the old bytes
                 )
                 self._replace_current(bucket, key, updated, freed)
                 self._propagate(bucket, key, updated, freed)
@@ -351,9 +356,14 @@ class ObjectIndex:
                     raise InvalidArgument(f"cannot truncate to {size_bytes} bytes")
                 current = self.current(bucket, key)
                 clipped = piece_math.clip(current.pieces, 0, size_bytes)
-                etag = current.etag if size_bytes == current.size_bytes else None
+                same = size_bytes == current.size_bytes
                 updated = replace(
-                    current, pieces=clipped, size_bytes=size_bytes, mtime_ns=mtime_ns, etag=etag
+                    current,
+                    pieces=clipped,
+                    size_bytes=size_bytes,
+                    mtime_ns=mtime_ns,
+                    etag=current.etag if same else None,
+                    checksums=current.checksums if same else (),
                 )
                 self._replace_current(bucket, key, updated, freed)
                 self._propagate(bucket, key, updated, freed)
@@ -430,6 +440,9 @@ class ObjectIndex:
         for existing, _ in self.iter_keys(bucket, prefix=target):
             if existing != target:
                 raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
+        # The target's marker goes: out of its link group first (keeps groups whole).
+        self._leave_group(bucket, ObjectKey(target), freed)
+        moving = list(self.iter_keys(bucket, start_after="", prefix=source))  # lists may change
         # Add every new key before dropping any old one, so shared segments never hit zero.
         self._set_versions(bucket, target, (), freed)
         for key, versions in moving:

@@ -344,11 +344,6 @@ async def test_small_files_written_through_a_link_grow_past_the_inline_size(stor
     await assert_file(store, ["a", "b"], b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: write_at and truncate keep the S3 checksums of the old bytes "
-    "(WriteAt/Truncate clear the ETag but not ObjectVersion.checksums)",
-)
 async def test_a_write_through_any_name_drops_the_checksums_of_the_old_bytes(
     store: Store,
 ) -> None:
@@ -564,15 +559,10 @@ async def test_rename_prefix_rewrites_member_names_in_every_member(node: Node) -
         await assert_file(store, ["new/b", "new/x"], two)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rename_prefix drops a linked target marker without leaving its group; "
-    "the group keeps a missing name and later writes through the others fail half-applied",
-)
 async def test_rename_prefix_onto_a_linked_marker_takes_the_marker_out_of_its_group(
     node: Node,
 ) -> None:
-    async with node.open(check_links=False) as store:  # fsck only: the groups are broken
+    async with node.open() as store:
         await store.create_bucket(BUCKET)
         await store.put_object(BUCKET, "a", b"hello")
         await store.link_object(BUCKET, "a", "dst/")  # a key that is also a directory marker
@@ -584,15 +574,10 @@ async def test_rename_prefix_onto_a_linked_marker_takes_the_marker_out_of_its_gr
         await assert_file(store, ["a"], b"Jello")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a RenamePrefix whose target marker is linked to a moving key raises "
-    "NoSuchKey after moving the keys: the index changes though the call fails",
-)
 async def test_rename_prefix_onto_a_marker_linked_to_a_moving_key_is_whole_or_nothing(
     node: Node,
 ) -> None:
-    async with node.open(check_links=False) as store:  # fsck only: the groups are broken
+    async with node.open() as store:
         await store.create_bucket(BUCKET)
         await store.put_object(BUCKET, "src/x", b"hello")
         await store.link_object(BUCKET, "src/x", "dst/")

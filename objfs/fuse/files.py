@@ -1,11 +1,13 @@
 """objfs.fuse.files — an open file: its unflushed writes and its ETag.
 
 The kernel sends writes of at most 1 MiB. One `OpenFile` per inode (shared by
-every handle of it) gathers contiguous writes in memory and stores them with
-one `Store.write_at` per `FLUSH_BYTES` (or when a write jumps elsewhere), so a
-large file written in place costs new pieces and a few records, never a whole
-rewrite. Reads, truncates, renames and `close()`/`fsync()` flush first, so the
-store is the truth whenever anyone else can look. Reads go through one reader
+every handle of it) gathers writes in memory as runs of contiguous bytes and
+stores them with one `Store.write_runs` (one record, the bytes of every run
+side by side in shared segments) per `FLUSH_BYTES` or `MAX_RUNS`, so a large
+file written in place costs new pieces and few records, never a rewrite, and
+random small writes cost a record per thousands of them. Reads, truncates,
+renames and `close()`/`fsync()` store what is gathered first, so the store is
+the truth whenever anyone else can look. Reads go through one reader
 held open (by a task in the mount's nursery) while the version stays the same,
 so sequential reads get the store's readahead.
 
@@ -18,6 +20,7 @@ form (`hex-1`), which clients do not take for an MD5 (docs/fuse.md).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 from typing import Any
@@ -31,7 +34,8 @@ from objfs.store.reader import ObjectReader
 
 log = logging.getLogger(__name__)
 
-FLUSH_BYTES = 16 * 1024 * 1024
+FLUSH_BYTES = 16 * 1024 * 1024  # unstored bytes of one file that start a store
+MAX_RUNS = 4096  # separate runs (random writes) that start one
 REHASH_MAX_BYTES = 64 * 1024 * 1024  # files up to this size get a true MD5 ETag on close
 
 
@@ -53,9 +57,11 @@ class OpenFile:
         # One store, truncate or ETag at a time, in the order asked (FIFO). Not a
         # Lock: a store behind the writer is handed the semaphore by another task.
         self.lock = trio.Semaphore(1)
-        self._storing_end = 0  # where the run being stored behind the writer ends
-        self._start = 0  # the unflushed run: bytes [start, start + len(run))
-        self._run = bytearray()
+        self._storing_end = 0  # where the runs being stored behind the writer end
+        # Unstored writes: runs of contiguous bytes, sorted, apart (never touching).
+        self._starts: list[int] = []
+        self._runs: list[bytearray] = []
+        self._buffered = 0  # bytes in the runs
         # MD5 of bytes [0, md5_end) as stored, while every store so far continued it.
         self._md5: Any = hashlib.md5() if fresh else None
         self._md5_end = 0
@@ -64,43 +70,61 @@ class OpenFile:
     @property
     def end(self) -> int:
         """Where the bytes not yet stored end (0 when there are none)."""
-        run_end = self._start + len(self._run) if self._run else 0
-        return max(run_end, self._storing_end)
+        runs_end = self._starts[-1] + len(self._runs[-1]) if self._runs else 0
+        return max(runs_end, self._storing_end)
 
     # -- writes ---------------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> None:
         if self._error is not None:
             self._raise_error()
-        while not self._absorb(offset, data):
-            await self.flush_data()
-        if len(self._run) >= FLUSH_BYTES:
-            # Store this run behind the writer; the next one fills meanwhile. One
-            # store at a time: a writer faster than the store waits here.
+        self._absorb(offset, data)
+        if self._buffered >= FLUSH_BYTES or len(self._runs) >= MAX_RUNS:
+            # Store these runs behind the writer; the next ones gather meanwhile.
+            # One store at a time: a writer faster than the store waits here.
             await self.lock.acquire()
-            start, data = self._take_run()
-            self._storing_end = start + len(data)
-            self._nursery.start_soon(self._store_behind, start, data)
+            runs = self._take_runs()
+            self._storing_end = runs[-1][0] + len(runs[-1][1]) if runs else 0
+            self._nursery.start_soon(self._store_behind, runs)
 
-    def _absorb(self, offset: int, data: bytes) -> bool:
-        if not self._run:
-            self._start = offset
-            self._run += data
-            return True
-        relative = offset - self._start
-        if 0 <= relative <= len(self._run):
-            self._run[relative : relative + len(data)] = data
-            return True
-        return False
+    def _absorb(self, offset: int, data: bytes) -> None:
+        """Lay `data` over the runs, merging the runs it overlaps or touches."""
+        end = offset + len(data)
+        starts, runs = self._starts, self._runs
+        first = bisect.bisect_right(starts, offset) - 1  # the run starting at or before
+        if first < 0 or starts[first] + len(runs[first]) < offset:
+            first += 1  # that run ends before the write: not touched
+        last = bisect.bisect_right(starts, end) - 1  # the last run starting by its end
+        if first > last:  # touches nothing: a run of its own
+            starts.insert(first, offset)
+            runs.insert(first, bytearray(data))
+            self._buffered += len(data)
+            return
+        if first == last and starts[first] <= offset:  # inside or extending one run
+            run = runs[first]
+            before = len(run)
+            run[offset - starts[first] : end - starts[first]] = data
+            self._buffered += len(run) - before
+            return
+        low = min(offset, starts[first])
+        high = max(end, starts[last] + len(runs[last]))
+        merged = bytearray(high - low)
+        for start, run in zip(starts[first : last + 1], runs[first : last + 1], strict=True):
+            merged[start - low : start - low + len(run)] = run
+            self._buffered -= len(run)
+        merged[offset - low : end - low] = data
+        self._buffered += len(merged)
+        starts[first : last + 1] = [low]
+        runs[first : last + 1] = [merged]
 
-    def _take_run(self) -> tuple[int, bytes]:
-        start, data = self._start, bytes(self._run)
-        self._run = bytearray()
-        return start, data
+    def _take_runs(self) -> list[tuple[int, bytearray]]:
+        runs = list(zip(self._starts, self._runs, strict=True))
+        self._starts, self._runs, self._buffered = [], [], 0
+        return runs
 
-    async def _store_behind(self, start: int, data: bytes) -> None:
+    async def _store_behind(self, runs: list[tuple[int, bytearray]]) -> None:
         try:
-            await self._store(start, data)
+            await self._store(runs)
         except ObjfsError:
             pass  # kept in self._error: the next write, fsync or close reports it
         except Exception:
@@ -115,19 +139,19 @@ class OpenFile:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        if self._run:
-            await self._store(*self._take_run())
+        if self._runs:
+            await self._store(self._take_runs())
 
-    async def _store(self, start: int, data: bytes) -> None:
-        hashed = self._md5 is not None and start == self._md5_end
+    async def _store(self, runs: list[tuple[int, bytearray]]) -> None:
+        hashed = self._md5 is not None and len(runs) == 1 and runs[0][0] == self._md5_end
         if not hashed:
             self._md5 = None
         failure: ObjfsError | None = None
         async with trio.open_nursery() as nursery:
             if hashed:  # hashlib lets go of the GIL: hash while the bytes are stored
-                nursery.start_soon(trio.to_thread.run_sync, self._md5.update, data)
+                nursery.start_soon(trio.to_thread.run_sync, self._md5.update, runs[0][1])
             try:
-                await self.store.write_at(self.node.bucket, self.node.path, start, data)
+                await self.store.write_runs(self.node.bucket, self.node.path, runs)
             except ObjfsError as exc:
                 failure = exc  # raised below, outside the nursery: not as a group
         if failure is not None:
@@ -135,7 +159,7 @@ class OpenFile:
             # failed writeback, on the next fsync() or close() as well.
             self._error, self._md5 = failure, None
             raise failure
-        self._md5_end += len(data) if hashed else 0
+        self._md5_end += len(runs[0][1]) if hashed else 0
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None

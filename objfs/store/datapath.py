@@ -113,7 +113,11 @@ class DataPath:
     # -- writing ---------------------------------------------------------------------
 
     async def write_segments(
-        self, data: AlignedBuffer | bytes, size_bytes: int, *, whole_crc: int | None = None
+        self,
+        data: AlignedBuffer | bytes | memoryview,
+        size_bytes: int,
+        *,
+        whole_crc: int | None = None,
     ) -> list[Segment]:
         """Store the first `size_bytes` of `data` (at most one segment's worth) as
         one segment, or several when free space is too fragmented for one stripe.
@@ -147,18 +151,31 @@ class DataPath:
             raise
         return segments
 
-    async def store_bytes(self, data: bytes) -> list[Segment]:
-        """Store `data` as full segments (the last one shorter); undo all on failure."""
-        segments: list[Segment] = []
+    async def store_bytes(self, data: bytes, *, in_flight: int = 4) -> list[Segment]:
+        """Store `data` as full segments (the last one shorter), up to `in_flight`
+        at once; undo all on failure."""
         step = self.segment_size_bytes
+        starts = range(0, len(data), step)
+        stored: list[list[Segment]] = [[] for _ in starts]
+        limiter = trio.CapacityLimiter(in_flight)
+        view = memoryview(data)
+
+        async def one(number: int, start: int) -> None:
+            async with limiter:
+                chunk = view[start : start + step]
+                stored[number] = await self.write_segments(chunk, len(chunk))
+
         try:
-            for start in range(0, len(data), step):
-                chunk = data[start : start + step]
-                segments.extend(await self.write_segments(chunk, len(chunk)))
+            if len(starts) == 1:
+                await one(0, 0)
+            else:
+                async with trio.open_nursery() as nursery:
+                    for number, start in enumerate(starts):
+                        nursery.start_soon(one, number, start)
         except BaseException:
-            self.discard(segments)
+            self.discard([segment for part in stored for segment in part])
             raise
-        return segments
+        return [segment for part in stored for segment in part]
 
     async def _write_stripe(
         self, buffer: AlignedBuffer | None, view: memoryview, whole_crc: int | None

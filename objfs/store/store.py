@@ -581,24 +581,36 @@ class Store:
         The object grows if the write ends past its end (a gap reads as zeros). The
         ETag becomes unknown (None) until `set_attributes(etag=...)`.
         """
+        return await self.write_runs(bucket, key, [(offset_bytes, data)])
+
+    async def write_runs(
+        self, bucket: str, key: str, runs: Sequence[tuple[int, bytes | bytearray]]
+    ) -> ObjectInfo:
+        """`write_at` of several runs (offset, bytes) at once: their bytes are stored
+        together in as few segments as fit them, and one record lays them in.
+
+        Raises:
+            InvalidArgument: the runs overlap or are not in offset order.
+        """
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
-        names.check_extent_of_object(offset_bytes, len(data))
+        end = 0
+        for offset, data in runs:
+            names.check_extent_of_object(offset, len(data))
+            if offset < end:
+                raise InvalidArgument("runs to write must be in offset order and not overlap")
+            end = offset + len(data)
+        runs = [(offset, data) for offset, data in runs if data]
         async with self._locks.hold((bucket_name, object_key)):
             current = self._index.current(bucket_name, object_key)
-            if not data:
+            if not runs:
                 return object_info(bucket, key, current)
-            new_size = max(current.size_bytes, offset_bytes + len(data))
             fresh: list[Segment] = []
-            pieces: list[Piece] = []
-            if new_size <= self.config.inline_max_bytes:
-                pieces.append(Piece(offset_bytes, len(data), bytes(data)))
+            if max(current.size_bytes, end) <= self.config.inline_max_bytes:
+                pieces = [Piece(offset, len(data), bytes(data)) for offset, data in runs]
             else:
-                fresh = await self._datapath.store_bytes(bytes(data))
-                position = offset_bytes
-                for segment in fresh:
-                    pieces.append(Piece(position, segment.size_bytes, segment))
-                    position += segment.size_bytes
+                fresh = await self._datapath.store_bytes(b"".join(data for _, data in runs))
+                pieces = _lay_out(runs, fresh)
             await self._commit_fresh(
                 WriteAt(bucket_name, object_key, tuple(pieces), self._clock()), fresh
             )
@@ -721,3 +733,19 @@ class Store:
             checkpoint_lsn=self._checkpointer.current.lsn,
             devices=tuple(device.path for _, device in sorted(self._devices.items())),
         )
+
+
+def _lay_out(runs: Sequence[tuple[int, bytes | bytearray]], stored: list[Segment]) -> list[Piece]:
+    """Pieces placing runs whose bytes were stored back to back in `stored`."""
+    pieces: list[Piece] = []
+    segments = iter(stored)
+    segment, used = next(segments), 0  # the segment being consumed, bytes of it taken
+    for offset, data in runs:
+        position, left = offset, len(data)
+        while left:
+            if used == segment.size_bytes:
+                segment, used = next(segments), 0
+            take = min(left, segment.size_bytes - used)
+            pieces.append(Piece(position, take, segment, used))
+            position, left, used = position + take, left - take, used + take
+    return pieces

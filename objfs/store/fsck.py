@@ -9,13 +9,13 @@ from its index: free space must be exactly the complement of what is referenced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
 from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError, ObjfsError, UsageError
-from objfs.store import recovery
+from objfs.store import links, recovery
 from objfs.store.datapath import DataPath
 from objfs.store.device import BlockDevice, open_available
 from objfs.store.health import Health
@@ -28,7 +28,14 @@ from objfs.store.superblock import (
     Superblock,
     decode_superblock,
 )
-from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Segment
+from objfs.store.types import (
+    BLOCK_SIZE_BYTES,
+    BucketName,
+    Extent,
+    ObjectKey,
+    Segment,
+    VersionId,
+)
 
 
 @dataclass
@@ -146,6 +153,7 @@ def check_index(index: ObjectIndex, report: FsckReport) -> None:
                 end = piece.end_bytes
     if not bad:
         report.add("pieces", True, f"{report.objects} keys: piece lists well formed")
+    check_link_groups(index, report)
     counted = (index.version_count, index.logical_bytes) == (version_count, logical_bytes)
     report.add(
         "counts",
@@ -153,6 +161,32 @@ def check_index(index: ObjectIndex, report: FsckReport) -> None:
         f"{version_count} versions, {logical_bytes} bytes"
         + ("" if counted else f" (the index says {index.version_count}, {index.logical_bytes})"),
     )
+
+
+def check_link_groups(index: ObjectIndex, report: FsckReport) -> None:
+    """Every hard link group is whole (links.py): each member's current version
+    names the same members, all exist, and all are the same version but for the id."""
+    groups: dict[tuple[str, tuple[str, ...]], object] = {}
+    bad = 0
+    for (bucket, key), versions in index.iter_all():
+        if not versions or versions[0].delete_marker:
+            continue
+        names = links.members(versions[0])
+        if names is None:
+            continue
+        same = replace(versions[0], version_id=VersionId(""))
+        group = (bucket, tuple(names))
+        if key not in names or groups.setdefault(group, same) != same:
+            bad += 1
+            report.add("links", False, f"{bucket}/{key}: not the same file as its group {names}")
+    for bucket, group_names in groups:
+        for name in group_names:
+            versions = index.versions(BucketName(bucket), ObjectKey(name))
+            if not versions or links.members(versions[0]) != list(group_names):
+                bad += 1
+                report.add("links", False, f"{bucket}/{name}: missing from its group")
+    if not bad:
+        report.add("links", True, f"{len(groups)} hard link groups whole")
 
 
 def check_space(

@@ -441,6 +441,14 @@ class Operations(pyfuse3.Operations):
         await self._touch_dir(parent, now)
         return self._looked_up(node)
 
+    def _other_names(self, node: Node, key: str) -> bool:
+        """Has the file names besides `key` (hard links)? The node learns them all."""
+        info = self.tree.object(node.bucket, key)
+        others = [name for name in (info.links if info else ()) if name != key]
+        for name in others:
+            self.inodes.add_name(node, name)
+        return bool(others)
+
     async def _touch_file(self, node: Node, now: int) -> None:
         """The file's link count changed: its ctime is now."""
         info = self.tree.object(node.bucket, node.path)
@@ -458,7 +466,7 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         key = parent.path + decode_name(name)
         now = time.time_ns()
-        if len(node.names) > 1:  # one name of several goes; the file stays
+        if self._other_names(node, key):  # one name of several goes; the file stays
             await self.store.delete_object(node.bucket, key)
             self.inodes.remove_name(node, key)
             await self._touch_file(node, now)
@@ -545,7 +553,7 @@ class Operations(pyfuse3.Operations):
             target_path = new_parent.path + new_text
             if target is not None and target.is_dir:
                 raise fail(errno.EISDIR)
-            if target is not None and len(target.names) > 1:
+            if target is not None and self._other_names(target, target_path):
                 self.inodes.remove_name(target, target_path)
             elif target is not None and target.handles:
                 await self._set_aside(target)

@@ -133,19 +133,14 @@ class Operations(pyfuse3.Operations):
         return ctx.gid, mode
 
     async def _touch_dir(self, node: Node, now: int) -> None:
-        """A directory's entries changed: its mtime and ctime are now (markers only)."""
-        if node.bucket == "" or not node.is_dir:
+        """A directory's entries changed: its mtime and ctime are now. The core does
+        it for directories with a marker (in the same record); a bucket made or
+        changed through the mount keeps its times in a setting, done here."""
+        if node.bucket == "" or node.path != "":
             return
-        if node.path == "":  # a bucket made or changed through the mount keeps its times
-            if self.store.head_bucket(node.bucket).setting(BUCKET_POSIX_SETTING) is not None:
-                attrs = replace(self._attrs(node), mtime_ns=now, ctime_ns=now)
-                await self._set_bucket_attrs(node.bucket, attrs)
-            return
-        info = self.tree.object(node.bucket, node.path)
-        if info is None or info.posix is None:
-            return  # a directory S3 made: its times come from its marker, when it has one
-        posix = replace(info.posix, ctime_ns=now)
-        await self.store.set_attributes(node.bucket, node.path, posix=posix, mtime_ns=now)
+        if self.store.head_bucket(node.bucket).setting(BUCKET_POSIX_SETTING) is not None:
+            attrs = replace(self._attrs(node), mtime_ns=now, ctime_ns=now)
+            await self._set_bucket_attrs(node.bucket, attrs)
 
     async def _set_bucket_attrs(self, bucket: str, attrs: Attrs) -> None:
         saved = {
@@ -437,7 +432,6 @@ class Operations(pyfuse3.Operations):
         await self.store.link_object(node.bucket, node.path, key)
         self.inodes.add_name(node, key)
         now = time.time_ns()
-        await self._touch_file(node, now)
         await self._touch_dir(parent, now)
         return self._looked_up(node)
 
@@ -448,13 +442,6 @@ class Operations(pyfuse3.Operations):
         for name in others:
             self.inodes.add_name(node, name)
         return bool(others)
-
-    async def _touch_file(self, node: Node, now: int) -> None:
-        """The file's link count changed: its ctime is now."""
-        info = self.tree.object(node.bucket, node.path)
-        if info is not None:
-            posix = replace(self._attrs(node), ctime_ns=now).posix()
-            await self.store.set_attributes(node.bucket, node.path, posix=posix)
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -469,7 +456,6 @@ class Operations(pyfuse3.Operations):
         if self._other_names(node, key):  # one name of several goes; the file stays
             await self.store.delete_object(node.bucket, key)
             self.inodes.remove_name(node, key)
-            await self._touch_file(node, now)
         elif node.handles:
             await self._keep_parent(node.bucket, key)
             await self._set_aside(node)

@@ -385,10 +385,12 @@ class ObjectIndex:
         versions = self.versions(bucket, key)
         if record.if_none_match and versions and not versions[0].delete_marker:
             raise KeyAlreadyExists(f"key {key!r} already exists in bucket {bucket!r}")
-        self._leave_group(bucket, key, freed)
+        self._leave_group(bucket, key, freed, version.mtime_ns)
         versions = self.versions(bucket, key)
         others = tuple(links.strip(v) for v in versions if v.version_id != version.version_id)
         self._set_versions(bucket, key, (links.strip(version), *others), freed)
+        if (not versions or versions[0].delete_marker) and not version.delete_marker:
+            self._touch_parent(bucket, key, version.mtime_ns, freed)  # a new name
 
     def _delete_object(self, record: DeleteObject, freed: list[Segment]) -> None:
         bucket, key = record.bucket, record.key
@@ -404,10 +406,13 @@ class ObjectIndex:
         else:
             # Unversioned delete: the null version goes; deleting nothing is not an error (S3).
             remaining = tuple(v for v in versions if v.version_id != NULL_VERSION)
+        gone = bool(versions) and not versions[0].delete_marker
         if not remaining or remaining[0] is not versions[0]:  # the current version goes
-            self._leave_group(bucket, key, freed)
+            self._leave_group(bucket, key, freed, record.time_ns)
             remaining = tuple(links.strip(v) for v in remaining)
         self._set_versions(bucket, key, remaining, freed)
+        if gone and (not remaining or remaining[0].delete_marker):
+            self._touch_parent(bucket, key, record.time_ns, freed)  # a name went
 
     def _rename_key(self, record: RenameKey, freed: list[Segment]) -> None:
         bucket, source, target = record.bucket, record.source_key, record.target_key
@@ -421,11 +426,17 @@ class ObjectIndex:
         names = links.members(versions[0])
         if names is not None and target in names:
             return  # two names of one file: POSIX rename does nothing
-        self._leave_group(bucket, target, freed)
+        self._leave_group(bucket, target, freed, record.time_ns)
+        if record.time_ns and versions[0].posix is not None:  # a rename changes the ctime
+            posix = replace(versions[0].posix, ctime_ns=record.time_ns)
+            versions = (replace(versions[0], posix=posix), *versions[1:])
         self._set_versions(bucket, target, versions, freed)
         self._set_versions(bucket, source, (), freed)
         if names is not None:
-            self._set_group(bucket, [target if n == source else n for n in names], freed)
+            renamed = [target if n == source else n for n in names]
+            self._set_group(bucket, renamed, freed, record.time_ns)
+        self._touch_parent(bucket, source, record.time_ns, freed)
+        self._touch_parent(bucket, target, record.time_ns, freed)
 
     def _rename_prefix(self, record: RenamePrefix, freed: list[Segment]) -> None:
         bucket, source, target = record.bucket, record.source_prefix, record.target_prefix
@@ -441,7 +452,7 @@ class ObjectIndex:
             if existing != target:
                 raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
         # The target's marker goes: out of its link group first (keeps groups whole).
-        self._leave_group(bucket, ObjectKey(target), freed)
+        self._leave_group(bucket, ObjectKey(target), freed, record.time_ns)
         moving = list(self.iter_keys(bucket, start_after="", prefix=source))  # lists may change
         # Add every new key before dropping any old one, so shared segments never hit zero.
         self._set_versions(bucket, target, (), freed)
@@ -458,6 +469,8 @@ class ObjectIndex:
             if moved not in renamed:
                 renamed.add(moved)
                 self._set_group(bucket, list(moved), freed)
+        self._touch_parent(bucket, source, record.time_ns, freed)
+        self._touch_parent(bucket, target, record.time_ns, freed)
 
     def _set_attributes(self, record: SetAttributes, freed: list[Segment]) -> None:
         current = self.current(record.bucket, record.key)
@@ -489,20 +502,46 @@ class ObjectIndex:
         linked = replace(links.with_members(current, names), version_id=record.version_id)
         others = tuple(links.strip(v) for v in target_versions if v.version_id != linked.version_id)
         self._set_versions(bucket, target, (linked, *others), freed)
-        self._set_group(bucket, names, freed)
+        self._set_group(bucket, names, freed, record.time_ns)
+        self._touch_parent(bucket, target, record.time_ns, freed)
 
-    def _leave_group(self, bucket: BucketName, key: ObjectKey, freed: list[Segment]) -> None:
+    def _leave_group(
+        self, bucket: BucketName, key: ObjectKey, freed: list[Segment], time_ns: int = 0
+    ) -> None:
         """`key`'s current version is about to go: the rest of its group forget it."""
         versions = self.versions(bucket, key)
         names = links.members(versions[0]) if versions else None
         if names is not None and key in names:
-            self._set_group(bucket, [n for n in names if n != key], freed)
+            self._set_group(bucket, [n for n in names if n != key], freed, time_ns)
 
-    def _set_group(self, bucket: BucketName, names: list[str], freed: list[Segment]) -> None:
-        """Write the group's member list into each member (no list for a group of one)."""
+    def _set_group(
+        self, bucket: BucketName, names: list[str], freed: list[Segment], time_ns: int = 0
+    ) -> None:
+        """Write the group's member list into each member (no list for a group of one);
+        with `time_ns`, the link count changed then: it is the members' ctime."""
         for name in names:
-            current = self.current(bucket, ObjectKey(name))
-            self._replace_current(bucket, name, links.with_members(current, names), freed)
+            current = links.with_members(self.current(bucket, ObjectKey(name)), names)
+            if time_ns and current.posix is not None:
+                current = replace(current, posix=replace(current.posix, ctime_ns=time_ns))
+            self._replace_current(bucket, name, current, freed)
+
+    def _touch_parent(
+        self, bucket: BucketName, key: str, time_ns: int, freed: list[Segment]
+    ) -> None:
+        """A name appeared in or left its directory: the directory's marker, if it
+        has POSIX attributes (made through the mount), takes `time_ns` as its mtime
+        and ctime (a directory's times, as a filesystem keeps them)."""
+        stripped = key.rstrip("/")
+        parent = stripped[: stripped.rfind("/") + 1]
+        if not time_ns or not parent:
+            return
+        versions = self.versions(bucket, ObjectKey(parent))
+        if not versions or versions[0].delete_marker or versions[0].posix is None:
+            return
+        marker = versions[0]
+        assert marker.posix is not None
+        touched = replace(marker, mtime_ns=time_ns, posix=replace(marker.posix, ctime_ns=time_ns))
+        self._replace_current(bucket, parent, touched, freed)
 
     def _propagate(
         self, bucket: BucketName, key: ObjectKey, updated: ObjectVersion, freed: list[Segment]

@@ -119,6 +119,7 @@ class DeleteObject:
     key: ObjectKey
     version_id: VersionId | None
     marker: ObjectVersion | None
+    time_ns: int = 0  # when (for directory times, index.py); 0 in records written before
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class RenameKey:
     source_key: ObjectKey
     target_key: ObjectKey
     no_replace: bool = False
+    time_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class RenamePrefix:
     bucket: BucketName
     source_prefix: str
     target_prefix: str
+    time_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,7 @@ class LinkKey:
     source_key: ObjectKey
     target_key: ObjectKey
     version_id: VersionId
+    time_ns: int = 0
 
 
 Record = (
@@ -343,12 +347,13 @@ def _fields(record: Record) -> list[Any]:
             return [name, setting, value]
         case PutVersion(bucket, key, version, if_none_match):
             return [bucket, key, encode_version(version), if_none_match]
-        case DeleteObject(bucket, key, version_id, marker):
-            return [bucket, key, version_id, None if marker is None else encode_version(marker)]
-        case RenameKey(bucket, source_key, target_key, no_replace):
-            return [bucket, source_key, target_key, no_replace]
-        case RenamePrefix(bucket, source_prefix, target_prefix):
-            return [bucket, source_prefix, target_prefix]
+        case DeleteObject(bucket, key, version_id, marker, time_ns):
+            marker_fields = None if marker is None else encode_version(marker)
+            return [bucket, key, version_id, marker_fields, time_ns]
+        case RenameKey(bucket, source_key, target_key, no_replace, time_ns):
+            return [bucket, source_key, target_key, no_replace, time_ns]
+        case RenamePrefix(bucket, source_prefix, target_prefix, time_ns):
+            return [bucket, source_prefix, target_prefix, time_ns]
         case WriteAt(bucket, key, pieces, mtime_ns):
             return [bucket, key, [encode_piece(piece) for piece in pieces], mtime_ns]
         case Truncate(bucket, key, size_bytes, mtime_ns):
@@ -364,8 +369,8 @@ def _fields(record: Record) -> list[Any]:
                 etag,
                 if_mtime,
             ]
-        case LinkKey(bucket, source_key, target_key, version_id):
-            return [bucket, source_key, target_key, version_id]
+        case LinkKey(bucket, source_key, target_key, version_id, time_ns):
+            return [bucket, source_key, target_key, version_id, time_ns]
     raise AssertionError(f"unknown record {record!r}")
 
 
@@ -408,11 +413,11 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
         case RecordType.DELETE_OBJECT:
             marker = None if f[3] is None else decode_version(f[3])
             version_id = None if f[2] is None else VersionId(f[2])
-            return DeleteObject(BucketName(f[0]), ObjectKey(f[1]), version_id, marker)
+            return DeleteObject(BucketName(f[0]), ObjectKey(f[1]), version_id, marker, _at(f, 4))
         case RecordType.RENAME_KEY:
-            return RenameKey(BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), f[3])
+            return RenameKey(BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), f[3], _at(f, 4))
         case RecordType.RENAME_PREFIX:
-            return RenamePrefix(BucketName(f[0]), f[1], f[2])
+            return RenamePrefix(BucketName(f[0]), f[1], f[2], _at(f, 3))
         case RecordType.WRITE_AT:
             pieces = tuple(decode_piece(piece) for piece in f[2])
             return WriteAt(BucketName(f[0]), ObjectKey(f[1]), pieces, f[3])
@@ -430,8 +435,15 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
                 f[7] if len(f) > 7 else None,  # added after the first layout: optional
             )
         case RecordType.LINK_KEY:
-            return LinkKey(BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), VersionId(f[3]))
+            return LinkKey(
+                BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), VersionId(f[3]), _at(f, 4)
+            )
     raise AssertionError(record_type)
+
+
+def _at(fields: list[Any], position: int) -> Any:
+    """A field appended to a layout after it was first written: 0 when absent."""
+    return fields[position] if len(fields) > position else 0
 
 
 def decode_record(record_type: int, payload: bytes) -> Record:

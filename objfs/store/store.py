@@ -443,7 +443,7 @@ class Store:
             marker_id = self._new_version_id(bucket_name)
             marker = ObjectVersion(marker_id, 0, self._clock(), None, delete_marker=True)
         vid = None if version_id is None else VersionId(version_id)
-        await self._commit(DeleteObject(bucket_name, object_key, vid, marker))
+        await self._commit(DeleteObject(bucket_name, object_key, vid, marker, self._clock()))
         if marker is not None:
             return DeleteResult(marker.version_id, True)
         return DeleteResult(vid, False)
@@ -456,7 +456,7 @@ class Store:
         bucket_name, target = self._check_writable(bucket, target_key)
         source = ObjectKey(source_key)
         self._index.current(bucket_name, source)
-        await self._commit(RenameKey(bucket_name, source, target, no_replace))
+        await self._commit(RenameKey(bucket_name, source, target, no_replace, self._clock()))
         return self.head_object(bucket, target)
 
     async def rename_prefix(self, bucket: str, source_prefix: str, target_prefix: str) -> None:
@@ -469,7 +469,7 @@ class Store:
         """
         bucket_name, _ = self._check_writable(bucket, names.check_prefix(target_prefix))
         names.check_prefix(source_prefix)
-        await self._commit(RenamePrefix(bucket_name, source_prefix, target_prefix))
+        await self._commit(RenamePrefix(bucket_name, source_prefix, target_prefix, self._clock()))
 
     async def link_object(self, bucket: str, source_key: str, target_key: str) -> ObjectInfo:
         """Make `target_key` a hard link of `source_key` (store/links.py): one more
@@ -481,7 +481,7 @@ class Store:
         source = ObjectKey(source_key)
         self._index.current(bucket_name, source)
         version_id = self._new_version_id(bucket_name)
-        await self._commit(LinkKey(bucket_name, source, target, version_id))
+        await self._commit(LinkKey(bucket_name, source, target, version_id, self._clock()))
         return self.head_object(bucket, target)
 
     async def copy_object(

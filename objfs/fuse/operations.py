@@ -732,7 +732,7 @@ class Operations(pyfuse3.Operations):
         metadata = await self._metadata_of(node)
         xattrs.remove(metadata, name)
         metadata.update([xattrs.stored_item(name, value)])
-        await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
+        await self._set_metadata(node, metadata)
 
     @guarded
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -740,7 +740,12 @@ class Operations(pyfuse3.Operations):
         metadata = await self._metadata_of(node)
         if not xattrs.remove(metadata, name):
             raise fail(pyfuse3.ENOATTR)
-        await self.store.set_attributes(node.bucket, node.path, metadata=metadata)
+        await self._set_metadata(node, metadata)
+
+    async def _set_metadata(self, node: Node, metadata: dict[str, str]) -> None:
+        """New extended attributes, and the ctime that moves with them, in one record."""
+        posix = replace(self._attrs(node), ctime_ns=time.time_ns()).posix()
+        await self.store.set_attributes(node.bucket, node.path, metadata=metadata, posix=posix)
 
     async def _metadata_of(self, node: Node) -> dict[str, str]:
         info = self.tree.object(node.bucket, node.path)

@@ -144,10 +144,14 @@ class ObjectIndex:
         if cached is not None and cached[0] is packed:
             return cached[1]
         versions = unpack_versions(packed)
+        self._remember_decoded((bucket, key), packed, versions)
+        return versions
+
+    def _remember_decoded(self, index_key: IndexKey, packed: bytes, versions: Versions) -> None:
+        self._decoded.pop(index_key, None)
         if len(self._decoded) >= _DECODED_ENTRIES:
             del self._decoded[next(iter(self._decoded))]
-        self._decoded[(bucket, key)] = (packed, versions)
-        return versions
+        self._decoded[index_key] = (packed, versions)
 
     def current(self, bucket: BucketName, key: ObjectKey) -> ObjectVersion:
         """The newest version, unless it is a delete marker.
@@ -294,7 +298,10 @@ class ObjectIndex:
         if versions:
             if not old:
                 self._bucket_counts[bucket] += 1
-            self._objects[(bucket, key)] = pack_versions(versions)
+            packed = pack_versions(versions)
+            self._objects[(bucket, key)] = packed
+            if len(packed) >= _DECODED_MIN_BYTES:  # a file written in place: stat it at once
+                self._remember_decoded((bucket, key), packed, versions)
         elif old:
             self._bucket_counts[bucket] -= 1
             del self._objects[(bucket, key)]

@@ -10,6 +10,8 @@ import os
 import random
 import stat
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -340,6 +342,52 @@ def test_stat_cost_does_not_grow_with_random_writes(workdir: str) -> None:
         f"stat (median) before {stat_before:.4f} s, after {stat_after:.4f} s"
     )
     assert stat_after < 2 * stat_before + 0.001
+
+
+MMAP_CHILD = """
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+with mmap.mmap(fd, 0) as mapped:
+    assert mapped[:4] == b"head", mapped[:4]
+    mapped[5000:5005] = b"HELLO"
+    mapped.flush()
+os.close(fd)
+"""
+
+
+def test_shared_mmap_writes_reach_the_file_and_s3(mounted: Mounted, workdir: str, s3: Any) -> None:
+    """Pages written through a shared mapping (msync) are the file's bytes. The
+    mapping lives in a child process: a page fault in the process that serves the
+    mount can deadlock it (the fault holds the process's mmap lock)."""
+    path = os.path.join(workdir, "mapped.bin")
+    data = bytearray(b"head" + bytes(20_000))
+    write_file(path, bytes(data))
+    subprocess.run([sys.executable, "-c", MMAP_CHILD, path], check=True, timeout=30)
+    data[5000:5005] = b"HELLO"
+    assert read_file(path) == bytes(data)
+    assert s3_get(s3, key_of(mounted, path)) == bytes(data)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: times set with futimens on a file holding unflushed writes are lost: "
+    "close() stores the writes after and moves mtime to now (cp -p, which sets times "
+    "on its open descriptor, loses them)",
+)
+def test_times_set_on_an_open_descriptor_survive_close(workdir: str) -> None:
+    path = os.path.join(workdir, "copied-with-times")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"data" * 1000)
+        os.utime(fd, ns=(1_000_000_000_000_000_000, 1_100_000_000_000_000_000))
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    info = os.stat(path)
+    assert info.st_mtime_ns == 1_100_000_000_000_000_000
+    assert info.st_atime_ns == 1_000_000_000_000_000_000
+    assert info.st_mode == stat.S_IFREG | 0o600
+    assert info.st_size == 4000
 
 
 def test_unlink_of_an_open_file(mounted: Mounted, workdir: str, s3: Any) -> None:

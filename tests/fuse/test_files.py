@@ -456,6 +456,32 @@ def test_names(mounted: Mounted, workdir: str, s3: Any, name: str) -> None:
     assert s3_get(s3, key_of(mounted, path)) == name.encode()
 
 
-def test_name_too_long(workdir: str) -> None:
+def test_name_too_long(mounted: Mounted, workdir: str) -> None:
     path = os.path.join(workdir, "y" * 256)
     assert errno_of(lambda: os.open(path, os.O_CREAT | os.O_WRONLY)) == errno.ENAMETOOLONG
+    # a key is at most 1024 bytes (S3): a path that would make a longer one is too long
+    deep = workdir
+    for segment in ("a" * 250, "b" * 250, "c" * 250, "d" * 5):
+        deep = os.path.join(deep, segment)
+        os.mkdir(deep)
+    room = 1024 - len(key_of(mounted, deep)) - 1
+    assert room < 255
+    with open(os.path.join(deep, "f" * room), "wb") as file:
+        file.write(b"fits exactly")
+    too_long = os.path.join(deep, "f" * (room + 1))
+    assert errno_of(lambda: os.open(too_long, os.O_CREAT | os.O_WRONLY)) == errno.ENAMETOOLONG
+    assert errno_of(lambda: os.mkdir(too_long)) == errno.ENAMETOOLONG
+    assert os.listdir(deep) == ["f" * room]
+
+
+@pytest.mark.parametrize("name", ["new\nline", "tab\there", "bell\x07", "del\x7f"])
+def test_names_with_control_characters_are_refused(workdir: str, name: str) -> None:
+    path = os.path.join(workdir, name)
+    assert errno_of(lambda: os.open(path, os.O_CREAT | os.O_WRONLY)) == errno.EINVAL
+    assert errno_of(lambda: os.mkdir(path)) == errno.EINVAL
+    assert os.listdir(workdir) == []
+
+
+def test_names_that_are_not_utf8_are_refused(workdir: str) -> None:
+    path = os.fsencode(workdir) + b"/\xff\xfe"
+    assert errno_of(lambda: os.open(path, os.O_CREAT | os.O_WRONLY)) == errno.EINVAL

@@ -264,6 +264,9 @@ class Operations(pyfuse3.Operations):
         if node.bucket == "":
             raise fail(errno.EPERM)  # the root of every bucket keeps its attributes
         now = time.time_ns()
+        file = self._files.get(node.ino)
+        if file is not None:  # bytes stored later would move the times set now
+            await file.flush_data()
         if fields.update_size:
             if node.is_dir:
                 raise fail(errno.EISDIR)

@@ -21,6 +21,7 @@ from objfs.errors import (
     BucketNotEmpty,
     InvalidArgument,
     KeyAlreadyExists,
+    KeyTooLong,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
@@ -28,6 +29,7 @@ from objfs.errors import (
 )
 from objfs.store import links
 from objfs.store import pieces as piece_math
+from objfs.store.names import MAX_KEY_BYTES
 from objfs.store.packing import (
     Versions,
     pack_segment,
@@ -458,6 +460,9 @@ class ObjectIndex:
         for existing, _ in self.iter_keys(bucket, prefix=target):
             if existing != target:
                 raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
+        longest = max(len(key.encode("utf-8")) for key, _ in moving) - len(source.encode("utf-8"))
+        if longest + len(target.encode("utf-8")) > MAX_KEY_BYTES:
+            raise KeyTooLong(f"moving {source!r} to {target!r} makes keys longer than 1024 bytes")
         # The target's marker goes: out of its link group first (keeps groups whole).
         self._leave_group(bucket, ObjectKey(target), freed, record.time_ns)
         moving = list(self.iter_keys(bucket, start_after="", prefix=source))  # lists may change

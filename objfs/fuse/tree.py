@@ -214,7 +214,7 @@ class Tree:
             stored,
             nlink,
             posix.rdev,
-            posix.atime_ns or mtime,
+            posix.atime_ns,  # 0 is a time too (the epoch): the mount always sets it
             mtime,
             max(posix.ctime_ns, mtime),  # every write moves mtime, and ctime with it
         )

@@ -141,6 +141,32 @@ class Inodes:
                 self.remove_name(replaced, new)
             self._by_path[(bucket, new)] = node
 
+    def exchange(self, bucket: str, first: str, second: str) -> None:
+        """Two names (keys, or prefixes with what is under them) swapped places."""
+        moves: dict[str, str] = {}
+        for source, target_name in ((first, second.rstrip("/")), (second, first.rstrip("/"))):
+            target = target_name + "/" if source.endswith("/") else target_name
+            if source.endswith("/"):
+                paths = [
+                    path
+                    for _, path in self._by_path.irange(
+                        (bucket, source), (bucket, source + "\U0010ffff")
+                    )
+                ]
+            else:
+                paths = [source] if (bucket, source) in self._by_path else []
+            for path in paths:
+                moves[path] = target + path[len(source) :]
+        nodes = {path: self._by_path.pop((bucket, path)) for path in moves}
+        for path, node in nodes.items():
+            node.names.discard(path)
+        for path, node in nodes.items():
+            new = moves[path]
+            node.names.add(new)
+            if node.path == path:
+                node.path = new
+            self._by_path[(bucket, new)] = node
+
     def orphan(self, node: Node) -> None:
         """Every name of the node is gone while the kernel may still hold it."""
         for path in list(node.names):

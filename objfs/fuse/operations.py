@@ -501,8 +501,10 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         old_parent, new_parent = self._dir(parent_inode_old), self._dir(parent_inode_new)
-        if flags & ~pyfuse3.RENAME_NOREPLACE:
-            raise fail(errno.EINVAL)  # RENAME_EXCHANGE is not offered
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE) or flags == (
+            pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE
+        ):
+            raise fail(errno.EINVAL)
         if old_parent.bucket == "" or new_parent.bucket == "":
             raise fail(errno.EPERM)  # buckets are not renamed
         if old_parent.bucket != new_parent.bucket:
@@ -516,6 +518,17 @@ class Operations(pyfuse3.Operations):
             return
         if target is not None and flags & pyfuse3.RENAME_NOREPLACE:
             raise fail(errno.EEXIST)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            if target is None:
+                raise fail(errno.ENOENT)
+            first = source.path if source.is_dir else old_parent.path + decode_name(name_old)
+            second = target.path if target.is_dir else new_parent.path + new_text
+            async with AsyncExitStack() as stack:
+                for path in (first, second):
+                    await self._hold_files(stack, source.bucket, path)
+                await self.store.exchange(source.bucket, first, second)
+                self.inodes.exchange(source.bucket, first, second)
+            return
         bucket = source.bucket
         if source.is_dir:
             target_path = new_parent.path + new_text + "/"
@@ -527,11 +540,7 @@ class Operations(pyfuse3.Operations):
                 if self.tree.entries(target):
                     raise fail(errno.ENOTEMPTY)
             async with AsyncExitStack() as stack:
-                for node in self.inodes.nodes_under(bucket, source.path):
-                    file = self._files.get(node.ino)
-                    if file is not None:
-                        await stack.enter_async_context(file.lock)
-                        await file._flush_locked()
+                await self._hold_files(stack, bucket, source.path)
                 if target is not None:
                     self.inodes.orphan(target)
                 if old_parent is not new_parent:
@@ -548,11 +557,8 @@ class Operations(pyfuse3.Operations):
                 await self._set_aside(target)
             elif target is not None:
                 self.inodes.orphan(target)
-            file = self._files.get(source.ino)
             async with AsyncExitStack() as stack:
-                if file is not None:
-                    await stack.enter_async_context(file.lock)
-                    await file._flush_locked()
+                await self._hold_files(stack, bucket, old_parent.path + decode_name(name_old))
                 source_key = old_parent.path + decode_name(name_old)  # one of its names
                 if old_parent is not new_parent:
                     await self._keep_parent(bucket, source_key)
@@ -562,6 +568,18 @@ class Operations(pyfuse3.Operations):
         await self._touch_dir(old_parent, now)
         if new_parent is not old_parent:
             await self._touch_dir(new_parent, now)
+
+    async def _hold_files(self, stack: AsyncExitStack, bucket: str, path: str) -> None:
+        """Store what open files at `path` (a key, or every key under a prefix) hold,
+        and keep them from storing more until `stack` closes (their keys move)."""
+        nodes = self.inodes.nodes_under(bucket, path) if path.endswith("/") else []
+        found = self.inodes.find(bucket, path)
+        held = {node.ino: node for node in [*nodes, *([found] if found else [])]}  # once each
+        for node in held.values():
+            file = self._files.get(node.ino)
+            if file is not None:
+                await stack.enter_async_context(file.lock)
+                await file._flush_locked()
 
     # -- files ----------------------------------------------------------------------
 

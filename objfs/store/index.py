@@ -43,6 +43,7 @@ from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
     DeleteObject,
+    Exchange,
     LinkKey,
     PutVersion,
     Record,
@@ -380,6 +381,8 @@ class ObjectIndex:
                 self._set_attributes(record, freed)
             case LinkKey():
                 self._link_key(record, freed)
+            case Exchange():
+                self._exchange(record, freed)
         return freed
 
     def _replace_current(
@@ -483,6 +486,49 @@ class ObjectIndex:
                 self._set_group(bucket, list(moved), freed)
         self._touch_parent(bucket, source, record.time_ns, freed)
         self._touch_parent(bucket, target, record.time_ns, freed)
+
+    def _exchange(self, record: Exchange, freed: list[Segment]) -> None:
+        bucket, first, second = record.bucket, record.first, record.second
+        self.bucket(bucket)
+        if first == second:
+            return
+        first_name, second_name = first.rstrip("/"), second.rstrip("/")
+        if not first_name or not second_name:
+            raise InvalidArgument("an exchange needs two non-empty names")
+        if first_name.startswith(second_name + "/") or second_name.startswith(first_name + "/"):
+            raise InvalidArgument(f"cannot exchange {first!r} and {second!r} (one holds the other)")
+        moves: dict[str, str] = {}  # old key -> new key
+        for source, target_name in ((first, second_name), (second, first_name)):
+            if source.endswith("/"):  # a directory: every key under it
+                keys = [key for key, _ in self.iter_keys(bucket, prefix=source)]
+                target = target_name + "/"
+            else:
+                self.current(bucket, ObjectKey(source))  # NoSuchKey
+                keys, target = [source], target_name
+            if not keys:
+                raise NoSuchKey(f"no key under {source!r} in bucket {bucket!r}")
+            for key in keys:
+                moved = target + key[len(source) :]
+                if len(moved.encode("utf-8")) > MAX_KEY_BYTES:
+                    raise KeyTooLong(f"exchanging makes {moved[:80]!r}... longer than 1024 bytes")
+                moves[key] = moved
+        # The same versions under swapped names: references, counts and sizes are unchanged.
+        packed = {key: self._objects.pop((bucket, key)) for key in moves}
+        for key, moved in moves.items():
+            self._objects[(bucket, moved)] = packed[key]
+        groups: set[tuple[str, ...]] = set()
+        for moved in moves.values():
+            current = self.current(bucket, ObjectKey(moved))
+            if record.time_ns and current.posix is not None:  # moved: its ctime is now
+                posix = replace(current.posix, ctime_ns=record.time_ns)
+                self._replace_current(bucket, moved, replace(current, posix=posix), freed)
+            names = links.members(current)
+            if names is not None:
+                groups.add(tuple(moves.get(name, name) for name in names))
+        for group in groups:
+            self._set_group(bucket, list(group), freed)
+        self._touch_parent(bucket, first, record.time_ns, freed)
+        self._touch_parent(bucket, second, record.time_ns, freed)
 
     def _set_attributes(self, record: SetAttributes, freed: list[Segment]) -> None:
         current = self.current(record.bucket, record.key)

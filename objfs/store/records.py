@@ -58,6 +58,7 @@ class RecordType(enum.IntEnum):
     SET_ATTRIBUTES = 11
     SET_BUCKET_SETTING = 12
     LINK_KEY = 13
+    EXCHANGE = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,18 @@ class LinkKey:
     time_ns: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Swap two names in one step (RENAME_EXCHANGE): each a key (a file) or a
+    prefix ending in "/" (a directory, with every key under it); a file and a
+    directory may swap. Both must exist, and neither may hold the other."""
+
+    bucket: BucketName
+    first: str
+    second: str
+    time_ns: int
+
+
 Record = (
     Wrap
     | CreateBucket
@@ -213,6 +226,7 @@ Record = (
     | Truncate
     | SetAttributes
     | LinkKey
+    | Exchange
 )
 
 
@@ -231,6 +245,9 @@ def change_of(record: Record) -> Change | None:
             return Change(bucket, (source, target))
         case RenamePrefix(bucket, source, target):
             return Change(bucket, (), (source, target))
+        case Exchange(bucket, first, second):
+            names = (first, second, first.rstrip("/"), second.rstrip("/"))
+            return Change(bucket, names, tuple(n.rstrip("/") + "/" for n in (first, second)))
     return None
 
 
@@ -371,6 +388,8 @@ def _fields(record: Record) -> list[Any]:
             ]
         case LinkKey(bucket, source_key, target_key, version_id, time_ns):
             return [bucket, source_key, target_key, version_id, time_ns]
+        case Exchange(bucket, first, second, time_ns):
+            return [bucket, first, second, time_ns]
     raise AssertionError(f"unknown record {record!r}")
 
 
@@ -388,6 +407,7 @@ _TYPES: Final[dict[type, RecordType]] = {
     Truncate: RecordType.TRUNCATE,
     SetAttributes: RecordType.SET_ATTRIBUTES,
     LinkKey: RecordType.LINK_KEY,
+    Exchange: RecordType.EXCHANGE,
 }
 
 
@@ -438,6 +458,8 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
             return LinkKey(
                 BucketName(f[0]), ObjectKey(f[1]), ObjectKey(f[2]), VersionId(f[3]), _at(f, 4)
             )
+        case RecordType.EXCHANGE:
+            return Exchange(BucketName(f[0]), f[1], f[2], f[3])
     raise AssertionError(record_type)
 
 

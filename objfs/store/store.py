@@ -37,6 +37,7 @@ from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
     DeleteObject,
+    Exchange,
     LinkKey,
     PutVersion,
     Record,
@@ -483,6 +484,17 @@ class Store:
         version_id = self._new_version_id(bucket_name)
         await self._commit(LinkKey(bucket_name, source, target, version_id, self._clock()))
         return self.head_object(bucket, target)
+
+    async def exchange(self, bucket: str, first: str, second: str) -> None:
+        """Swap two keys, or two prefixes with everything under them, in one atomic
+        record (the mount's RENAME_EXCHANGE).
+
+        Raises: NoSuchKey (either missing), InvalidArgument (a key with a prefix,
+        or one prefix inside the other), KeyTooLong.
+        """
+        bucket_name, _ = self._check_writable(bucket, first.rstrip("/") or first)
+        names.check_key(second.rstrip("/") or second)
+        await self._commit(Exchange(bucket_name, first, second, self._clock()))
 
     async def copy_object(
         self,

@@ -368,12 +368,6 @@ def test_shared_mmap_writes_reach_the_file_and_s3(mounted: Mounted, workdir: str
     assert s3_get(s3, key_of(mounted, path)) == bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: times set with futimens on a file holding unflushed writes are lost: "
-    "close() stores the writes after and moves mtime to now (cp -p, which sets times "
-    "on its open descriptor, loses them)",
-)
 def test_times_set_on_an_open_descriptor_survive_close(workdir: str) -> None:
     path = os.path.join(workdir, "copied-with-times")
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)

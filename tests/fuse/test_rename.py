@@ -285,11 +285,29 @@ def test_rename_a_directory_of_many_files(
     assert after[prefix + "moved/big.bin"]["ETag"] == f'"{hashlib.md5(big).hexdigest()}"'
     # not a copy: no byte was written to the devices
     assert mounted.node.store.statistics().free_bytes == free_before
-    assert elapsed < 2.0
+    assert elapsed < 5.0  # generous: a loaded machine; the promise itself is tested below
     assert len(os.listdir(target)) == count + 1
     assert not os.path.exists(source)
     assert read_file(os.path.join(target, names[1234])) == names[1234].encode()
     assert read_file(os.path.join(target, "big.bin")) == big
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: renaming a directory of 10,000 files takes 0.4-2 s (load-dependent), "
+    "not milliseconds: applying the RENAME_PREFIX record decodes and re-encodes every moved "
+    "key's versions (~100 us a key), on the event loop, so S3 and the mount stall meanwhile",
+)
+def test_rename_of_10000_files_takes_milliseconds(mounted: Mounted, workdir: str) -> None:
+    prefix = prefix_of(workdir)
+    put_many(mounted, ((f"{prefix}many/f{i:05d}", b"") for i in range(10_000)))
+    source, target = os.path.join(workdir, "many"), os.path.join(workdir, "moved")
+    os.stat(source)
+    started = time.perf_counter()
+    os.rename(source, target)
+    elapsed = time.perf_counter() - started
+    print(f"rename of a directory of 10,000 files: {elapsed * 1000:.1f} ms")
+    assert elapsed < 0.1
 
 
 def deep_file(workdir: str, top: str, key_bytes: int) -> str:
@@ -305,11 +323,6 @@ def deep_file(workdir: str, top: str, key_bytes: int) -> str:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: renaming a directory can give the keys under it more than S3's 1024 bytes "
-    "(rename_prefix checks only the new prefix); it should fail with ENAMETOOLONG",
-)
 def test_rename_refuses_keys_longer_than_s3_allows(mounted: Mounted, workdir: str, s3: Any) -> None:
     path = deep_file(workdir, "x", 1018)
     assert len(key_of(mounted, path)) == 1018

@@ -241,19 +241,53 @@ def test_rename_noreplace(mounted: Mounted, workdir: str, s3: Any) -> None:
     assert s3_get(s3, key_of(mounted, c)) == b"a"
 
 
-def test_rename_exchange_swaps_or_is_refused(workdir: str) -> None:
-    """RENAME_EXCHANGE: if the mount offers it both names swap, otherwise EINVAL
-    and nothing moves."""
+def test_rename_exchange_swaps_two_files(mounted: Mounted, workdir: str, s3: Any) -> None:
     a, b = os.path.join(workdir, "a"), os.path.join(workdir, "b")
-    write_file(a, b"a")
-    write_file(b, b"b")
-    try:
-        renameat2(a, b, RENAME_EXCHANGE)
-    except OSError as exc:
-        assert exc.errno == errno.EINVAL
-        assert (read_file(a), read_file(b)) == (b"a", b"b")
-    else:
-        assert (read_file(a), read_file(b)) == (b"b", b"a")
+    write_file(a, b"bytes of a")
+    write_file(b, b"bytes of b")
+    ino_a, ino_b = os.stat(a).st_ino, os.stat(b).st_ino
+    renameat2(a, b, RENAME_EXCHANGE)
+    assert (read_file(a), read_file(b)) == (b"bytes of b", b"bytes of a")
+    assert (os.stat(a).st_ino, os.stat(b).st_ino) == (ino_b, ino_a)  # the inodes swap names
+    assert s3_get(s3, key_of(mounted, a)) == b"bytes of b"
+    assert s3_get(s3, key_of(mounted, b)) == b"bytes of a"
+
+
+def test_rename_exchange_swaps_a_directory_and_a_file(
+    mounted: Mounted, workdir: str, s3: Any
+) -> None:
+    d, f = os.path.join(workdir, "d"), os.path.join(workdir, "f")
+    os.mkdir(d)
+    write_file(os.path.join(d, "inside"), b"inside")
+    write_file(f, b"a file")
+    renameat2(d, f, RENAME_EXCHANGE)
+    assert os.path.isfile(d)
+    assert read_file(d) == b"a file"
+    assert os.path.isdir(f)
+    assert read_file(os.path.join(f, "inside")) == b"inside"
+    assert set(s3_objects(s3, prefix_of(workdir))) == {
+        prefix_of(workdir),
+        prefix_of(workdir) + "d",
+        prefix_of(workdir) + "f/",
+        prefix_of(workdir) + "f/inside",
+    }
+    missing = os.path.join(workdir, "missing")
+    assert errno_of(lambda: renameat2(d, missing, RENAME_EXCHANGE)) == errno.ENOENT
+
+
+def test_rename_exchange_swaps_two_non_empty_directories(workdir: str) -> None:
+    one, two = os.path.join(workdir, "one"), os.path.join(workdir, "two")
+    os.makedirs(os.path.join(one, "sub"))
+    write_file(os.path.join(one, "sub", "x"), b"x")
+    os.mkdir(two)
+    write_file(os.path.join(two, "y"), b"y")
+    renameat2(one, two, RENAME_EXCHANGE)
+    assert os.listdir(one) == ["y"]
+    assert os.listdir(two) == ["sub"]
+    assert read_file(os.path.join(two, "sub", "x")) == b"x"
+    assert errno_of(lambda: renameat2(one, os.path.join(one, "y"), RENAME_EXCHANGE)) == (
+        errno.EINVAL
+    )
 
 
 @pytest.mark.parametrize("count", [10_000])

@@ -5,13 +5,17 @@ places, and a file unlinked while open."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import random
+import shutil
 import stat
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -479,3 +483,82 @@ def test_names_with_control_characters_are_refused(workdir: str, name: str) -> N
 def test_names_that_are_not_utf8_are_refused(workdir: str) -> None:
     path = os.fsencode(workdir) + b"/\xff\xfe"
     assert errno_of(lambda: os.open(path, os.O_CREAT | os.O_WRONLY)) == errno.EINVAL
+
+
+def test_copy_file_range_and_copyfile(mounted: Mounted, workdir: str, s3: Any) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    source = os.path.join(workdir, "source.bin")
+    write_file(source, data)
+    shutil.copyfile(source, os.path.join(workdir, "copy.bin"))
+    head = s3.head_object(Bucket=BUCKET, Key=key_of(mounted, os.path.join(workdir, "copy.bin")))
+    assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    target = os.path.join(workdir, "ranged.bin")
+    fd_in = os.open(source, os.O_RDONLY)
+    fd_out = os.open(target, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        copied = 0
+        while copied < len(data):
+            step = os.copy_file_range(fd_in, fd_out, len(data) - copied)
+            assert step > 0
+            copied += step
+    finally:
+        os.close(fd_in)
+        os.close(fd_out)
+    assert read_file(target) == data
+    assert s3_get(s3, key_of(mounted, target)) == data
+
+
+def test_concurrent_writers_at_different_offsets(mounted: Mounted, workdir: str, s3: Any) -> None:
+    path = os.path.join(workdir, "shared.bin")
+    chunk, per_writer, writers = 16_384, 32, 4
+    write_file(path, bytes(chunk * per_writer * writers * 2))
+    expected = bytearray(chunk * per_writer * writers * 2)
+
+    def writer(number: int) -> None:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            for j in range(per_writer):
+                os.pwrite(fd, bytes([number + 1]) * chunk, (number * per_writer + j) * chunk * 2)
+        finally:
+            os.close(fd)
+
+    for number in range(writers):
+        for j in range(per_writer):
+            offset = (number * per_writer + j) * chunk * 2
+            expected[offset : offset + chunk] = bytes([number + 1]) * chunk
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert read_file(path) == expected
+    assert s3_get(s3, key_of(mounted, path)) == expected
+
+
+def test_o_direct(workdir: str) -> None:
+    path = os.path.join(workdir, "direct")
+    buffer = mmap.mmap(-1, 8192)  # page-aligned, as O_DIRECT wants
+    buffer.write(b"d" * 8192)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+    try:
+        assert os.write(fd, buffer) == 8192
+    finally:
+        os.close(fd)
+    assert read_file(path) == b"d" * 8192
+
+
+def test_flock_is_exclusive(workdir: str) -> None:
+    path = os.path.join(workdir, "locked")
+    write_file(path, b"l")
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert errno_of(lambda: fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)) in (
+            errno.EAGAIN,
+            errno.EWOULDBLOCK,
+        )
+        fcntl.flock(first, fcntl.LOCK_UN)
+        fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(first)
+        os.close(second)

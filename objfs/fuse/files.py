@@ -219,20 +219,27 @@ class OpenFile:
             await self._flush_locked()
             if self._error is not None:
                 self._raise_error()
-            info = self.store.head_object(self.node.bucket, self.node.path)
-            if info.etag is not None:
-                return
-            if self._md5 is not None and self._md5_end == info.size_bytes:
-                etag = self._md5.hexdigest()
-            elif info.size_bytes <= REHASH_MAX_BYTES:
-                data = await self.store.get_object(self.node.bucket, self.node.path)
-                etag = await trio.to_thread.run_sync(lambda: hashlib.md5(data).hexdigest())
-            else:
-                token = f"{info.bucket}/{info.key}/{info.mtime_ns}/{info.size_bytes}"
-                etag = hashlib.md5(token.encode()).hexdigest() + "-1"
-            try:
-                await self.store.set_attributes(
-                    self.node.bucket, self.node.path, etag=etag, if_mtime_ns=info.mtime_ns
-                )
-            except PreconditionFailed:
-                log.debug("%s/%s changed while its ETag was made", info.bucket, info.key)
+            done = self._md5.hexdigest() if self._md5 is not None else None
+            await settle_etag(self.store, self.node.bucket, self.node.path, done, self._md5_end)
+
+
+async def settle_etag(
+    store: Store, bucket: str, key: str, md5: str | None = None, md5_end: int = 0
+) -> None:
+    """Give an object whose bytes changed in place its ETag again (module docstring):
+    `md5` is the MD5 of its first `md5_end` bytes when the writer hashed them."""
+    info = store.head_object(bucket, key)
+    if info.etag is not None:
+        return
+    if md5 is not None and md5_end == info.size_bytes:
+        etag = md5
+    elif info.size_bytes <= REHASH_MAX_BYTES:
+        data = await store.get_object(bucket, key)
+        etag = await trio.to_thread.run_sync(lambda: hashlib.md5(data).hexdigest())
+    else:
+        token = f"{info.bucket}/{info.key}/{info.mtime_ns}/{info.size_bytes}"
+        etag = hashlib.md5(token.encode()).hexdigest() + "-1"
+    try:
+        await store.set_attributes(bucket, key, etag=etag, if_mtime_ns=info.mtime_ns)
+    except PreconditionFailed:
+        log.debug("%s/%s changed while its ETag was made", bucket, key)

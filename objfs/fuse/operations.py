@@ -27,7 +27,7 @@ from objfs.errors import NoSuchBucket, ObjfsError
 from objfs.fuse import xattrs
 from objfs.fuse.coherence import Coherence
 from objfs.fuse.errors import fail, guarded
-from objfs.fuse.files import OpenFile
+from objfs.fuse.files import OpenFile, settle_etag
 from objfs.fuse.inodes import Inodes, Node
 from objfs.fuse.names import decode_name, parent_of
 from objfs.fuse.tree import (
@@ -208,7 +208,7 @@ class Operations(pyfuse3.Operations):
             return
         now = time.time_ns()
         attrs = Attrs(DIR_MODE, self.tree.uid, self.tree.gid, 0, 2, 0, now, now, now)
-        await self._make_marker(bucket, prefix, attrs, None)
+        await self._make_marker(bucket, prefix, attrs)
 
     # -- names ----------------------------------------------------------------------
 
@@ -272,9 +272,10 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.EISDIR)
             file = self._files.get(node.ino)
             if file is not None:
-                await file.truncate(attr.st_size)
+                await file.truncate(attr.st_size)  # its ETag is settled when it closes
             else:
                 await self.store.truncate(node.bucket, node.path, attr.st_size)
+                await settle_etag(self.store, node.bucket, node.path)
         current = self._attrs(node)
         changed = replace(current, ctime_ns=now)
         if fields.update_size and self._drops_setgid(node, ctx):
@@ -287,7 +288,8 @@ class Operations(pyfuse3.Operations):
             changed = replace(changed, gid=attr.st_gid)
         if fields.update_atime:
             changed = replace(changed, atime_ns=attr.st_atime_ns)
-        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        if fields.update_mtime:  # kept apart from the object's time (S3's Last-Modified)
+            changed = replace(changed, mtime_ns=attr.st_mtime_ns, posix_mtime_ns=attr.st_mtime_ns)
         touched = (
             changed.mode != current.mode
             or fields.update_mode
@@ -299,24 +301,18 @@ class Operations(pyfuse3.Operations):
         )
         if touched:
             if node.path == "":
-                await self._set_bucket_attrs(
-                    node.bucket, replace(changed, mtime_ns=mtime or current.mtime_ns)
-                )
+                await self._set_bucket_attrs(node.bucket, changed)
             elif node.is_dir and self.tree.object(node.bucket, node.path) is None:
-                await self._make_marker(node.bucket, node.path, changed, mtime)
+                await self._make_marker(node.bucket, node.path, changed)
             else:
-                await self.store.set_attributes(
-                    node.bucket, node.path, posix=changed.posix(), mtime_ns=mtime
-                )
+                await self.store.set_attributes(node.bucket, node.path, posix=changed.posix())
         return self._entry(node)
 
-    async def _make_marker(self, bucket: str, prefix: str, attrs: Attrs, mtime: int | None) -> None:
+    async def _make_marker(self, bucket: str, prefix: str, attrs: Attrs) -> None:
         """Give a directory that only exists as a prefix its marker, to hold attributes."""
         await self.store.put_object(
             bucket, prefix, b"", content_type=DIR_CONTENT_TYPE, posix=attrs.posix()
         )
-        if mtime is not None:
-            await self.store.set_attributes(bucket, prefix, mtime_ns=mtime)
 
     @guarded
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -771,7 +767,7 @@ class Operations(pyfuse3.Operations):
     async def _metadata_of(self, node: Node) -> dict[str, str]:
         info = self.tree.object(node.bucket, node.path)
         if info is None and node.is_dir:
-            await self._make_marker(node.bucket, node.path, self._attrs(node), None)
+            await self._make_marker(node.bucket, node.path, self._attrs(node))
             return {}
         if info is None:
             raise fail(errno.ENOENT)

@@ -47,9 +47,18 @@ class Attrs:
     atime_ns: int = 0
     mtime_ns: int = 0
     ctime_ns: int = 0
+    posix_mtime_ns: int = 0  # an mtime set apart from the object's (utimens): 0 if none
 
     def posix(self) -> PosixAttrs:
-        return PosixAttrs(self.mode, self.uid, self.gid, self.rdev, self.atime_ns, self.ctime_ns)
+        return PosixAttrs(
+            self.mode,
+            self.uid,
+            self.gid,
+            self.rdev,
+            self.atime_ns,
+            self.ctime_ns,
+            self.posix_mtime_ns,
+        )
 
 
 class Tree:
@@ -215,8 +224,9 @@ class Tree:
             nlink,
             posix.rdev,
             posix.atime_ns,  # 0 is a time too (the epoch): the mount always sets it
-            mtime,
+            posix.mtime_ns or mtime,
             max(posix.ctime_ns, mtime),  # every write moves mtime, and ctime with it
+            posix.mtime_ns,
         )
 
     def bucket_attrs(self, bucket: str) -> Attrs:

@@ -22,6 +22,7 @@ from objfs.s3.metadata import (
     TAG_PREFIX,
     part_sizes,
     part_span,
+    posix_from,
     posix_headers,
     user_metadata,
 )
@@ -405,7 +406,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     if "if-match" in s3.headers:
         _check_if_match_for_put(ctx, s3)
     content_type = s3.headers.get("content-type", "binary/octet-stream")
-    metadata = user_metadata(s3)
+    metadata, posix = posix_from(user_metadata(s3))
     metadata.update(subresources.tags_from_header(s3.headers.get("x-amz-tagging")))
     writer_id = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS
     wanted = acl.from_headers(dict(s3.headers), writer_id, info.owner)
@@ -418,6 +419,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
         s3.key,
         content_type=content_type,
         metadata=metadata,
+        posix=posix,
         if_none_match=if_none_match == "*",
     ) as writer:
         received = await stream_object_body(s3, writer.write)

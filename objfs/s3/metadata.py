@@ -8,9 +8,11 @@ both back.
 
 from __future__ import annotations
 
+import time
+
 from objfs.s3.app import S3Request
 from objfs.s3.errors import S3Error
-from objfs.store import ObjectInfo
+from objfs.store import ObjectInfo, PosixAttrs
 
 STORED_HEADERS = (
     "cache-control",
@@ -54,8 +56,27 @@ def posix_headers(info: ObjectInfo) -> dict[str, str]:
         return {}
     shown = {"mode": posix.mode, "uid": posix.uid, "gid": posix.gid}
     headers = {f"x-amz-meta-{name}": str(value) for name, value in shown.items()}
-    headers["x-amz-meta-mtime"] = str(info.mtime_ns // 1_000_000_000)
+    headers["x-amz-meta-mtime"] = str((posix.mtime_ns or info.mtime_ns) // 1_000_000_000)
     return {name: value for name, value in headers.items() if name[11:] not in dict(info.metadata)}
+
+
+def posix_from(metadata: dict[str, str]) -> tuple[dict[str, str], PosixAttrs | None]:
+    """s3fs's attributes in user metadata (x-amz-meta-mode, -uid, -gid, -mtime),
+    taken as the object's POSIX attributes so the mount shows what S3 does; the
+    rest of the metadata is kept as it is. Values that are not numbers stay metadata."""
+    try:
+        mode = int(metadata["mode"])
+        uid, gid = int(metadata.get("uid", "0")), int(metadata.get("gid", "0"))
+        mtime_ns = round(float(metadata.get("mtime", "0")) * 1e9)
+    except (KeyError, ValueError, OverflowError):
+        return metadata, None
+    if not (0 < mode < 1 << 32 and 0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
+        return metadata, None
+    if not 0 <= mtime_ns < 1 << 63:
+        return metadata, None
+    kept = {k: v for k, v in metadata.items() if k not in ("mode", "uid", "gid", "mtime")}
+    when = mtime_ns or time.time_ns()  # access and change times: the file's, or now
+    return kept, PosixAttrs(mode, uid, gid, 0, when, when, mtime_ns)
 
 
 def part_sizes(metadata: tuple[tuple[str, str], ...]) -> list[int] | None:

@@ -63,6 +63,7 @@ from objfs.store.types import (
     Extent,
     ObjectKey,
     ObjectVersion,
+    PosixAttrs,
     Segment,
     SegmentId,
     VersionId,
@@ -101,6 +102,12 @@ class Snapshot:
     ) -> Snapshot:
         """A snapshot of (key, versions) pairs given in key order."""
         return cls(buckets, [key for key, _ in objects], {k: pack_versions(v) for k, v in objects})
+
+
+def _written(posix: PosixAttrs | None) -> PosixAttrs | None:
+    """The POSIX attributes of a version whose bytes were just written: a
+    modification time set apart no longer holds (the version's is the file's)."""
+    return posix if posix is None or not posix.mtime_ns else replace(posix, mtime_ns=0)
 
 
 _DECODED_MIN_BYTES = 2048  # packed versions at least this large are kept decoded...
@@ -358,6 +365,7 @@ class ObjectIndex:
                     mtime_ns=mtime_ns,
                     etag=None,
                     checksums=(),  # the client's checksums were of the old bytes
+                    posix=_written(current.posix),
                 )
                 self._replace_current(bucket, key, updated, freed)
                 self._propagate(bucket, key, updated, freed)
@@ -374,6 +382,7 @@ class ObjectIndex:
                     mtime_ns=mtime_ns,
                     etag=current.etag if same else None,
                     checksums=current.checksums if same else (),
+                    posix=_written(current.posix),
                 )
                 self._replace_current(bucket, key, updated, freed)
                 self._propagate(bucket, key, updated, freed)
@@ -457,27 +466,28 @@ class ObjectIndex:
             raise InvalidArgument("rename of a prefix needs non-empty source and target prefixes")
         if target.startswith(source) or source.startswith(target):
             raise InvalidArgument(f"cannot move {source!r} into {target!r} (one holds the other)")
-        moving = list(self.iter_keys(bucket, start_after="", prefix=source))
+        moving = self._keys_under(bucket, source)
         if not moving:
             raise NoSuchKey(f"no key under {source!r} in bucket {bucket!r}")
-        for existing, _ in self.iter_keys(bucket, prefix=target):
-            if existing != target:
-                raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
-        longest = max(len(key.encode("utf-8")) for key, _ in moving) - len(source.encode("utf-8"))
+        if any(existing != target for existing in self._keys_under(bucket, target)):
+            raise BucketNotEmpty(f"{target!r} is not empty in bucket {bucket!r}")
+        longest = max(len(key.encode("utf-8")) for key in moving) - len(source.encode("utf-8"))
         if longest + len(target.encode("utf-8")) > MAX_KEY_BYTES:
             raise KeyTooLong(f"moving {source!r} to {target!r} makes keys longer than 1024 bytes")
         # The target's marker goes: out of its link group first (keeps groups whole).
         self._leave_group(bucket, ObjectKey(target), freed, record.time_ns)
-        moving = list(self.iter_keys(bucket, start_after="", prefix=source))  # lists may change
-        # Add every new key before dropping any old one, so shared segments never hit zero.
         self._set_versions(bucket, target, (), freed)
-        for key, versions in moving:
-            self._set_versions(bucket, target + key[len(source) :], versions, freed)
-        for key, _ in moving:
-            self._set_versions(bucket, key, (), freed)
+        # The same versions under new names: references, counts and sizes stay as
+        # they are, so the packed bytes move as they are (10,000 keys in milliseconds).
+        linked: list[str] = []
+        for key in moving:
+            packed = self._objects.pop((bucket, key))
+            self._objects[(bucket, target + key[len(source) :])] = packed
+            if links.LINKS_BYTES in packed:  # maybe a member of a link group
+                linked.append(target + key[len(source) :])
         renamed: set[tuple[str, ...]] = set()
-        for _key, versions in moving:
-            names = links.members(versions[0])
+        for key in linked:
+            names = links.members(self.versions(bucket, ObjectKey(key))[0])
             if names is None:
                 continue
             moved = tuple(target + n[len(source) :] if n.startswith(source) else n for n in names)
@@ -486,6 +496,11 @@ class ObjectIndex:
                 self._set_group(bucket, list(moved), freed)
         self._touch_parent(bucket, source, record.time_ns, freed)
         self._touch_parent(bucket, target, record.time_ns, freed)
+
+    def _keys_under(self, bucket: str, prefix: str) -> list[str]:
+        """Every key starting with `prefix` (whatever its versions), without decoding."""
+        found = self._objects.irange((bucket, prefix), (bucket, prefix + "\U0010ffff"))
+        return [key for _, key in found]
 
     def _exchange(self, record: Exchange, freed: list[Segment]) -> None:
         bucket, first, second = record.bucket, record.first, record.second
@@ -598,7 +613,8 @@ class ObjectIndex:
             return
         marker = versions[0]
         assert marker.posix is not None
-        touched = replace(marker, mtime_ns=time_ns, posix=replace(marker.posix, ctime_ns=time_ns))
+        posix = replace(marker.posix, ctime_ns=time_ns, mtime_ns=0)
+        touched = replace(marker, mtime_ns=time_ns, posix=posix)
         self._replace_current(bucket, parent, touched, freed)
 
     def _propagate(

@@ -22,6 +22,7 @@ from dataclasses import replace
 from objfs.store.types import ObjectVersion
 
 LINKS = "l:links"  # ":" keeps it apart from S3 user metadata names
+LINKS_BYTES = LINKS.encode()  # in the packed bytes of every version that has it
 
 
 def members(version: ObjectVersion | None) -> list[str] | None:

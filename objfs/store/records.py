@@ -257,7 +257,7 @@ def change_of(record: Record) -> Change | None:
 # A piece:   [offset, length, source_offset, source] with source = bytes | segment
 # A version: [version_id, size, mtime_ns, etag, content_type, metadata, checksums,
 #             posix | nil, delete_marker, [piece, ...]]
-# posix:     [mode, uid, gid, rdev, atime_ns, ctime_ns]
+# posix:     [mode, uid, gid, rdev, atime_ns, ctime_ns] + [mtime_ns] when set apart
 
 
 def encode_segment(segment: Segment) -> list[Any]:
@@ -301,7 +301,8 @@ def decode_piece(raw: list[Any]) -> Piece:
 def encode_posix(posix: PosixAttrs | None) -> list[int] | None:
     if posix is None:
         return None
-    return [posix.mode, posix.uid, posix.gid, posix.rdev, posix.atime_ns, posix.ctime_ns]
+    fields = [posix.mode, posix.uid, posix.gid, posix.rdev, posix.atime_ns, posix.ctime_ns]
+    return [*fields, posix.mtime_ns] if posix.mtime_ns else fields
 
 
 def decode_posix(raw: list[int] | None) -> PosixAttrs | None:

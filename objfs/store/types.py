@@ -115,6 +115,9 @@ class PosixAttrs:
     rdev: int = 0
     atime_ns: int = 0
     ctime_ns: int = 0
+    # A modification time set apart from the version's (utimens, an s3fs mtime);
+    # 0: the version's mtime is the file's. Any write of the bytes sets it back to 0.
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

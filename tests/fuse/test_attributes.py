@@ -316,12 +316,6 @@ def test_s3_copy_keeps_the_posix_attributes(mounted: Mounted, workdir: str, s3: 
 
 
 @root_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an object PUT over S3 with s3fs's x-amz-meta-mode/uid/gid/mtime shows in "
-    "the mount as 0644, the mount's owner and the PUT's time (and those four as user.* "
-    "xattrs) while S3 HEAD answers the values it was given: the two views disagree",
-)
 def test_s3fs_style_attributes_put_over_s3_are_used(
     mounted: Mounted, workdir: str, s3: Any
 ) -> None:

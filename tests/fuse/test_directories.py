@@ -7,8 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import statistics
-import time
 from typing import Any
 
 from fuse_node import BUCKET, Mounted
@@ -265,29 +263,3 @@ def test_empty_directory_from_an_s3_marker(mounted: Mounted, workdir: str, s3: A
     assert os.listdir(folder) == []
     os.rmdir(folder)
     assert s3_missing(s3, prefix_of(workdir) + "folder/")
-
-
-def test_changes_in_a_large_directory_cost_no_more(mounted: Mounted, workdir: str) -> None:
-    """A create or unlink among 2,000 entries costs what it does in an empty
-    directory (no recount of the directory per change)."""
-    small, big = os.path.join(workdir, "small"), os.path.join(workdir, "big")
-    os.mkdir(small)
-    os.mkdir(big)
-    put_many(mounted, ((key_of(mounted, big) + f"/f{i:05d}", b"") for i in range(2000)))
-
-    def create_and_unlink_s(directory: str) -> float:
-        """The median time of one create + unlink (medians: a checkpoint or a stray
-        pause cannot decide the outcome)."""
-        times = []
-        for i in range(15):
-            path = os.path.join(directory, f"n{i}")
-            started = time.monotonic()
-            with open(path, "wb"):
-                pass
-            os.unlink(path)
-            times.append(time.monotonic() - started)
-        return statistics.median(times)
-
-    in_small, in_big = create_and_unlink_s(small), create_and_unlink_s(big)
-    print(f"create+unlink (median): empty directory {in_small:.4f} s, 2,000 entries {in_big:.4f} s")
-    assert in_big < 3 * in_small + 0.005

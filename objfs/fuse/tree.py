@@ -73,7 +73,8 @@ class Tree:
         self.gid = gid
         self.timeout_s = timeout_s
         self.started_ns = time.time_ns()
-        self._subdirs: dict[tuple[str, str], int] = {}  # (bucket, prefix) -> subdirectories
+        # (bucket, prefix) -> the directories in it (their prefixes), once listed
+        self._subdirs: dict[tuple[str, str], set[str]] = {}
 
     # -- names ----------------------------------------------------------------------
 
@@ -142,27 +143,36 @@ class Tree:
             start_after = page.next_start_after
 
     def subdirectories(self, bucket: str, prefix: str) -> int:
+        """How many directories `prefix` holds (for its link count): listed once,
+        then kept up to date by `forget_counts`."""
         cached = self._subdirs.get((bucket, prefix))
         if cached is None:
             if bucket == "":
-                cached = sum(1 for b in self.store.list_buckets() if is_showable(b.name))
+                cached = {b.name for b in self.store.list_buckets() if is_showable(b.name)}
             else:
-                cached = sum(
-                    1
+                cached = {
+                    key
                     for key, is_prefix in self._listing(bucket, prefix)
                     if is_prefix and child_name(prefix, key) is not None
-                )
+                }
             self._subdirs[(bucket, prefix)] = cached
-        return cached
+        return len(cached)
 
     def forget_counts(self, bucket: str, key: str, *, renamed: bool = False) -> None:
-        """A key (or, `renamed`, every key under a prefix) changed: forget the
-        subdirectory counts it may have changed — of every directory above it but
-        its own (a file, or a directory's marker, changes no count of its directory)."""
+        """A key (or, `renamed`, every key under a prefix) changed: bring the kept
+        subdirectory sets of the directories above it up to date. Only the one
+        directory on its way can have come or gone in each; a file, or a
+        directory's marker, changes no count of its own directory."""
         self._subdirs.pop(("", ""), None)
         cut = 0
         while (slash := key.find("/", cut)) >= 0:
-            self._subdirs.pop((bucket, key[:cut]), None)  # its child key[cut:slash] is a dir
+            kept = self._subdirs.get((bucket, key[:cut]))
+            child = key[: slash + 1]  # a directory in key[:cut]
+            if kept is not None and child_name(key[:cut], child) is not None:
+                if self.dir_exists(bucket, child):
+                    kept.add(child)
+                else:
+                    kept.discard(child)
             cut = slash + 1
             if cut == len(key):
                 break

@@ -36,6 +36,7 @@ from objfs.store.packing import (
     pack_versions,
     scan_packed,
     segment_extents,
+    unpack_heads,
     unpack_segment,
     unpack_versions,
 )
@@ -189,9 +190,12 @@ class ObjectIndex:
         start_after: str = "",
         prefix: str = "",
         start_at: str | None = None,
+        heads: bool = False,
     ) -> Iterator[tuple[str, Versions]]:
         """Keys of a bucket in order, starting with `prefix`, strictly after
-        `start_after` (or, when `start_at` is given, from `start_at` on)."""
+        `start_after` (or, when `start_at` is given, from `start_at` on); with
+        `heads`, their versions come without pieces (packing.unpack_heads)."""
+        unpack = unpack_heads if heads else unpack_versions
         if start_at is not None:
             low, inclusive = max(start_at, prefix), True
         else:
@@ -200,7 +204,7 @@ class ObjectIndex:
         for index_key in self._objects.irange((bucket, low), None, inclusive=(inclusive, True)):
             if index_key[0] != bucket or not index_key[1].startswith(prefix):
                 return
-            yield index_key[1], unpack_versions(self._objects[index_key])
+            yield index_key[1], unpack(self._objects[index_key])
 
     def iter_all(self) -> Iterator[tuple[IndexKey, Versions]]:
         """Every key of every bucket, in order (decodes every version: for fsck)."""

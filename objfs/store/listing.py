@@ -47,7 +47,9 @@ def list_page(
     truncated = False
     start_at: str | None = None  # where to go on after skipping a common prefix
     while True:
-        keys = index.iter_keys(bucket, start_after=start_after, prefix=prefix, start_at=start_at)
+        keys = index.iter_keys(
+            bucket, start_after=start_after, prefix=prefix, start_at=start_at, heads=True
+        )
         skip_to: str | None = None
         for key, versions in keys:
             if versions[0].delete_marker:
@@ -111,7 +113,7 @@ def list_versions_page(
     while True:
         skip_to: str | None = None
         for key, versions in index.iter_keys(
-            bucket, start_after=start_after, prefix=prefix, start_at=start_at
+            bucket, start_after=start_after, prefix=prefix, start_at=start_at, heads=True
         ):
             common = None
             if delimiter:

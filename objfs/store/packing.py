@@ -35,6 +35,12 @@ def unpack_versions(packed: bytes) -> Versions:
     return tuple([decode_version(v) for v in msgpack.unpackb(packed, raw=False, use_list=True)])
 
 
+def unpack_heads(packed: bytes) -> Versions:
+    """The versions without their pieces (for listings: sizes, ETags, markers)."""
+    raw = msgpack.unpackb(packed, raw=False, use_list=True)
+    return tuple([decode_version(v, pieces=False) for v in raw])
+
+
 def pack_segment(segment: Segment) -> bytes:
     parts = [_SIZE.pack(segment.size_bytes, segment.data_fragments, segment.scheme)]
     for f in segment.fragments:

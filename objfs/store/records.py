@@ -330,7 +330,9 @@ def encode_version(version: ObjectVersion) -> list[Any]:
     ]
 
 
-def decode_version(raw: list[Any]) -> ObjectVersion:
+def decode_version(raw: list[Any], *, pieces: bool = True) -> ObjectVersion:
+    """A version from its record encoding; without `pieces` its piece list is left
+    empty (listings need the rest only, and a file written in place has thousands)."""
     # Version ids ("null" mostly) and content types repeat across millions of
     # versions: interned, they are one string each instead of one per version.
     return ObjectVersion(
@@ -342,7 +344,7 @@ def decode_version(raw: list[Any]) -> ObjectVersion:
         _pairs(raw[5]),
         _pairs(raw[6]),
         None if raw[7] is None else PosixAttrs(*raw[7]),
-        tuple([decode_piece(piece) for piece in raw[9]]),
+        tuple([decode_piece(piece) for piece in raw[9]]) if pieces else (),
         raw[8],
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import os
 import shutil
 import statistics
@@ -15,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_BASE_DIR = "/var/tmp"
 MB = 1_000_000  # throughputs are printed in MB/s (10^6 bytes), sizes in MiB
@@ -97,3 +98,37 @@ def md5_rate(data: memoryview, block_bytes: int) -> float:
         digest.update(data[offset : offset + block_bytes])
     digest.hexdigest()
     return len(data) / (time.perf_counter() - start) / MB
+
+
+@dataclass
+class Rounds:
+    """Per-round figures, keyed by name; summaries and per-round ratios of them."""
+
+    figures: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.figures.setdefault(name, []).append(value)
+
+    def of(self, name: str) -> Summary:
+        return Summary.of(self.figures[name])
+
+    def ratio(self, numerator: str, denominator: str) -> Summary:
+        pairs = zip(self.figures[numerator], self.figures[denominator], strict=True)
+        return Summary.of([n / d for n, d in pairs])
+
+
+def precondition(paths: list[str], size_bytes: int) -> None:
+    """Write every block of every file once (O_DIRECT), so no extent is 'unwritten'."""
+    block = mmap.mmap(-1, 8 * 1024 * 1024)  # page-aligned, as O_DIRECT wants
+    try:
+        for path in paths:
+            fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
+            try:
+                for offset in range(0, size_bytes, len(block)):
+                    length = min(len(block), size_bytes - offset)
+                    os.pwritev(fd, [memoryview(block)[:length]], offset)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+    finally:
+        block.close()

@@ -88,7 +88,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from _util import DEFAULT_BASE_DIR, MB, Summary, print_row, scratch_dir
+from _util import DEFAULT_BASE_DIR, MB, Rounds, Summary, precondition, print_row, scratch_dir
 
 BUCKET = "bench"
 SMALL_BUCKET = "smallfiles"  # its own bucket: see small_files()
@@ -505,40 +505,6 @@ def commits(path: str, count: int, counters: Callable[[], Counters]) -> tuple[fl
 
 
 # -- the run -----------------------------------------------------------------------
-
-
-@dataclass
-class Rounds:
-    """Per-round figures, keyed by name."""
-
-    figures: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, name: str, value: float) -> None:
-        self.figures.setdefault(name, []).append(value)
-
-    def of(self, name: str) -> Summary:
-        return Summary.of(self.figures[name])
-
-    def ratio(self, numerator: str, denominator: str) -> Summary:
-        pairs = zip(self.figures[numerator], self.figures[denominator], strict=True)
-        return Summary.of([n / d for n, d in pairs])
-
-
-def precondition(paths: list[str], size_bytes: int) -> None:
-    """Write every block of every file once (O_DIRECT), so no extent is 'unwritten'."""
-    block = mmap.mmap(-1, 8 * MiB)  # page-aligned, as O_DIRECT wants
-    try:
-        for path in paths:
-            fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
-            try:
-                for offset in range(0, size_bytes, len(block)):
-                    length = min(len(block), size_bytes - offset)
-                    os.pwritev(fd, [memoryview(block)[:length]], offset)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-    finally:
-        block.close()
 
 
 def setup(args: argparse.Namespace, root: str, env: dict[str, str]) -> str:

@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import mmap
 import os
 import random
 import resource
@@ -77,7 +76,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from _util import DEFAULT_BASE_DIR, MB, Summary, percentile, print_row, scratch_dir, verdict
+from _util import (
+    DEFAULT_BASE_DIR,
+    MB,
+    Rounds,
+    Summary,
+    percentile,
+    precondition,
+    print_row,
+    scratch_dir,
+    verdict,
+)
 
 BUCKET = "bench"
 ROOT_KEY, ROOT_SECRET = "BENCHROOTKEY0123", "bench-root-secret-0123456789abcdef"
@@ -509,41 +518,6 @@ def hammer(
 
 
 # -- the run ---------------------------------------------------------------------
-
-
-@dataclass
-class Rounds:
-    """Per-round figures, keyed by phase name."""
-
-    figures: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, name: str, value: float) -> None:
-        self.figures.setdefault(name, []).append(value)
-
-    def of(self, name: str) -> Summary:
-        return Summary.of(self.figures[name])
-
-    def ratio(self, numerator: str, denominator: str) -> Summary:
-        pairs = zip(self.figures[numerator], self.figures[denominator], strict=True)
-        return Summary.of([n / d for n, d in pairs])
-
-
-def precondition(paths: list[str], size_bytes: int) -> None:
-    """Write every block of every file once (O_DIRECT), so no extent is 'unwritten'."""
-    block = mmap.mmap(-1, 8 * MiB)  # page-aligned, as O_DIRECT wants
-    try:
-        for path in paths:
-            fd = os.open(path, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
-            try:
-                for offset in range(0, size_bytes, len(block)):
-                    os.pwritev(
-                        fd, [memoryview(block)[: min(len(block), size_bytes - offset)]], offset
-                    )
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-    finally:
-        block.close()
 
 
 def setup(args: argparse.Namespace, root: str, env: dict[str, str]) -> str:

@@ -47,7 +47,7 @@ class Attrs:
     atime_ns: int = 0
     mtime_ns: int = 0
     ctime_ns: int = 0
-    posix_mtime_ns: int = 0  # an mtime set apart from the object's (utimens): 0 if none
+    posix_mtime_ns: int | None = None  # an mtime set apart from the object's (utimens)
 
     def posix(self) -> PosixAttrs:
         return PosixAttrs(
@@ -234,7 +234,7 @@ class Tree:
             nlink,
             posix.rdev,
             posix.atime_ns,  # 0 is a time too (the epoch): the mount always sets it
-            posix.mtime_ns or mtime,
+            mtime if posix.mtime_ns is None else posix.mtime_ns,
             max(posix.ctime_ns, mtime),  # every write moves mtime, and ctime with it
             posix.mtime_ns,
         )

@@ -56,7 +56,8 @@ def posix_headers(info: ObjectInfo) -> dict[str, str]:
         return {}
     shown = {"mode": posix.mode, "uid": posix.uid, "gid": posix.gid}
     headers = {f"x-amz-meta-{name}": str(value) for name, value in shown.items()}
-    headers["x-amz-meta-mtime"] = str((posix.mtime_ns or info.mtime_ns) // 1_000_000_000)
+    mtime_ns = info.mtime_ns if posix.mtime_ns is None else posix.mtime_ns
+    headers["x-amz-meta-mtime"] = str(mtime_ns // 1_000_000_000)
     return {name: value for name, value in headers.items() if name[11:] not in dict(info.metadata)}
 
 
@@ -67,15 +68,16 @@ def posix_from(metadata: dict[str, str]) -> tuple[dict[str, str], PosixAttrs | N
     try:
         mode = int(metadata["mode"])
         uid, gid = int(metadata.get("uid", "0")), int(metadata.get("gid", "0"))
-        mtime_ns = round(float(metadata.get("mtime", "0")) * 1e9)
+        mtime = metadata.get("mtime")
+        mtime_ns = None if mtime is None else round(float(mtime) * 1e9)
     except (KeyError, ValueError, OverflowError):
         return metadata, None
     if not (0 < mode < 1 << 32 and 0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
         return metadata, None
-    if not 0 <= mtime_ns < 1 << 63:
+    if mtime_ns is not None and not 0 <= mtime_ns < 1 << 63:
         return metadata, None
     kept = {k: v for k, v in metadata.items() if k not in ("mode", "uid", "gid", "mtime")}
-    when = mtime_ns or time.time_ns()  # access and change times: the file's, or now
+    when = time.time_ns() if mtime_ns is None else mtime_ns  # access, change: the file's
     return kept, PosixAttrs(mode, uid, gid, 0, when, when, mtime_ns)
 
 

@@ -108,7 +108,7 @@ class Snapshot:
 def _written(posix: PosixAttrs | None) -> PosixAttrs | None:
     """The POSIX attributes of a version whose bytes were just written: a
     modification time set apart no longer holds (the version's is the file's)."""
-    return posix if posix is None or not posix.mtime_ns else replace(posix, mtime_ns=0)
+    return posix if posix is None or posix.mtime_ns is None else replace(posix, mtime_ns=None)
 
 
 _DECODED_MIN_BYTES = 2048  # packed versions at least this large are kept decoded...
@@ -617,7 +617,7 @@ class ObjectIndex:
             return
         marker = versions[0]
         assert marker.posix is not None
-        posix = replace(marker.posix, ctime_ns=time_ns, mtime_ns=0)
+        posix = replace(marker.posix, ctime_ns=time_ns, mtime_ns=None)
         touched = replace(marker, mtime_ns=time_ns, posix=posix)
         self._replace_current(bucket, parent, touched, freed)
 

@@ -302,7 +302,7 @@ def encode_posix(posix: PosixAttrs | None) -> list[int] | None:
     if posix is None:
         return None
     fields = [posix.mode, posix.uid, posix.gid, posix.rdev, posix.atime_ns, posix.ctime_ns]
-    return [*fields, posix.mtime_ns] if posix.mtime_ns else fields
+    return fields if posix.mtime_ns is None else [*fields, posix.mtime_ns]
 
 
 def decode_posix(raw: list[int] | None) -> PosixAttrs | None:

@@ -116,8 +116,8 @@ class PosixAttrs:
     atime_ns: int = 0
     ctime_ns: int = 0
     # A modification time set apart from the version's (utimens, an s3fs mtime);
-    # 0: the version's mtime is the file's. Any write of the bytes sets it back to 0.
-    mtime_ns: int = 0
+    # None: the version's mtime is the file's. Any write of the bytes ends it.
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,12 +77,6 @@ def test_utime_atime_zero_is_kept(workdir: str, local: str) -> None:
     same_on_both(scenario, workdir, local)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an mtime of 0 (the epoch) set by utime reads back as the object's own "
-    "time (now): PosixAttrs.mtime_ns uses 0 for 'not set apart' (tree.py: "
-    "`posix.mtime_ns or mtime`)",
-)
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_utime_mtime_zero_is_kept(workdir: str, local: str, kind: str) -> None:
     def scenario(root: str) -> Any:

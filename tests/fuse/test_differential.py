@@ -1,14 +1,15 @@
 """The mount against ext4: the same random syscalls on both, the same answers.
 
 A hypothesis state machine (issue 5, Must show) drives random sequences of
-create / open / write / append / truncate / read / rename / unlink / mkdir /
-rmdir / chmod / utimens / symlink / readlink / link through two roots: a fresh
-directory in the mount and a fresh directory on the local ext4 disk under
-WORK_DIR (not tmpfs). Every call must give the same return value or the same
-errno on both; after every step the two trees must match: names per
-directory, what every name of the pool resolves to, file type, mode bits, link
-counts, sizes, bytes and symlink targets, and the times that utime set (until
-something moves them).
+create / open / write / append / truncate / read / rename (and renameat2's
+NOREPLACE and EXCHANGE) / link / unlink / mkdir / rmdir / chmod / chown /
+utimens / symlink / readlink / mkfifo, and files held open across them,
+through two roots: a fresh directory in the mount and a fresh directory on the
+local ext4 disk under WORK_DIR (not tmpfs). Every call must give the same
+return value or the same errno on both; after every step the two trees must
+match: names per directory, what every name of the pool resolves to, file
+type, mode bits, link counts, owners, sizes, bytes and symlink targets; and an
+mtime utime set moves on both sides or on neither.
 
 What is deliberately not compared, and why:
 - atime: ext4 moves it on reads (relatime), the mount keeps it as set.
@@ -31,6 +32,7 @@ deterministic reproductions in test_differential_regressions.py.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -68,6 +70,10 @@ EXAMPLES = int(os.environ.get("OBJFS_DIFF_EXAMPLES", "0"))  # 0: the default, fi
 STEPS = int(os.environ.get("OBJFS_DIFF_STEPS", "30"))
 DEFAULT_EXAMPLES = 60
 
+# Every open is non-blocking: a fifo (mkfifo) would otherwise wait for its other end
+# forever. On regular files O_NONBLOCK changes nothing.
+NONBLOCK = os.O_NONBLOCK
+
 Outcome = tuple[str, Any]  # ("ok", return value) or ("error", errno name)
 
 # -- strategies ---------------------------------------------------------------------
@@ -76,6 +82,7 @@ paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=MAX_DEPTH).map("/"
 modes = st.one_of(st.sampled_from([0o644, 0o755, 0o600, 0o444, 0o000]), st.integers(0, 0o7777))
 offsets = st.one_of(st.integers(0, 300), st.sampled_from([4095, 4096, 65536, 1 << 20]))
 chunks = st.binary(min_size=1, max_size=64)
+owners = st.sampled_from([-1, 0, 1000, 65534])
 access_modes = st.sampled_from([os.O_RDONLY, os.O_WRONLY, os.O_RDWR])
 # Times utime sets: nanoseconds, 1970 to 2106 (ext4's 256-byte inodes and FUSE both
 # hold them), including pre-1970 ones.
@@ -116,8 +123,12 @@ def attempt(action: Callable[[str], Any], path: str) -> Outcome:
 
 
 def read_all(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
+    fd = os.open(path, os.O_RDONLY | NONBLOCK)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    finally:
+        os.close(fd)
 
 
 def listdir_sorted(path: str) -> list[str]:
@@ -127,14 +138,27 @@ def listdir_sorted(path: str) -> list[str]:
 def describe(path: str) -> tuple[Any, ...]:
     """What the name is, by everything that must be the same on both sides."""
     info = os.lstat(path)
-    mode, nlink = oct(stat.S_IMODE(info.st_mode)), info.st_nlink
+    mode = oct(stat.S_IMODE(info.st_mode))
+    common = (mode, info.st_nlink, info.st_uid, info.st_gid)
     if stat.S_ISREG(info.st_mode):
-        return ("file", mode, nlink, info.st_size, read_all(path))
+        return ("file", *common, info.st_size, read_all(path))
     if stat.S_ISLNK(info.st_mode):
-        return ("symlink", mode, nlink, info.st_size, os.readlink(path))
+        return ("symlink", *common, info.st_size, os.readlink(path))
     if stat.S_ISDIR(info.st_mode):
-        return ("dir", mode, nlink)  # no size: ext4 counts blocks, the mount says 0
-    return ("other", oct(info.st_mode), nlink, info.st_size)
+        return ("dir", *common)  # no size: ext4 counts blocks, the mount says 0
+    return ("other", oct(info.st_mode), *common[1:], info.st_size)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def renameat2(source: str, dest: str, flags: int) -> None:
+    """renameat2(2), which os has no call for."""
+    if _libc.renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(dest), flags):
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
 
 
 def fd_call(fd: int, step: tuple[Any, ...]) -> Any:
@@ -265,7 +289,7 @@ class Differential(RuleBasedStateMachine):
             flags |= os.O_EXCL
 
         def action(root: str) -> tuple[int | None, int, str]:
-            fd = os.open(os.path.join(root, path), flags, mode)
+            fd = os.open(os.path.join(root, path), flags | NONBLOCK, mode)
             try:
                 return fd_stat(fd)
             finally:
@@ -280,7 +304,7 @@ class Differential(RuleBasedStateMachine):
 
         def action(root: str) -> int:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            fd = os.open(os.path.join(root, path), flags, mode)
+            fd = os.open(os.path.join(root, path), flags | NONBLOCK, mode)
             try:
                 return os.write(fd, content)
             finally:
@@ -293,7 +317,7 @@ class Differential(RuleBasedStateMachine):
         path = self.pick(data, "path", kind="file")
 
         def action(root: str) -> int:
-            fd = os.open(os.path.join(root, path), os.O_RDWR if rdwr else os.O_WRONLY)
+            fd = os.open(os.path.join(root, path), (os.O_RDWR if rdwr else os.O_WRONLY) | NONBLOCK)
             try:
                 return os.pwrite(fd, chunk, offset)
             finally:
@@ -306,7 +330,7 @@ class Differential(RuleBasedStateMachine):
         path = self.pick(data, "path", kind="file")
 
         def action(root: str) -> tuple[int, tuple[int | None, int, str]]:
-            fd = os.open(os.path.join(root, path), os.O_WRONLY | os.O_APPEND)
+            fd = os.open(os.path.join(root, path), os.O_WRONLY | os.O_APPEND | NONBLOCK)
             try:
                 return os.write(fd, chunk), fd_stat(fd)
             finally:
@@ -343,7 +367,7 @@ class Differential(RuleBasedStateMachine):
         flags = os.O_RDWR | (os.O_CREAT if create else 0) | (os.O_APPEND if append else 0)
 
         def action(root: str) -> list[Outcome]:
-            fd = os.open(os.path.join(root, path), flags, 0o644)
+            fd = os.open(os.path.join(root, path), flags | NONBLOCK, 0o644)
             results: list[Outcome] = []
             try:
                 for step in steps:
@@ -374,7 +398,7 @@ class Differential(RuleBasedStateMachine):
         if kind == "read_again":
             return read_all(os.path.join(root, path))
         if kind == "write_again":
-            other = os.open(os.path.join(root, path), os.O_WRONLY)
+            other = os.open(os.path.join(root, path), os.O_WRONLY | NONBLOCK)
             try:
                 return os.pwrite(other, step[2], step[1])
             finally:
@@ -393,7 +417,7 @@ class Differential(RuleBasedStateMachine):
         fds: list[int] = []
 
         def action(root: str) -> tuple[int | None, int, str]:
-            fd = os.open(os.path.join(root, path), flags, 0o644)
+            fd = os.open(os.path.join(root, path), flags | NONBLOCK, 0o644)
             fds.append(fd)
             return fd_stat(fd)
 
@@ -433,6 +457,17 @@ class Differential(RuleBasedStateMachine):
             lambda root: os.rename(os.path.join(root, source), os.path.join(root, dest)),
         )
 
+    @rule(data=st.data(), exchange=st.booleans())
+    def rename_flags(self, data: st.DataObject, exchange: bool) -> None:
+        """renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE."""
+        source = self.pick(data, "source")
+        dest = self.pick(data, "dest", fresh=1, existing=3)
+        flags = RENAME_EXCHANGE if exchange else RENAME_NOREPLACE
+        self.both(
+            f"renameat2({source!r}, {dest!r}, {'EXCHANGE' if exchange else 'NOREPLACE'})",
+            lambda root: renameat2(os.path.join(root, source), os.path.join(root, dest), flags),
+        )
+
     @rule(data=st.data())
     def unlink(self, data: st.DataObject) -> None:
         path = self.pick(data, "path", kind="file")
@@ -462,6 +497,14 @@ class Differential(RuleBasedStateMachine):
             lambda root: os.symlink(pointee, os.path.join(root, path)),
         )
 
+    @rule(data=st.data(), mode=modes)
+    def mkfifo(self, data: st.DataObject, mode: int) -> None:
+        path = self.pick(data, "path", fresh=3, existing=1)
+        self.both(
+            f"mkfifo({path!r}, {mode:#o})",
+            lambda root: os.mkfifo(os.path.join(root, path), mode),
+        )
+
     @rule(data=st.data())
     def readlink(self, data: st.DataObject) -> None:
         path = self.pick(data, "path", kind="file")
@@ -484,6 +527,16 @@ class Differential(RuleBasedStateMachine):
         path = self.pick(data, "path")
         self.both(
             f"chmod({path!r}, {mode:#o})", lambda root: os.chmod(os.path.join(root, path), mode)
+        )
+
+    @rule(data=st.data(), uid=owners, gid=owners, follow=st.booleans())
+    def chown(self, data: st.DataObject, uid: int, gid: int, follow: bool) -> None:
+        """As root: any owner; -1 keeps one. The kernel drops setuid/setgid of a
+        non-directory on chown, on both sides alike."""
+        path = self.pick(data, "path")
+        self.both(
+            f"chown({path!r}, {uid}, {gid}, follow_symlinks={follow})",
+            lambda root: os.chown(os.path.join(root, path), uid, gid, follow_symlinks=follow),
         )
 
     @rule(data=st.data(), atime=times_ns, mtime=times_ns, follow=st.booleans())

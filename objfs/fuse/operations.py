@@ -591,9 +591,8 @@ class Operations(pyfuse3.Operations):
         fh, file = self._open_file(node, fresh=truncating or info.size_bytes == 0)
         handle = self._handles[fh]
         handle.drop_setgid = self._drops_setgid(node, ctx)
-        if truncating:
-            if info.size_bytes:
-                await file.truncate(0)
+        if truncating:  # even of an empty file: its mtime and ctime move (POSIX)
+            await file.truncate(0)
             await self._drop_setgid(handle)
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
 

@@ -216,19 +216,6 @@ class Differential(RuleBasedStateMachine):
         assert mount == local, f"{what}: mount {mount!r} != ext4 {local!r}"
         return local
 
-    def known_bug_o_trunc_of_empty(self, path: str) -> None:
-        """open(O_TRUNC) of an empty file leaves its mtime on the mount (ext4 moves it,
-        as POSIX asks): regression test_open_trunc_of_empty_file_moves_mtime. Until it
-        is fixed, an mtime set on such a file is not compared across this call."""
-        if KNOWN_BUGS:
-            return
-        try:
-            info = os.stat(os.path.join(self.local, path))
-        except OSError:
-            return
-        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-            self.pinned.pop(info.st_ino, None)
-
     # -- drawing names ----------------------------------------------------------------
 
     def pick(
@@ -300,8 +287,6 @@ class Differential(RuleBasedStateMachine):
         flags = access | (os.O_CREAT if create else 0) | (os.O_TRUNC if truncate else 0)
         if create and exclusive:
             flags |= os.O_EXCL
-        if truncate:
-            self.known_bug_o_trunc_of_empty(path)
 
         def action(root: str) -> tuple[int | None, int, str]:
             fd = os.open(os.path.join(root, path), flags | NONBLOCK, mode)
@@ -316,7 +301,6 @@ class Differential(RuleBasedStateMachine):
     def write_file(self, data: st.DataObject, content: bytes, mode: int) -> None:
         """What `echo > path` does: create or truncate, write, close."""
         path = self.pick(data, "path", fresh=3, kind="file")
-        self.known_bug_o_trunc_of_empty(path)
 
         def action(root: str) -> int:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC

@@ -95,11 +95,6 @@ def test_utime_mtime_zero_is_kept(workdir: str, local: str, kind: str) -> None:
     same_on_both(scenario, workdir, local)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: open(O_TRUNC) of a file that is already empty leaves its mtime (and "
-    "ctime); POSIX and ext4 move both. operations.open truncates only when size > 0",
-)
 @pytest.mark.parametrize("access", [os.O_WRONLY, os.O_RDONLY], ids=["wronly", "rdonly"])
 def test_open_trunc_of_empty_file_moves_mtime(workdir: str, local: str, access: int) -> None:
     def scenario(root: str) -> Any:

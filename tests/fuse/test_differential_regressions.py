@@ -97,11 +97,35 @@ def test_utime_mtime_zero_is_kept(workdir: str, local: str, kind: str) -> None:
 
 @pytest.mark.parametrize("access", [os.O_WRONLY, os.O_RDONLY], ids=["wronly", "rdonly"])
 def test_open_trunc_of_empty_file_moves_mtime(workdir: str, local: str, access: int) -> None:
+    """open(O_TRUNC) of an empty file left its mtime and ctime (it truncated only when
+    the size was not 0). Fixed in 3879652."""
+
     def scenario(root: str) -> Any:
         path = os.path.join(root, "a")
         write_file(path, b"")
         os.utime(path, ns=(1, 1))  # a time in the past: any change moves it to now
         os.close(os.open(path, access | os.O_TRUNC))
         return os.stat(path).st_mtime_ns != 1  # ext4: True (moved)
+
+    same_on_both(scenario, workdir, local)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: after write() returns, stat and fstat still show the old mtime until the "
+    "handle's gathered writes are stored (close, fsync); POSIX and ext4 show the write's",
+)
+def test_write_moves_mtime_before_close(workdir: str, local: str) -> None:
+    def scenario(root: str) -> Any:
+        path = os.path.join(root, "a")
+        write_file(path, b"abc")
+        os.utime(path, ns=(1, 1))  # a time in the past: any change moves it to now
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"x", 1)
+            moved = os.stat(path).st_mtime_ns != 1, os.fstat(fd).st_mtime_ns != 1
+        finally:
+            os.close(fd)
+        return moved  # ext4: (True, True)
 
     same_on_both(scenario, workdir, local)

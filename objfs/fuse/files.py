@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import time
 from typing import Any
 
 import trio
@@ -66,6 +67,8 @@ class OpenFile:
         self._md5: Any = hashlib.md5() if fresh else None
         self._md5_end = 0
         self._error: ObjfsError | None = None  # a failed background store, told at flush
+        # When the last write came (the file's mtime from then on, stored with the runs).
+        self.written_ns: int | None = None
 
     @property
     def end(self) -> int:
@@ -79,6 +82,7 @@ class OpenFile:
         if self._error is not None:
             self._raise_error()
         self._absorb(offset, data)
+        self.written_ns = time.time_ns()
         if self._buffered >= FLUSH_BYTES or len(self._runs) >= MAX_RUNS:
             # Store these runs behind the writer; the next ones gather meanwhile.
             # One store at a time: a writer faster than the store waits here.
@@ -151,7 +155,9 @@ class OpenFile:
             if hashed:  # hashlib lets go of the GIL: hash while the bytes are stored
                 nursery.start_soon(trio.to_thread.run_sync, self._md5.update, runs[0][1])
             try:
-                await self.store.write_runs(self.node.bucket, self.node.path, runs)
+                await self.store.write_runs(
+                    self.node.bucket, self.node.path, runs, mtime_ns=self.written_ns
+                )
             except ObjfsError as exc:
                 failure = exc  # raised below, outside the nursery: not as a group
         if failure is not None:

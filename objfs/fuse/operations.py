@@ -98,11 +98,18 @@ class Operations(pyfuse3.Operations):
     # -- helpers --------------------------------------------------------------------
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        attrs = self.tree.attrs(node)
         file = self._files.get(node.ino)
-        size = None
-        if file is not None and file.end:
-            size = max(file.end, self.tree.attrs(node).size)
-        return self.tree.entry(node, self.tree.attrs(node, size=size))
+        if file is not None and file.end and file.written_ns is not None:
+            # Writes not stored yet: their size, and their time as mtime and ctime.
+            written = file.written_ns
+            attrs = replace(
+                attrs,
+                size=max(file.end, attrs.size),
+                mtime_ns=max(attrs.mtime_ns, written),
+                ctime_ns=max(attrs.ctime_ns, written),
+            )
+        return self.tree.entry(node, attrs)
 
     def _attrs(self, node: Node) -> Attrs:
         return self.tree.attrs(node)

@@ -596,13 +596,20 @@ class Store:
         return await self.write_runs(bucket, key, [(offset_bytes, data)])
 
     async def write_runs(
-        self, bucket: str, key: str, runs: Sequence[tuple[int, bytes | bytearray]]
+        self,
+        bucket: str,
+        key: str,
+        runs: Sequence[tuple[int, bytes | bytearray]],
+        *,
+        mtime_ns: int | None = None,
     ) -> ObjectInfo:
         """`write_at` of several runs (offset, bytes) at once: their bytes are stored
         together in as few segments as fit them, and one record lays them in.
 
         Raises:
             InvalidArgument: the runs overlap or are not in offset order.
+        `mtime_ns`: when the bytes were written (a face that
+        gathered them), else now.
         """
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
@@ -624,7 +631,8 @@ class Store:
                 fresh = await self._datapath.store_bytes(b"".join(data for _, data in runs))
                 pieces = _lay_out(runs, fresh)
             await self._commit_fresh(
-                WriteAt(bucket_name, object_key, tuple(pieces), self._clock()), fresh
+                WriteAt(bucket_name, object_key, tuple(pieces), mtime_ns or self._clock()),
+                fresh,
             )
             return self.head_object(bucket, key)
 

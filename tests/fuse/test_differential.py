@@ -436,11 +436,6 @@ class Differential(RuleBasedStateMachine):
         which = data.draw(st.integers(0, len(self.held) - 1), label="handle")
         mount_fd, local_fd, what = self.held[which]
         fd_of = {self.mount: mount_fd, self.local: local_fd}
-        if step[0] in ("write", "pwrite") and not KNOWN_BUGS:
-            # The mount moves the mtime only when the handle's gathered writes are
-            # stored (close, fsync ...), ext4 at the write: regression
-            # test_write_moves_mtime_before_close. Not compared until it is fixed.
-            self.pinned.pop(os.fstat(local_fd).st_ino, None)
         self.both(f"{step!r} on the handle {what}", lambda root: fd_call(fd_of[root], step))
 
     @precondition(lambda self: bool(self.held))

@@ -110,11 +110,6 @@ def test_open_trunc_of_empty_file_moves_mtime(workdir: str, local: str, access: 
     same_on_both(scenario, workdir, local)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after write() returns, stat and fstat still show the old mtime until the "
-    "handle's gathered writes are stored (close, fsync); POSIX and ext4 show the write's",
-)
 def test_write_moves_mtime_before_close(workdir: str, local: str) -> None:
     def scenario(root: str) -> Any:
         path = os.path.join(root, "a")

@@ -527,8 +527,7 @@ class Operations(pyfuse3.Operations):
             first = source.path if source.is_dir else old_parent.path + decode_name(name_old)
             second = target.path if target.is_dir else new_parent.path + new_text
             async with AsyncExitStack() as stack:
-                for path in (first, second):
-                    await self._hold_files(stack, source.bucket, path)
+                await self._hold_files(stack, source.bucket, first, second)
                 await self.store.exchange(source.bucket, first, second)
                 self.inodes.exchange(source.bucket, first, second)
             return
@@ -572,12 +571,15 @@ class Operations(pyfuse3.Operations):
         if new_parent is not old_parent:
             await self._touch_dir(new_parent, now)
 
-    async def _hold_files(self, stack: AsyncExitStack, bucket: str, path: str) -> None:
-        """Store what open files at `path` (a key, or every key under a prefix) hold,
-        and keep them from storing more until `stack` closes (their keys move)."""
-        nodes = self.inodes.nodes_under(bucket, path) if path.endswith("/") else []
-        found = self.inodes.find(bucket, path)
-        held = {node.ino: node for node in [*nodes, *([found] if found else [])]}  # once each
+    async def _hold_files(self, stack: AsyncExitStack, bucket: str, *paths: str) -> None:
+        """Store what open files at `paths` (keys, or every key under prefixes) hold,
+        and keep them from storing more until `stack` closes (their keys move).
+        Each file is held once, whatever names it has among them."""
+        held: dict[int, Node] = {}
+        for path in paths:
+            nodes = self.inodes.nodes_under(bucket, path) if path.endswith("/") else []
+            found = self.inodes.find(bucket, path)
+            held.update((node.ino, node) for node in [*nodes, *([found] if found else [])])
         for node in held.values():
             file = self._files.get(node.ino)
             if file is not None:

@@ -470,11 +470,6 @@ class Differential(RuleBasedStateMachine):
         """renameat2 with RENAME_NOREPLACE or RENAME_EXCHANGE."""
         source = self.pick(data, "source")
         dest = self.pick(data, "dest", fresh=1, existing=3)
-        if exchange and self.held and not KNOWN_BUGS and self.has_hard_links():
-            # An exchange while a hard-linked file is open can hang the mount for good:
-            # regression test_exchange_dir_with_link_of_open_file_inside. Left out
-            # until it is fixed.
-            exchange = False
         flags = RENAME_EXCHANGE if exchange else RENAME_NOREPLACE
         self.both(
             f"renameat2({source!r}, {dest!r}, {'EXCHANGE' if exchange else 'NOREPLACE'})",

@@ -128,16 +128,9 @@ def test_write_moves_mtime_before_close(workdir: str, local: str) -> None:
     same_on_both(scenario, workdir, local)
 
 
-# Keep this test last in the module: when the bug is there, the rename never returns,
-# and the handler holds the file (and the kernel the directory) until the module's
-# node stops, which ends the call with ENOTCONN.
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: renameat2(RENAME_EXCHANGE) of a directory with a file whose hard link is "
-    "the other name, while the file is open, never returns: the handler takes the open "
-    "file's lock once per name (_hold_files for each side) and the lock is a "
-    "Semaphore(1), so it waits for itself; the file's flush and close then hang too",
-)
+# Keep this test last in the module: if the bug came back, the rename would never
+# return, and the handler would hold the file (and the kernel the directory) until
+# the module's node stops, which ends the call with ENOTCONN.
 def test_exchange_dir_with_link_of_open_file_inside(workdir: str, local: str) -> None:
     def scenario(root: str) -> Any:
         os.mkdir(os.path.join(root, "a"))

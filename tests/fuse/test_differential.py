@@ -218,12 +218,6 @@ class Differential(RuleBasedStateMachine):
         assert mount == local, f"{what}: mount {mount!r} != ext4 {local!r}"
         return local
 
-    def has_hard_links(self) -> bool:
-        return any(
-            os.lstat(os.path.join(self.local, path)).st_nlink > 1
-            for path in self.local_entries()[0]["file"]
-        )
-
     # -- drawing names ----------------------------------------------------------------
 
     def pick(

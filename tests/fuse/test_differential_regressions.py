@@ -113,6 +113,9 @@ def test_open_trunc_of_empty_file_moves_mtime(workdir: str, local: str, access: 
 
 
 def test_write_moves_mtime_before_close(workdir: str, local: str) -> None:
+    """After write() returned, stat and fstat showed the old mtime until the handle's
+    gathered writes were stored (close, fsync). Fixed in 819908c."""
+
     def scenario(root: str) -> Any:
         path = os.path.join(root, "a")
         write_file(path, b"abc")
@@ -132,6 +135,11 @@ def test_write_moves_mtime_before_close(workdir: str, local: str) -> None:
 # return, and the handler would hold the file (and the kernel the directory) until
 # the module's node stops, which ends the call with ENOTCONN.
 def test_exchange_dir_with_link_of_open_file_inside(workdir: str, local: str) -> None:
+    """renameat2(RENAME_EXCHANGE) of a directory holding an open file with the file's
+    other hard link never returned: the handler took the file's Semaphore(1) once per
+    name and waited for itself (and the file's flush and close behind it). Fixed in
+    e640aa2."""
+
     def scenario(root: str) -> Any:
         os.mkdir(os.path.join(root, "a"))
         write_file(os.path.join(root, "a", "x"), b"x")

@@ -3,13 +3,13 @@
 A hypothesis state machine (issue 5, Must show) drives random sequences of
 create / open / write / append / truncate / read / rename (and renameat2's
 NOREPLACE and EXCHANGE) / link / unlink / mkdir / rmdir / chmod / chown /
-utimens / symlink / readlink / mkfifo, and files held open across them,
+utimens / symlink / readlink / mkfifo / *xattr, and files held open across them,
 through two roots: a fresh directory in the mount and a fresh directory on the
 local ext4 disk under WORK_DIR (not tmpfs). Every call must give the same
 return value or the same errno on both; after every step the two trees must
 match: names per directory, what every name of the pool resolves to, file
-type, mode bits, link counts, owners, sizes, bytes and symlink targets; and an
-mtime utime set moves on both sides or on neither.
+type, mode bits, link counts, owners, extended attributes, sizes, bytes and
+symlink targets; and an mtime utime set moves on both sides or on neither.
 
 What is deliberately not compared, and why:
 - atime: ext4 moves it on reads (relatime), the mount keeps it as set.
@@ -85,6 +85,11 @@ modes = st.one_of(st.sampled_from([0o644, 0o755, 0o600, 0o444, 0o000]), st.integ
 offsets = st.one_of(st.integers(0, 300), st.sampled_from([4095, 4096, 65536, 1 << 20]))
 chunks = st.binary(min_size=1, max_size=64)
 owners = st.sampled_from([-1, 0, 1000, 65534])
+# Extended attribute names: plain user.* ones (the mount keeps them as S3 metadata),
+# and ones it must encode (upper case, a dot or colon, another namespace).
+xattr_names = st.sampled_from(["user.a", "user.B", "user.a.b", "user.x:y", "trusted.t"])
+xattr_values = st.one_of(st.sampled_from([b"", b"v", b"V 2"]), st.binary(max_size=24))
+xattr_flags = st.sampled_from([0, os.XATTR_CREATE, os.XATTR_REPLACE])
 access_modes = st.sampled_from([os.O_RDONLY, os.O_WRONLY, os.O_RDWR])
 # Times utime sets: nanoseconds, 1970 to 2106 (ext4's 256-byte inodes and FUSE both
 # hold them), including pre-1970 ones.
@@ -141,7 +146,11 @@ def describe(path: str) -> tuple[Any, ...]:
     """What the name is, by everything that must be the same on both sides."""
     info = os.lstat(path)
     mode = oct(stat.S_IMODE(info.st_mode))
-    common = (mode, info.st_nlink, info.st_uid, info.st_gid)
+    xattrs = tuple(
+        (name, os.getxattr(path, name, follow_symlinks=False))
+        for name in sorted(os.listxattr(path, follow_symlinks=False))
+    )
+    common = (mode, info.st_nlink, info.st_uid, info.st_gid, xattrs)
     if stat.S_ISREG(info.st_mode):
         return ("file", *common, info.st_size, read_all(path))
     if stat.S_ISLNK(info.st_mode):
@@ -529,6 +538,48 @@ class Differential(RuleBasedStateMachine):
         path = self.pick(data, "path")
         self.both(
             f"chmod({path!r}, {mode:#o})", lambda root: os.chmod(os.path.join(root, path), mode)
+        )
+
+    @rule(
+        data=st.data(),
+        name=xattr_names,
+        value=xattr_values,
+        flags=xattr_flags,
+        follow=st.booleans(),
+    )
+    def setxattr(
+        self, data: st.DataObject, name: str, value: bytes, flags: int, follow: bool
+    ) -> None:
+        path = self.pick(data, "path")
+        self.both(
+            f"setxattr({path!r}, {name!r}, {value!r}, {flags}, follow_symlinks={follow})",
+            lambda root: os.setxattr(
+                os.path.join(root, path), name, value, flags, follow_symlinks=follow
+            ),
+        )
+
+    @rule(data=st.data(), name=xattr_names, follow=st.booleans())
+    def getxattr(self, data: st.DataObject, name: str, follow: bool) -> None:
+        path = self.pick(data, "path")
+        self.both(
+            f"getxattr({path!r}, {name!r}, follow_symlinks={follow})",
+            lambda root: os.getxattr(os.path.join(root, path), name, follow_symlinks=follow),
+        )
+
+    @rule(data=st.data(), name=xattr_names, follow=st.booleans())
+    def removexattr(self, data: st.DataObject, name: str, follow: bool) -> None:
+        path = self.pick(data, "path")
+        self.both(
+            f"removexattr({path!r}, {name!r}, follow_symlinks={follow})",
+            lambda root: os.removexattr(os.path.join(root, path), name, follow_symlinks=follow),
+        )
+
+    @rule(data=st.data(), follow=st.booleans())
+    def listxattr(self, data: st.DataObject, follow: bool) -> None:
+        path = self.pick(data, "path")
+        self.both(
+            f"listxattr({path!r}, follow_symlinks={follow})",
+            lambda root: sorted(os.listxattr(os.path.join(root, path), follow_symlinks=follow)),
         )
 
     @rule(data=st.data(), uid=owners, gid=owners, follow=st.booleans())

@@ -19,10 +19,11 @@ a record that points at the new bytes becomes durable.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import final
+from typing import Any, TypeVar, final
 
 import crc32c
 import trio
@@ -32,9 +33,11 @@ from objfs.store import erasure
 from objfs.store.device import AlignedBuffer, BlockDevice, WriteData, round_up
 from objfs.store.health import Health
 from objfs.store.space import Space
+from objfs.store.stats import latency_histogram
 from objfs.store.types import BLOCK_SIZE_BYTES, Extent, Fragment, Segment
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SPLIT_READS_ABOVE_BYTES = 2 * 1024 * 1024  # reads smaller than this stay in one hop
 _CHECKSUM_OFF_LOOP_BYTES = 256 * 1024  # verify larger reads in a worker thread
@@ -95,6 +98,8 @@ class DataPath:
         self._persist_owed = persist_owed
         self.parallel_reads = parallel_reads
         self.buffers = BufferPool()  # for writers of whole-copy segments
+        self.encode_seconds = latency_histogram()  # per segment, CRC32C of fragments included
+        self.decode_seconds = latency_histogram()  # per segment that needed pyeclib
         self._dirty: set[int] = set()  # written since flushed; drained by the WAL only
         self._healed_dirty: set[int] = set()  # written by heals; drained by flush_healed
 
@@ -233,9 +238,10 @@ class DataPath:
         else:
             codec = erasure.codec(policy.scheme, policy.data_fragments, policy.parity_fragments)
 
-            fragments, crcs = await trio.to_thread.run_sync(
-                erasure.encode_with_checksums, codec, view
+            (fragments, crcs), seconds = await trio.to_thread.run_sync(
+                _timed, erasure.encode_with_checksums, codec, view
             )
+            self.encode_seconds.observe(seconds)
             payloads = list(fragments)
             sizes = [len(f) for f in fragments]
         written = await self._write_fragments(list(zip(extents, payloads, strict=True)))
@@ -488,13 +494,17 @@ class DataPath:
                 coded.append(position)
         if coded:
 
-            def decode() -> None:
+            def decode() -> float:
+                started = time.perf_counter()
                 for position in coded:
                     segment = segments[position]
                     codec = _codec_of(segment)
                     results[position] = erasure.assemble(codec, good[position], segment.size_bytes)
+                return (time.perf_counter() - started) / len(coded)
 
-            await trio.to_thread.run_sync(decode)
+            seconds = await trio.to_thread.run_sync(decode)
+            for _ in coded:
+                self.decode_seconds.observe(seconds)
         return results
 
     # -- checking and healing --------------------------------------------------------
@@ -642,3 +652,11 @@ async def _crc_off_loop(view: memoryview) -> int:
     if len(view) < 64 * 1024:
         return int(crc32c.crc32c(view))
     return await trio.to_thread.run_sync(lambda: int(crc32c.crc32c(view)))
+
+
+def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """Call `function` (in a worker thread) and say how long it took; the caller
+    records it on the event loop, where the histograms live."""
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started

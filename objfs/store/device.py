@@ -16,9 +16,9 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, final
+from typing import Any, Protocol, TypeVar, final
 
 import trio
 
@@ -26,6 +26,7 @@ from objfs.errors import DeviceError, NoSpace, ObjfsError
 from objfs.store.types import BLOCK_SIZE_BYTES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -72,6 +73,7 @@ class DeviceStatistics:
     written_bytes: int
     flushes: int
     direct_io: bool
+    io_errors: int = 0  # syscalls that failed (EIO, ENOSPC, ...), as the caller saw them
 
 
 class BlockDevice(Protocol):
@@ -133,6 +135,7 @@ class FileDevice:
         self._limiter = trio.CapacityLimiter(threads)
         self._closed = False
         self._reads = self._read_bytes = self._writes = self._written_bytes = self._flushes = 0
+        self._io_errors = 0  # counted on the event loop, when a worker's syscall raised
 
     # -- the syscalls (worker threads only) --------------------------------------
 
@@ -199,27 +202,32 @@ class FileDevice:
 
     # -- the async API (event loop) ----------------------------------------------
 
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
+        except (OSError, DeviceError):
+            self._io_errors += 1
+            raise
+
     async def read(self, offset_bytes: int, length_bytes: int) -> bytes:
-        return await trio.to_thread.run_sync(
-            self._read_sync, offset_bytes, length_bytes, limiter=self._limiter
-        )
+        return await self._run(self._read_sync, offset_bytes, length_bytes)
 
     async def read_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes]:
         def run() -> list[bytes]:
             return [self._read_sync(offset, length) for offset, length in requests]
 
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        return await self._run(run)
 
     async def write(self, offset_bytes: int, data: WriteData) -> None:
-        await trio.to_thread.run_sync(self._write_sync, offset_bytes, data, limiter=self._limiter)
+        await self._run(self._write_sync, offset_bytes, data)
 
     async def write_many(
         self, writes: Sequence[tuple[int, WriteData]], *, flush: bool = False
     ) -> None:
-        await trio.to_thread.run_sync(self._write_many_sync, writes, flush, limiter=self._limiter)
+        await self._run(self._write_many_sync, writes, flush)
 
     async def flush(self) -> None:
-        await trio.to_thread.run_sync(self._flush_sync, limiter=self._limiter)
+        await self._run(self._flush_sync)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -236,6 +244,7 @@ class FileDevice:
             written_bytes=self._written_bytes,
             flushes=self._flushes,
             direct_io=self._direct_io,
+            io_errors=self._io_errors,
         )
 
 
@@ -265,7 +274,7 @@ def create_device_file(path: str, size_bytes: int) -> None:
         os.close(directory)
 
 
-_VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 
 
 def filesystem_type(path: str) -> str | None:
@@ -328,8 +337,17 @@ def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> 
     except BaseException:
         os.close(fd)
         raise
-    if stat.S_ISREG(mode) and filesystem_type(path) in _VOLATILE_FILESYSTEMS:
-        # Linux 6.6+ lets tmpfs take O_DIRECT, so nothing else would say it.
+    kind = filesystem_type(path) if stat.S_ISREG(mode) else None
+    if kind in VOLATILE_FILESYSTEMS:
+        # Linux 6.6+ lets tmpfs take O_DIRECT, so nothing else would stop it: a
+        # node there loses everything at reboot. buffered_io is the opt-in (the
+        # page cache is all a RAM filesystem has anyway).
+        if not buffered:
+            os.close(fd)
+            raise DeviceError(
+                f"{path}: is on {kind}, a RAM filesystem whose contents vanish at reboot; "
+                "put the data on a disk, or set store.buffered_io = true to run there anyway"
+            )
         log.warning("%s: lives on a RAM filesystem: its contents vanish at reboot", path)
     return FileDevice(path, fd, size_bytes, direct_io=not buffered, threads=threads)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import crc32c
@@ -22,9 +22,11 @@ from objfs.config import StoreConfig
 from objfs.errors import DeviceError, UsageError
 from objfs.store.checkpoint import CheckpointPointer, encode_body
 from objfs.store.device import (
+    VOLATILE_FILESYSTEMS,
     BlockDevice,
     WriteData,
     create_device_file,
+    filesystem_type,
     free_disk_bytes,
     make_directory,
     open_available,
@@ -191,16 +193,26 @@ async def create_data_dir(
     device_size_bytes: int | None = None,
     buffered: bool = False,
     wal_size_bytes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Superblock]:
-    """Create and format the embedded default: preallocated device files in `data_dir`."""
+    """Create and format the embedded default: preallocated device files in `data_dir`
+    (`progress(files made, files)` after each)."""
+    kind = await trio.to_thread.run_sync(filesystem_type, data_dir)
+    if kind in VOLATILE_FILESYSTEMS and not buffered:  # before any file is made
+        raise DeviceError(
+            f"{data_dir}: is on {kind}, a RAM filesystem whose contents vanish at reboot; "
+            "put the data on a disk, or set store.buffered_io = true to run there anyway"
+        )
     size = device_size_bytes
     if size is None:
         size = await trio.to_thread.run_sync(default_device_size_bytes, data_dir, device_count)
     directory = os.path.join(data_dir, "devices")
     await trio.to_thread.run_sync(make_directory, directory)
     paths = [os.path.join(directory, f"dev{index}.img") for index in range(device_count)]
-    for path in paths:
+    for made, path in enumerate(paths, 1):
         await trio.to_thread.run_sync(create_device_file, path, size)
+        if progress is not None:
+            progress(made, len(paths))
     devices = await open_devices(paths, buffered=buffered)
     try:
         return await format_devices(devices, wal_size_bytes=wal_size_bytes)

@@ -9,6 +9,7 @@ from its index: free space must be exactly the complement of what is referenced.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -214,13 +215,20 @@ def check_space(
     )
 
 
-async def check_data(datapath: DataPath, index: ObjectIndex, report: FsckReport) -> None:
+async def check_data(
+    datapath: DataPath,
+    index: ObjectIndex,
+    report: FsckReport,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Read every fragment of every referenced segment and verify its checksum: a
     damaged fragment is a problem even when the segment can still be rebuilt (the
     store has lost redundancy until a scrub heals it)."""
     damaged = unreadable = 0
     segments: list[Segment] = list(index.referenced_segments())
-    for segment in segments:
+    for done, segment in enumerate(segments):
+        if progress is not None and done % 64 == 0:
+            progress(done, len(segments))
         check = await datapath.check_segment(segment, repair=False)
         first = segment.fragments[0].extent
         where = f"segment at device {first.device_index} offset {first.offset_bytes}"
@@ -241,6 +249,8 @@ async def check_data(datapath: DataPath, index: ObjectIndex, report: FsckReport)
             )
         else:
             report.verified_bytes += segment.size_bytes
+    if progress is not None:
+        progress(len(segments), len(segments))
     report.segments = len(segments)
     if not damaged and not unreadable:
         report.add(
@@ -252,8 +262,13 @@ def count_segments(index: ObjectIndex) -> int:
     return sum(1 for _ in index.referenced_segments())
 
 
-async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> FsckReport:
-    """Every check, reading only."""
+async def check_offline(
+    devices: list[BlockDevice],
+    *,
+    verify_data: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> FsckReport:
+    """Every check, reading only; `progress(done, total)` follows the data check."""
     report = FsckReport()
     present, superblocks_list, missing = await check_superblocks(devices, report)
     by_index = {sb.device_index: d for sb, d in zip(superblocks_list, present, strict=True)}
@@ -312,7 +327,7 @@ async def check_offline(devices: list[BlockDevice], *, verify_data: bool) -> Fsc
     if verify_data:
         health = Health(first.device_count, down=set(missing), owed=set())
         datapath = DataPath(by_index, Space(allocators, reserve_bytes=0), health=health)
-        await check_data(datapath, index, report)
+        await check_data(datapath, index, report, progress)
     return report
 
 
@@ -320,7 +335,13 @@ def _unique(extents: list[Extent]) -> list[Extent]:
     return list({(e.device_index, e.offset_bytes, e.length_bytes): e for e in extents}.values())
 
 
-async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> FsckReport:
+async def run_fsck(
+    config: StoreConfig,
+    *,
+    verify_data: bool,
+    repair: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> FsckReport:
     """`objfs fsck`: check a stopped store; with `repair`, let recovery mend what it can
     (damaged superblock copies, lagging WAL mirrors, a damaged newest checkpoint),
     then check again. Repair only rewrites metadata from a verified good copy."""
@@ -329,10 +350,10 @@ async def run_fsck(config: StoreConfig, *, verify_data: bool, repair: bool) -> F
         raise UsageError(f"no devices found in {config.data_dir} and none configured")
     devices: list[BlockDevice] = list(await open_available(paths, buffered=config.buffered_io))
     try:
-        report = await check_offline(devices, verify_data=verify_data)
+        report = await check_offline(devices, verify_data=verify_data, progress=progress)
         if repair and not report.clean:
             await _repair(devices, config)
-            report = await check_offline(devices, verify_data=verify_data)
+            report = await check_offline(devices, verify_data=verify_data, progress=progress)
     finally:
         for device in devices:
             await device.aclose()

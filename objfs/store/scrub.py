@@ -102,6 +102,9 @@ class Scrubber:
         self._lock = trio.Lock()  # one pass at a time
         self.passes = 0
         self.last_report: ScrubReport | None = None
+        # The pass under way (0 of 0 between passes): segments looked at, of how many.
+        self.pass_done = self.pass_total = 0
+        self.fragments_repaired = 0  # over every pass since open
 
     async def scrub(
         self,
@@ -147,8 +150,10 @@ class Scrubber:
             if check.unrecoverable:
                 lost.add(segment.segment_id)
 
+        self.pass_done, self.pass_total = 0, len(ids)
         async with trio.open_nursery() as nursery:
             for done, segment_id in enumerate(ids):
+                self.pass_done = done
                 if progress is not None and done % 64 == 0:
                     progress(done, len(ids))
                 segment = self._index.segment(segment_id)
@@ -178,6 +183,8 @@ class Scrubber:
             )
         report.elapsed_s = time.monotonic() - started
         self.passes += 1
+        self.pass_done = self.pass_total = 0
+        self.fragments_repaired += report.fragments_repaired
         self.last_report = report
         log.info("%s", report.render().replace("\n", ";"))
         return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
@@ -22,6 +23,7 @@ import trio
 from objfs.errors import DeviceError, EntityTooLarge, ObjfsError, ReadOnly, Unavailable
 from objfs.store.device import BlockDevice, WriteData, round_down
 from objfs.store.records import Record, RecordType, Wrap, decode_record, encode_record
+from objfs.store.stats import batch_histogram, latency_histogram
 from objfs.store.types import BLOCK_SIZE_BYTES, Lsn
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,8 @@ class Wal:
         self.batches = 0
         self.flushes = 0
         self.records = 0
+        self.commit_seconds = latency_histogram()  # a batch's write + flush on every mirror
+        self.batch_records = batch_histogram()
 
     @property
     def used_bytes(self) -> int:
@@ -316,7 +320,10 @@ class Wal:
             writes: list[tuple[int, WriteData]] = [
                 (self._wal_offset + physical, data) for physical, data in runs
             ]
+            started = time.perf_counter()
             await self._write_mirrors(writes)
+            self.commit_seconds.observe(time.perf_counter() - started)
+            self.batch_records.observe(len(batch))
         except (OSError, ObjfsError) as exc:
             self.fail(f"WAL write failed: {exc}")  # answers this batch and the queue
             return

@@ -639,7 +639,7 @@ def run(args: argparse.Namespace) -> Results:
         data_dir = setup(args, root, env)
         config = os.path.join(root, "objfs.toml")
         with open(config, "w") as file:
-            file.write('[s3]\naddress = "127.0.0.1:0"\n')
+            file.write('[s3]\naddress = "127.0.0.1:0"\n\n[node]\nadmin_address = "127.0.0.1:0"\n')
             if os.geteuid() != 0:
                 file.write("\n[fuse]\nallow_other = false\n")  # needs user_allow_other
         mountpoint = os.path.join(root, "mnt")

@@ -563,7 +563,10 @@ def run(args: argparse.Namespace) -> Rounds:
         node_port, framework_port = free_port(), free_port()
         config_path = os.path.join(root, "objfs.toml")
         with open(config_path, "w") as file:
-            file.write(f'[s3]\naddress = "127.0.0.1:{node_port}"\n')
+            file.write(
+                f'[s3]\naddress = "127.0.0.1:{node_port}"\n'
+                '\n[node]\nadmin_address = "127.0.0.1:0"\n'
+            )
         node = Server(
             [sys.executable, "-m", "objfs", "--data", data_dir, "--config", config_path, "serve"],
             os.path.join(root, "node.log"),

@@ -8,20 +8,23 @@ its traceback. Long-running services (S3, FUSE) land in `objfs.node`.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields
+from urllib.parse import quote
 
 import trio
 
-from objfs import __version__
-from objfs.config import NodeConfig, load_config
-from objfs.errors import ObjfsError, UsageError
+from objfs import __version__, client
+from objfs.config import NodeConfig, default_config_path, load_config
+from objfs.errors import ConfigError, ObjfsError, UsageError
+from objfs.fuse.mount import check_mount_config
+from objfs.logs import setup_logging
 from objfs.node import run_node
 from objfs.s3.users import Users
 from objfs.store import Store, erasure, open_store
-from objfs.store.device import open_devices
+from objfs.store.device import VOLATILE_FILESYSTEMS, filesystem_type, open_devices
 from objfs.store.format import (
     DEFAULT_DEVICE_COUNT,
     create_data_dir,
@@ -61,12 +64,18 @@ def _parser() -> argparse.ArgumentParser:
         options.add_argument(
             "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG"
         )
+        options.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            default=argparse.SUPPRESS,
+            help="one line per event, as text or JSON (node.log_format)",
+        )
         return options
 
     parser = argparse.ArgumentParser(
         prog="objfs", description=__doc__.splitlines()[0], parents=[common()]
     )
-    parser.set_defaults(config=None, data=None, verbose=False)
+    parser.set_defaults(config=None, data=None, verbose=False, log_format=None)
     parser.add_argument("--version", action="version", version=f"objfs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -84,17 +93,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--once", action="store_true", help="open, print status, and exit")
     serve.add_argument("--mount", metavar="PATH", help="also mount the buckets at PATH (FUSE)")
     serve.add_argument("--bucket", metavar="NAME", help="with --mount: mount this bucket only")
+    serve.add_argument("--s3-address", metavar="HOST:PORT", help="S3 listener (s3.address)")
+    serve.add_argument(
+        "--admin-address", metavar="HOST:PORT", help="metrics/health/admin (node.admin_address)"
+    )
 
-    command("status", "open the store and print what it holds")
+    command("status", "the running node's state (or, when it is stopped, the store's)")
+
+    bucket = command("bucket", "manage buckets (through the running node, else the store)")
+    bucket_commands = bucket.add_subparsers(dest="bucket_command", required=True, metavar="ACTION")
+    make = bucket_commands.add_parser("create", help="create a bucket", parents=[common()])
+    make.add_argument("name")
+    make.add_argument("--owner", default="root", help="the owning S3 user (default root)")
+    bucket_commands.add_parser("list", help="list buckets", parents=[common()])
+    remove = bucket_commands.add_parser("delete", help="delete an empty bucket", parents=[common()])
+    remove.add_argument("name")
+
+    config = command("config", "check a configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_commands.add_parser(
+        "check",
+        help="parse and validate the config (file, OBJFS_* variables, flags); print it",
+        parents=[common()],
+    )
 
     user = command("user", "manage the S3 users of this node")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    create = user_commands.add_parser("create", help="add a user (prints its keys)")
+    create = user_commands.add_parser(
+        "create", help="add a user (prints its keys)", parents=[common()]
+    )
     create.add_argument("name")
     create.add_argument("--access-key", help="default: generated")
     create.add_argument("--secret-key", help="default: generated")
-    user_commands.add_parser("list", help="list users and their access keys")
-    delete = user_commands.add_parser("delete", help="remove a user")
+    user_commands.add_parser("list", help="list users and their access keys", parents=[common()])
+    delete = user_commands.add_parser("delete", help="remove a user", parents=[common()])
     delete.add_argument("name")
 
     scrub = command("scrub", "read every fragment back and heal what is damaged or owed")
@@ -107,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         "replace",
         help="adopt a new device in place of a missing one, then heal onto it",
         description="adopt a new device in place of a missing one, then heal onto it",
+        parents=[common()],
     )
     replace.add_argument("index", type=int, help="the missing device's index")
     replace.add_argument(
@@ -122,12 +155,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     try:
-        config = load_config(args.config, data_dir=args.data)
+        config = load_config(
+            args.config if args.config is not None else default_config_path(),
+            environ=os.environ,
+            overrides=_flag_overrides(args),
+        )
+        setup_logging(config.node.log_level, config.node.log_format)
         # Before trio.run: it looks libc up (ldconfig), which must not block the
         # loop, and the arena cap must precede every worker thread.
         erasure.tune_malloc()
@@ -144,7 +178,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `objfs ... | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_PROBLEMS)
     sys.exit(code)
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Flags over the file and the environment, as "section.key" -> value."""
+    flags = {
+        "store.data_dir": args.data,
+        "node.log_format": args.log_format,
+        "node.log_level": "debug" if args.verbose else None,
+        "fuse.mountpoint": getattr(args, "mount", None),
+        "fuse.bucket": getattr(args, "bucket", None),
+        "s3.address": getattr(args, "s3_address", None),
+        "node.admin_address": getattr(args, "admin_address", None),
+    }
+    return {key: value for key, value in flags.items() if value is not None}
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -161,6 +212,10 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
         return await _serve(args, config)
     if args.command == "status":
         return await _status(config)
+    if args.command == "bucket":
+        return await _bucket(args, config)
+    if args.command == "config":
+        return await _config_check(args, config)
     if args.command == "user":
         return await _user(args, config)
     if args.command == "scrub":
@@ -168,7 +223,12 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
     if args.command == "device":
         return await _device_replace(args, config)
     if args.command == "fsck":
-        report = await run_fsck(config.store, verify_data=args.verify_data, repair=args.repair)
+        report = await run_fsck(
+            config.store,
+            verify_data=args.verify_data,
+            repair=args.repair,
+            progress=_ProgressBar("fsck: verify data"),
+        )
         print(report.render())
         return 0 if report.clean else EXIT_PROBLEMS
     raise UsageError(f"unknown command {args.command}")
@@ -195,6 +255,7 @@ async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
             device_size_bytes=args.device_size,
             buffered=config.store.buffered_io,
             wal_size_bytes=args.wal_size,
+            progress=_ProgressBar("format", "device files"),
         )
     print(f"formatted {len(superblocks)} device(s) as node {superblocks[0].node_id}")
     return 0
@@ -222,8 +283,9 @@ def _print_status(store: Store) -> None:
 class _ProgressBar:
     """A bar on a terminal, a line per tenth otherwise."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, unit: str = "segments") -> None:
         self.label = label
+        self.unit = unit
         self.tty = sys.stdout.isatty()
         self._last_tenth = -1
 
@@ -237,7 +299,7 @@ class _ProgressBar:
                 print()
         elif int(fraction * 10) != self._last_tenth:
             self._last_tenth = int(fraction * 10)
-            print(f"{self.label}: {done}/{total} segments", flush=True)
+            print(f"{self.label}: {done}/{total} {self.unit}", flush=True)
 
 
 async def _scrub(args: argparse.Namespace, config: NodeConfig) -> int:
@@ -287,26 +349,84 @@ async def _user(args: argparse.Namespace, config: NodeConfig) -> int:
 
 
 async def _status(config: NodeConfig) -> int:
-    async with open_store(config.store) as store:
+    node = await trio.to_thread.run_sync(client.find_node, config.store.data_dir)
+    if node is not None:
+        status = await trio.to_thread.run_sync(node.call, "GET", "/admin/status")
+        print(client.render_status(status), flush=True)
+        return 0
+    async with open_store(config.store, background_jobs=False) as store:
+        print(f"node:       not running on {config.store.data_dir}; read from the devices")
         _print_status(store)
+    return 0
+
+
+async def _bucket(args: argparse.Namespace, config: NodeConfig) -> int:
+    node = await trio.to_thread.run_sync(client.find_node, config.store.data_dir)
+    if node is not None:
+        if args.bucket_command == "list":
+            listed = await trio.to_thread.run_sync(node.call, "GET", "/admin/buckets")
+            rows = [(b["name"], b["owner"]) for b in listed]
+        elif args.bucket_command == "create":
+            path = f"/admin/buckets/{quote(args.name, safe='')}?owner={quote(args.owner)}"
+            await trio.to_thread.run_sync(node.call, "PUT", path)
+        else:
+            path = f"/admin/buckets/{quote(args.name, safe='')}"
+            await trio.to_thread.run_sync(node.call, "DELETE", path)
+    else:
+        users, _ = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
+        async with open_store(config.store, background_jobs=False) as store:
+            if args.bucket_command == "list":
+                rows = []
+                for each in store.list_buckets():
+                    owner = users.by_canonical_id(each.owner)
+                    rows.append((each.name, each.owner if owner is None else owner.name))
+            elif args.bucket_command == "create":
+                user = users.get(args.owner)
+                if user is None:
+                    raise UsageError(f"no user named {args.owner!r} (see `objfs user list`)")
+                await store.create_bucket(args.name, owner=user.canonical_id)
+            else:
+                await store.delete_bucket(args.name)
+    if args.bucket_command == "list":
+        for name, owner in rows:
+            print(f"{name}\t{owner}")
+    else:
+        print(f"bucket {args.name} {args.bucket_command}d")
+    return 0
+
+
+async def _config_check(args: argparse.Namespace, config: NodeConfig) -> int:
+    """The config parsed (main did that), then what can be checked without starting."""
+    data_dir = config.store.data_dir
+    kind = await trio.to_thread.run_sync(filesystem_type, data_dir)
+    if kind in VOLATILE_FILESYSTEMS and not config.store.buffered_io:
+        raise ConfigError(
+            f"store.data_dir: {data_dir} is on {kind}, a RAM filesystem whose contents "
+            "vanish at reboot; set store.buffered_io = true to run there anyway"
+        )
+    if config.fuse.mountpoint:
+        await trio.to_thread.run_sync(check_mount_config, config.fuse)
+    source = args.config or default_config_path() or "no file (defaults)"
+    print(f"config: {source}: valid")
+    for section in fields(config):
+        values = getattr(config, section.name)
+        for item in fields(values):
+            print(f"  {section.name}.{item.name} = {getattr(values, item.name)!r}")
     return 0
 
 
 async def _serve(args: argparse.Namespace, config: NodeConfig) -> int:
     if not config.store.device_paths():
         print(f"objfs: creating the embedded default in {config.store.data_dir}")
-        await create_data_dir(config.store.data_dir, buffered=config.store.buffered_io)
+        await create_data_dir(
+            config.store.data_dir,
+            buffered=config.store.buffered_io,
+            progress=_ProgressBar("format", "device files"),
+        )
     if args.once:
         async with open_store(config.store) as store:
             _print_status(store)
         return 0
-    if args.mount is not None or args.bucket is not None:
-        fuse = replace(
-            config.fuse,
-            mountpoint=config.fuse.mountpoint if args.mount is None else args.mount,
-            bucket=config.fuse.bucket if args.bucket is None else args.bucket,
-        )
-        config = replace(config, fuse=fuse)
     stop = trio.Event()
 
     def ready(store: Store, bound: list[str], users: Users) -> None:

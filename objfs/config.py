@@ -1,7 +1,10 @@
 """objfs.config — one TOML file parsed into frozen dataclasses, validated at load.
 
-Every value has a unit in its name and a default. Unknown keys and bad values are
-refused with a `ConfigError` that names the key and says why. Nothing else in
+Every value has a unit in its name and a default. Three layers, each over the
+one before: the file (`--config`, else /etc/objfs/objfs.toml when present),
+environment variables `OBJFS_<SECTION>_<KEY>` (`OBJFS_S3_ADDRESS=...`), then the
+command line's flags. Unknown keys and bad values are refused with a
+`ConfigError` that names the key (or variable) and says why. Nothing else in
 objfs reads configuration files or environment variables for these settings.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +23,8 @@ KiB = 1024
 MiB = 1024 * KiB
 
 DEFAULT_DATA_DIR = "./objfs-data"
+DEFAULT_CONFIG_PATH = "/etc/objfs/objfs.toml"
+ENV_PREFIX = "OBJFS_"
 _EC_SHAPE = re.compile(r"[1-9][0-9]?\+[0-9]{1,2}")
 
 
@@ -86,9 +92,7 @@ class S3Config:
 
     def __post_init__(self) -> None:
         if self.address:
-            host, _, port = self.address.rpartition(":")
-            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ConfigError(f"s3.address: {self.address!r} is not host:port")
+            _check_address("s3.address", self.address)
         if not re.fullmatch(r"[a-z0-9-]{1,32}", self.region):
             raise ConfigError(f"s3.region: {self.region!r} is not a region name like us-east-1")
         _check_range("s3.max_clock_skew_ms", self.max_clock_skew_ms, 1000, 86_400_000)
@@ -114,6 +118,37 @@ class FuseConfig:
         _check_range("fuse.cache_timeout_ms", self.cache_timeout_ms, 0, 3_600_000)
         _check_range("fuse.default_uid", self.default_uid, -1, 2**32 - 2)
         _check_range("fuse.default_gid", self.default_gid, -1, 2**32 - 2)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """The process around the faces: its admin listener, how it stops, how it logs."""
+
+    # /metrics, /health/live, /health/ready and the authenticated /admin/* that
+    # `objfs status` and `objfs bucket` use; "" for none. Port 0: any free one.
+    admin_address: str = "127.0.0.1:9001"
+    # SIGTERM: in-flight requests get this long to finish before they are cut;
+    # the unit's TimeoutStopSec must be above it (plus the final checkpoint).
+    graceful_timeout_ms: int = 30_000
+    log_format: str = "text"  # "text" or "json": one line per event either way
+    log_level: str = "info"  # "debug", "info", "warning" or "error"
+
+    def __post_init__(self) -> None:
+        if self.admin_address:
+            _check_address("node.admin_address", self.admin_address)
+        _check_range("node.graceful_timeout_ms", self.graceful_timeout_ms, 0, 3_600_000)
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f'node.log_format: {self.log_format!r} is not "text" or "json"')
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"node.log_level: {self.log_level!r} is not debug, info, warning or error"
+            )
+
+
+def _check_address(key: str, address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key}: {address!r} is not host:port")
 
 
 def _check_range(key: str, value: int, low: int, high: int) -> None:
@@ -147,10 +182,36 @@ class NodeConfig:
     store: StoreConfig
     s3: S3Config = S3Config()
     fuse: FuseConfig = FuseConfig()
+    node: NodeOptions = NodeOptions()
 
 
-def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
-    """Parse and validate a TOML config; `data_dir` (a flag) overrides the file.
+_SECTIONS: dict[str, type[Any]] = {
+    "store": StoreConfig,
+    "s3": S3Config,
+    "fuse": FuseConfig,
+    "node": NodeOptions,
+}
+
+
+def default_config_path() -> str | None:
+    """/etc/objfs/objfs.toml when it exists (what `objfs` reads without --config)."""
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
+def load_config(
+    path: str | None,
+    *,
+    data_dir: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Parse and validate a TOML config, then the environment, then the flags.
+
+    Args:
+        environ: `OBJFS_<SECTION>_<KEY>` variables (default: none; the CLI passes
+            os.environ). Other OBJFS_ names (OBJFS_ROOT_ACCESS_KEY) are not config.
+        overrides: "section.key" -> value from command-line flags; `data_dir` is
+            the same as {"store.data_dir": data_dir}.
 
     Raises:
         ConfigError: unreadable file, bad TOML, unknown key or bad value (named).
@@ -164,17 +225,55 @@ def load_config(path: str | None, *, data_dir: str | None = None) -> NodeConfig:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = set(raw) - {"store", "s3", "fuse"}
+    unknown = set(raw) - set(_SECTIONS)
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: fuse, s3, store)")
-    for section in ("store", "s3", "fuse"):
+        known = ", ".join(sorted(_SECTIONS))
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: {known})")
+    sections: dict[str, dict[str, Any]] = {}
+    for section in _SECTIONS:
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"{section}: must be a table")
-    store_raw = raw.get("store", {})
+        sections[section] = dict(raw.get(section, {}))
+    for name, value in (environ or {}).items():
+        _apply_env(sections, name, value)
+    layered = dict(overrides or {})
     if data_dir is not None:
-        store_raw = {**store_raw, "data_dir": data_dir}
-    return NodeConfig(
-        store=_build_section(StoreConfig, "store", store_raw),
-        s3=_build_section(S3Config, "s3", raw.get("s3", {})),
-        fuse=_build_section(FuseConfig, "fuse", raw.get("fuse", {})),
-    )
+        layered["store.data_dir"] = data_dir
+    for dotted, value in layered.items():
+        section, _, key = dotted.partition(".")
+        sections[section][key] = value
+    built = {
+        section: _build_section(cls, section, sections[section])
+        for section, cls in _SECTIONS.items()
+    }
+    return NodeConfig(**built)
+
+
+def _apply_env(sections: dict[str, dict[str, Any]], name: str, text: str) -> None:
+    """OBJFS_S3_ADDRESS=... into sections["s3"]["address"], typed by the key's default."""
+    if not name.startswith(ENV_PREFIX):
+        return
+    rest = name[len(ENV_PREFIX) :].lower()
+    section, _, key = rest.partition("_")
+    if section not in _SECTIONS:
+        return  # not a config variable (OBJFS_ROOT_ACCESS_KEY and the like)
+    cls = _SECTIONS[section]
+    known = {f.name for f in fields(cls)}
+    if key not in known:
+        raise ConfigError(
+            f"{name}: {section}.{key} is not a config key (known: {', '.join(sorted(known))})"
+        )
+    default = getattr(cls(), key)
+    value: Any = text
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name}: {text!r} is not true or false")
+        value = text.lower() in ("true", "1", "yes")
+    elif isinstance(default, int):
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+    elif isinstance(default, tuple):
+        value = [part for part in text.split(",") if part]
+    sections[section][key] = value

@@ -1,33 +1,53 @@
-"""objfs.node — the composition root: one `trio.run`, the store, and the faces over it.
+"""objfs.node — the composition root: one `trio.run`, the store, and the services over it.
 
-`run_node` recovers the store before anything listens, then serves S3 with
-hypercorn and (when configured) the FUSE mount in the same nursery, and stops
-on SIGINT/SIGTERM (or when `stop` is set): the mount stores what open files
-hold and unmounts, hypercorn drains and closes, then the store drains its WAL
-and writes a final checkpoint. A failure of either stops the node with the error.
+`run_node` starts, in order and each with `nursery.start` so that "started"
+means "serving":
+
+1. the admin listener (/health answers 503 "store recovery" from here on),
+2. store recovery (`open_store`: replays the WAL, starts the checkpointer and
+   the scrubber) — before anything that serves data listens,
+3. the S3 listener,
+4. the FUSE mount (when configured), which counts as up once it answers a stat,
+
+then marks the node ready: /health/ready answers 200, `DATA_DIR/node.json`
+says where the node listens (and its admin token), systemd gets `READY=1`.
+The watchdog ping runs on the event loop from the first moment, so a wedged
+loop stops the pings and systemd restarts the node.
+
+SIGINT/SIGTERM (or `stop`): `STOPPING=1` and readiness off; the mount stores
+what open files hold and unmounts; hypercorn stops accepting and gives in-flight
+requests `node.graceful_timeout_ms` to finish; then the store drains its WAL and
+writes a final checkpoint (shielded), and the admin listener closes last. Any
+service failing, or ending on its own, stops the whole node with that error:
+never a half-alive process.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
+from objfs.admin import NodeState, create_admin_app, remove_runtime_file, write_runtime_file
 from objfs.config import NodeConfig
-from objfs.errors import ObjfsError
-from objfs.fuse.mount import check_mount_config, run_mount, stop_mount
+from objfs.errors import ConfigError, ObjfsError
+from objfs.fuse.mount import check_mount_config, mount_answers, run_mount, stop_mount
+from objfs.metrics import Metrics
 from objfs.s3.app import create_app
 from objfs.s3.users import Users
+from objfs.sdnotify import Notifier
 from objfs.store import Store, erasure, open_store
 
 log = logging.getLogger(__name__)
 _USERS_POLL_S = 2.0
+_STOP_MARGIN_S = 5.0  # beyond the graceful timeout, for the mount and the listeners to close
 
 
 # hypercorn's trio worker reads sockets 64 KiB at a time: a 64 MiB PUT is then a
@@ -36,14 +56,18 @@ _USERS_POLL_S = 2.0
 hypercorn_tcp_server.MAX_RECV = 1 << 20
 
 
-def hypercorn_config(config: NodeConfig) -> HypercornConfig:
+class ServiceFailed(ObjfsError):
+    """A service of the node stopped on its own: the node stops with it."""
+
+
+def hypercorn_config(config: NodeConfig, address: str | None = None) -> HypercornConfig:
     server = HypercornConfig()
     server.include_server_header = False  # the app says "objfs" itself
-    server.bind = [config.s3.address]
+    server.bind = [config.s3.address if address is None else address]
     server.accesslog = None
     server.errorlog = logging.getLogger("objfs.s3.server")
     server.keep_alive_timeout = 75  # seconds; SDKs keep connections in a pool
-    server.graceful_timeout = 30
+    server.graceful_timeout = config.node.graceful_timeout_ms / 1000
     server.h11_max_incomplete_size = 64 * 1024  # request line and headers
     return server
 
@@ -55,10 +79,17 @@ async def run_node(
     on_ready: Callable[[Store, list[str], Users], None] | None = None,
     freeze_index: bool = True,
     handle_signals: bool = True,
+    notifier: Notifier | None = None,
 ) -> None:
-    """Run the node until a signal (or `stop`); `on_ready(store, bound addresses,
-    users)` is called once S3 listens."""
+    """Run the node until a signal (or `stop`); `on_ready(store, S3 addresses,
+    users)` is called once every service is up.
+
+    Raises:
+        ObjfsError: a service could not start (port in use, bad mountpoint,
+            devices missing...) or failed; the message names what.
+    """
     erasure.tune_malloc()  # a no-op after the CLI's call; before any worker thread exists
+    notifier = Notifier() if notifier is None else notifier
     users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
     if generated:
         root = users.get("root")
@@ -70,51 +101,166 @@ async def run_node(
             flush=True,
         )
     stop = trio.Event() if stop is None else stop
-    async with trio.open_nursery() as signals:
-        if handle_signals:
+    state = NodeState(config, users=users)
+    metrics = Metrics()
+    try:
+        async with trio.open_nursery() as helpers:
             # Held for the node's whole life: a second Ctrl-C while stopping must
             # not turn into a KeyboardInterrupt in the middle of the final checkpoint.
-            signals.start_soon(_stop_on_signal, stop)
-        signals.start_soon(_watch_users, users)
-        await _serve(config, users, stop, on_ready, freeze_index)
-        signals.cancel_scope.cancel()
+            if handle_signals:
+                helpers.start_soon(_stop_on_signal, stop)
+            helpers.start_soon(_watch_users, users)
+            if notifier.watchdog_interval_s is not None:
+                helpers.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
+            await _serve(config, state, metrics, stop, notifier, on_ready, freeze_index)
+            helpers.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(remove_runtime_file, state)
+        notifier.close()
     log.info("node stopped cleanly")
 
 
 async def _serve(
     config: NodeConfig,
-    users: Users,
+    state: NodeState,
+    metrics: Metrics,
     stop: trio.Event,
+    notifier: Notifier,
     on_ready: Callable[[Store, list[str], Users], None] | None,
     freeze_index: bool,
 ) -> None:
-    """The store, then S3 over it, until `stop`; hypercorn drains, then the store closes."""
     if config.fuse.mountpoint:  # a bad mount is refused before anything starts
         await trio.to_thread.run_sync(check_mount_config, config.fuse)
-    async with (
-        open_store(config.store, freeze_index=freeze_index) as store,
-        trio.open_nursery() as nursery,
-    ):
-        bound: list[str] = []
+    admin_stop = trio.Event()
+    async with trio.open_nursery() as outer:
+        if config.node.admin_address:
+            app = create_admin_app(state, metrics)
+            server = hypercorn_config(config, config.node.admin_address)
+            server.errorlog = logging.getLogger("objfs.admin.server")
+            server.graceful_timeout = 1.0  # probes and scrapes are short
+            state.admin_addresses = await outer.start(
+                _listen, "node.admin_address", app, server, admin_stop.wait
+            )
+        notifier.status("recovering the store")
+        try:
+            async with open_store(config.store, freeze_index=freeze_index) as store:
+                state.store = store
+                metrics.watch_store(store)
+                try:
+                    await _serve_faces(config, state, metrics, stop, notifier, on_ready)
+                finally:
+                    metrics.forget_store()
+                    state.store = None
+                notifier.status("final checkpoint")
+        finally:
+            admin_stop.set()
+
+
+async def _serve_faces(
+    config: NodeConfig,
+    state: NodeState,
+    metrics: Metrics,
+    stop: trio.Event,
+    notifier: Notifier,
+    on_ready: Callable[[Store, list[str], Users], None] | None,
+) -> None:
+    """S3 and the mount over the open store, until `stop`; then drain them."""
+    store, users = state.store, state.users
+    assert store is not None and users is not None
+    async with trio.open_nursery() as faces:
         if config.s3.address:
-            app = create_app(store, config, users)
-            bound = await nursery.start(
-                partial(
-                    serve,
-                    app,
-                    hypercorn_config(config),
-                    shutdown_trigger=stop.wait,
-                    mode="asgi",
-                )
+            app = create_app(store, config, users, metrics)
+            state.s3_addresses = await faces.start(
+                _listen, "s3.address", app, hypercorn_config(config), stop.wait
             )
         if config.fuse.mountpoint:
-            await nursery.start(partial(run_mount, store, config.fuse))
+            path = await faces.start(_mount, store, config, metrics, stop)
+            if not await mount_answers(path):
+                raise ServiceFailed(f"fuse.mountpoint: the mount at {path} does not answer")
+            state.mountpoint = path
+        state.ready = True
+        await trio.to_thread.run_sync(write_runtime_file, state)
+        notifier.ready(_describe(state))
+        log.info("ready: %s", _describe(state))
         if on_ready is not None:
-            on_ready(store, bound, users)
+            on_ready(store, state.s3_addresses, users)
         await stop.wait()
+        state.stopping = True
+        notifier.stopping("stopping: draining requests, unmounting")
+        log.info("stopping: draining requests, unmounting")
         if config.fuse.mountpoint:
             stop_mount()
-        nursery.cancel_scope.deadline = trio.current_time() + 35  # graceful, bounded
+        graceful_s = config.node.graceful_timeout_ms / 1000
+        faces.cancel_scope.deadline = trio.current_time() + graceful_s + _STOP_MARGIN_S
+
+
+async def _listen(
+    key: str,
+    app: Any,
+    server: HypercornConfig,
+    shutdown: Callable[[], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """hypercorn's `serve`, with a bind failure named by its config key."""
+    status = _Started(task_status)
+    try:
+        await serve(app, server, shutdown_trigger=shutdown, mode="asgi", task_status=status)
+    except* OSError as group:  # hypercorn's nursery wraps it
+        if status.done:
+            raise
+        exc = _first_leaf(group)
+        address = server.bind[0]
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{key}: {address} is in use by another process") from None
+        raise ConfigError(f"{key}: cannot listen on {address}: {exc.strerror}") from None
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+class _Started(trio.TaskStatus[list[str]]):
+    """A task status that remembers whether `started` was called."""
+
+    def __init__(self, inner: trio.TaskStatus[list[str]]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: list[str] | None = None) -> None:
+        assert value is not None
+        self.done = True
+        self.inner.started(value)
+
+
+async def _mount(
+    store: Store,
+    config: NodeConfig,
+    metrics: Metrics,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await run_mount(store, config.fuse, metrics=metrics, task_status=task_status)
+    if not stop.is_set():  # unmounted from outside (fusermount -u): the node goes too
+        raise ServiceFailed(f"the mount at {config.fuse.mountpoint} ended while the node ran")
+
+
+def _describe(state: NodeState) -> str:
+    parts = [f"S3 on {', '.join(state.s3_addresses)}" if state.s3_addresses else "no S3"]
+    if state.mountpoint:
+        parts.append(f"mounted at {state.mountpoint}")
+    if state.admin_addresses:
+        parts.append(f"admin on {', '.join(state.admin_addresses)}")
+    return "; ".join(parts)
+
+
+async def _watchdog(notifier: Notifier, interval_s: float) -> None:
+    """WATCHDOG=1 from the event loop: if the loop wedges, the pings stop."""
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval_s)
 
 
 async def _watch_users(users: Users) -> None:

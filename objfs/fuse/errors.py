@@ -13,7 +13,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 
@@ -33,6 +33,9 @@ from objfs.errors import (
     ReadOnly,
     Unavailable,
 )
+
+if TYPE_CHECKING:
+    from objfs.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +73,38 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 def guarded(handler: F) -> F:
     """Run a handler so that only `FUSEError`s leave it (see the module docstring)."""
 
+    name = handler.__name__
+
     @functools.wraps(handler)
     async def run(*args: Any) -> Any:
         token = IN_HANDLER.set(True)
+        metrics = getattr(args[0], "metrics", None)  # args[0]: the Operations
+        if metrics is not None:
+            metrics.fuse_operations.labels(name).inc()
         try:
             return await handler(*args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            _count_error(metrics, name, exc.errno)
             raise
         except ObjfsError as exc:
             number = errno_of(exc)
             if number == errno.EIO:
-                log.error("%s: %s", handler.__name__, exc)
+                log.error("%s: %s", name, exc)
+            _count_error(metrics, name, number)
             raise pyfuse3.FUSEError(number) from None
         except Exception:
-            log.exception(
-                "bug in FUSE handler %s%r; the call fails with EIO", handler.__name__, args[1:]
-            )
+            log.exception("bug in FUSE handler %s%r; the call fails with EIO", name, args[1:])
+            _count_error(metrics, name, errno.EIO)
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
             IN_HANDLER.reset(token)
 
     return run  # type: ignore[return-value]
+
+
+def _count_error(metrics: Metrics | None, operation: str, number: int) -> None:
+    if metrics is not None:
+        metrics.fuse_errors.labels(operation, errno.errorcode.get(number, str(number))).inc()
 
 
 def fail(number: int) -> pyfuse3.FUSEError:

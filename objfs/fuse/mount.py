@@ -21,6 +21,7 @@ import trio
 from objfs.config import FuseConfig
 from objfs.errors import ConfigError, InvalidBucketName, NoSuchBucket
 from objfs.fuse.operations import Operations
+from objfs.metrics import Metrics
 from objfs.store import Store
 from objfs.store.names import check_bucket_name
 
@@ -134,8 +135,12 @@ async def run_mount(
     store: Store,
     config: FuseConfig,
     *,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Mount and serve until `stop_mount`; `task_status` gets the mountpoint's
+    absolute path as soon as the kernel has it (use `mount_answers` to know the
+    mount serves requests)."""
     path = await trio.to_thread.run_sync(prepare_mountpoint, config.mountpoint)
     if config.bucket:
         try:
@@ -151,6 +156,7 @@ async def run_mount(
         uid=uid,
         gid=gid,
         timeout_s=config.cache_timeout_ms / 1000,
+        metrics=metrics,
     )
     await operations.prepare()
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
@@ -174,6 +180,21 @@ async def run_mount(
             await operations.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", path)
+
+
+async def mount_answers(path: str, timeout_s: float = 10.0) -> bool:
+    """Whether the mount at `path` answers a stat within `timeout_s`. The stat runs
+    in a worker thread while the event loop serves it (from the loop itself it
+    would wait for itself); a mount that never answers leaves that thread behind."""
+    with trio.move_on_after(timeout_s):
+        try:
+            await trio.to_thread.run_sync(os.stat, path, abandon_on_cancel=True)
+        except OSError as exc:
+            log.error("the mount at %s does not answer: %s", path, exc)
+            return False
+        return True
+    log.error("the mount at %s did not answer within %.0f s", path, timeout_s)
+    return False
 
 
 def stop_mount() -> None:

@@ -38,6 +38,7 @@ from objfs.fuse.tree import (
     Attrs,
     Tree,
 )
+from objfs.metrics import Metrics
 from objfs.store import PosixAttrs, Store
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,19 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, store: Store, *, bucket: str, uid: int, gid: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        bucket: str,
+        uid: int,
+        gid: int,
+        timeout_s: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
+        self.metrics = metrics  # `guarded` counts each call and error here
         self.inodes = Inodes(bucket)
         self.tree = Tree(store, self.inodes, uid=uid, gid=gid, timeout_s=timeout_s)
         self._files: dict[int, OpenFile] = {}  # ino -> the open file, while any handle is open

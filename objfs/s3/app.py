@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,8 +34,10 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import HTTPException
 
+from objfs import logs
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
+from objfs.metrics import Metrics
 from objfs.s3 import acl, sigv4
 from objfs.s3 import xml as s3xml
 from objfs.s3.errors import S3Error, from_core
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 _HIGH_WATER_BYTES = 2 * 1024 * 1024  # body bytes received ahead of the handler
 _METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS"]
 _MAX_HEADER_BYTES = 16 * 1024  # AWS allows 8 KiB; presigned SDK requests stay far below
+OPERATION_SCOPE_KEY = "objfs.operation"  # the handler's name, for the metrics' label
 
 
 class Response(quart.Response):
@@ -144,8 +148,40 @@ class StreamingConnection(TrioASGIHTTPConnection):
 class S3App(QuartTrio):
     asgi_http_class = StreamingConnection
     request_class = StreamRequest
+    metrics: Metrics | None = None
 
     async def __call__(
+        self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope.get("type") != "http" or self.metrics is None:
+            await self._answer(scope, receive, send)
+            return
+        metrics = self.metrics
+        started = time.perf_counter()
+        status = "none"  # no response started: the client went away first
+
+        async def counting_receive() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                metrics.s3_received_bytes.inc(len(message.get("body", b"")))
+            return message
+
+        async def counting_send(message: ASGISendEvent) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            elif message["type"] == "http.response.body":
+                metrics.s3_sent_bytes.inc(len(message.get("body", b"")))
+            await send(message)
+
+        try:
+            await self._answer(scope, counting_receive, counting_send)
+        finally:
+            operation = scope.get(OPERATION_SCOPE_KEY, "unknown")
+            metrics.s3_requests.labels(operation, status).inc()
+            metrics.s3_request_seconds.labels(operation).observe(time.perf_counter() - started)
+
+    async def _answer(
         self, scope: Any, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         """A request target without a path (`GET ?a=b`) never reaches Quart, which
@@ -245,20 +281,28 @@ def object_acl(bucket: BucketInfo, info: ObjectInfo) -> acl.Acl:
     return acl.private(bucket.owner) if raw is None else acl.Acl.decode(raw)
 
 
-def create_app(store: Store, config: NodeConfig, users: Users) -> S3App:
-    """The S3 app over `store`; serve it with `hypercorn.trio.serve`."""
+def create_app(
+    store: Store, config: NodeConfig, users: Users, metrics: Metrics | None = None
+) -> S3App:
+    """The S3 app over `store`; serve it with `hypercorn.trio.serve`. With
+    `metrics`, every request is counted by operation and status."""
     from objfs.s3 import handlers  # the handlers import this module's types
 
     app = S3App(__name__)
+    app.metrics = metrics
     app.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None)
     context = S3Context(store, config, users)
 
     async def entry(path: str = "") -> Response:
         request_id = secrets.token_hex(8).upper()
+        logs.request_id.set(request_id)  # on every log line of this request
         resource = request.scope.get("raw_path", b"/").decode("latin-1") or "/"
         try:
             s3 = _parse(context, request_id)
             handler = handlers.route(s3)
+            cast(dict[str, Any], request.scope)[OPERATION_SCOPE_KEY] = getattr(
+                handler, "__name__", "unknown"
+            )
             response = await handler(context, s3)
             handlers.after(context, s3, response)
         except S3Error as exc:

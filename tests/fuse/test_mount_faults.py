@@ -44,6 +44,8 @@ from objfs.fuse.tree import Tree
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
+# Any free ports: tests run beside each other and beside a node on 9000/9001.
+ANY_PORTS = '[s3]\naddress = "127.0.0.1:0"\n\n[node]\nadmin_address = "127.0.0.1:0"\n'
 
 
 def _errno_of(call: Callable[[], object]) -> int | None:
@@ -280,7 +282,7 @@ def served_dir() -> Iterator[str]:
 def _config(directory: str, text: str) -> str:
     path = os.path.join(directory, "objfs.toml")
     with open(path, "w", encoding="utf-8") as file:
-        file.write('[s3]\naddress = "127.0.0.1:0"\n' + text)
+        file.write(ANY_PORTS + text)
     return path
 
 

@@ -16,7 +16,7 @@ import boto3
 import trio
 from botocore.config import Config as BotoConfig
 
-from objfs.config import FuseConfig, NodeConfig, S3Config, StoreConfig
+from objfs.config import FuseConfig, NodeConfig, NodeOptions, S3Config, StoreConfig
 from objfs.node import run_node
 from objfs.s3.users import Users
 from objfs.store import Store
@@ -89,6 +89,7 @@ def start_node(
         store=StoreConfig(data_dir=data_dir, scrub_rate_bytes_per_s=0),
         s3=s3 or S3Config(address="127.0.0.1:0"),
         fuse=fuse or FuseConfig(),
+        node=NodeOptions(admin_address="127.0.0.1:0"),
     )
     ready = threading.Event()
     box: dict[str, Any] = {}

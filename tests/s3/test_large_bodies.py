@@ -76,7 +76,9 @@ def server() -> Iterator[ServerProcess]:
     data, config, log_path = root / "data", root / "objfs.toml", root / "node.log"
     # Port 0: the kernel picks a free port, which the ready line names (no race).
     config.write_text(
-        '[store]\nscrub_rate_bytes_per_s = 0\n\n[s3]\naddress = "127.0.0.1:0"\n', encoding="utf-8"
+        '[store]\nscrub_rate_bytes_per_s = 0\n\n[s3]\naddress = "127.0.0.1:0"\n'
+        '\n[node]\nadmin_address = "127.0.0.1:0"\n',
+        encoding="utf-8",
     )
     # Two malloc arenas: see the module docstring.
     env = dict(

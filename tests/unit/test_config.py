@@ -102,3 +102,54 @@ def test_bad_erasure_config_is_refused_naming_the_key(
     naming the key (and, for the size, its range)."""
     with pytest.raises(ConfigError, match=named):
         load_config(write(tmp_path, text))
+
+
+def test_environment_over_file_and_flags_over_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[s3]\naddress = "127.0.0.1:7000"\n[node]\ngraceful_timeout_ms = 5000\n')
+    environ = {
+        "OBJFS_S3_ADDRESS": "127.0.0.1:7100",
+        "OBJFS_NODE_GRACEFUL_TIMEOUT_MS": "7000",
+        "OBJFS_FUSE_ALLOW_OTHER": "false",
+        "OBJFS_STORE_DEVICES": "/dev/a,/dev/b",
+        "OBJFS_ROOT_ACCESS_KEY": "not config",  # other OBJFS_ names are left alone
+    }
+    config = load_config(path, environ=environ)
+    assert config.s3.address == "127.0.0.1:7100"
+    assert config.node.graceful_timeout_ms == 7000
+    assert config.fuse.allow_other is False
+    assert config.store.devices == ("/dev/a", "/dev/b")
+    flagged = load_config(path, environ=environ, overrides={"s3.address": "127.0.0.1:7200"})
+    assert flagged.s3.address == "127.0.0.1:7200"
+    assert flagged.node.graceful_timeout_ms == 7000
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OBJFS_S3_PORT": "1"}, "OBJFS_S3_PORT: s3.port is not a config key"),
+        ({"OBJFS_NODE_GRACEFUL_TIMEOUT_MS": "soon"}, "OBJFS_NODE_GRACEFUL_TIMEOUT_MS"),
+        ({"OBJFS_FUSE_ALLOW_OTHER": "maybe"}, "OBJFS_FUSE_ALLOW_OTHER"),
+        ({"OBJFS_NODE_GRACEFUL_TIMEOUT_MS": "-1"}, "node.graceful_timeout_ms"),
+        ({"OBJFS_NODE_LOG_FORMAT": "xml"}, "node.log_format"),
+        ({"OBJFS_NODE_ADMIN_ADDRESS": "nowhere"}, "node.admin_address"),
+    ],
+)
+def test_bad_environment_values_are_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ=environ)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[node]\nlog_level = "loud"\n', "node.log_level"),
+        ("[node]\ngraceful_timeout_ms = -5\n", "node.graceful_timeout_ms"),
+        ('[node]\nadmin_address = "localhost"\n', "node.admin_address"),
+        ("[node]\nwatchdog = 1\n", "node.watchdog: unknown key"),
+    ],
+)
+def test_bad_node_section_values_are_named(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert named in str(caught.value)

@@ -4,9 +4,10 @@
 `LEVEL logger: message [request_id]`; JSON lines are one object each with
 `time`, `level`, `logger`, `message` and, when the event happened inside an S3
 request, `request_id` (the `x-amz-request-id` the client got), so a client's
-failure can be found in the journal. A traceback stays in the same event: in
-text its lines follow (journald keeps them together), in JSON it is the
-`traceback` field.
+failure can be found in the journal. An event is one line whatever it holds
+(journald and most collectors make each line an entry): in text, newlines in
+a message or its traceback are written as the two characters `\n` (read it
+back with `sed 's/\\n/\n/g'`); in JSON the traceback is the `traceback` field.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = super().format(record)  # the traceback, if any, after a newline
         rid = getattr(record, "request_id", "")
-        if not rid:
-            return line
-        first, newline, rest = line.partition("\n")
-        return f"{first} [{rid}]{newline}{rest}"
+        if rid:
+            message = record.getMessage()
+            head = f"{record.levelname} {record.name}: {message}"
+            line = f"{head} [{rid}]{line[len(head) :]}"
+        return line.replace("\n", "\\n")
 
 
 class JsonFormatter(logging.Formatter):

@@ -62,3 +62,21 @@ def test_text_lines_end_with_the_request_id(
         "INFO objfs.s3: slow PUT [F00D]",
         "DEBUG objfs.s3: plain",
     ]
+
+
+def test_a_text_event_with_a_traceback_is_one_line(
+    restore_logging: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup_logging("info", "text")
+    token = logs.request_id.set("BEEF")
+    try:
+        try:
+            raise KeyError("lost")
+        except KeyError:
+            logging.getLogger("objfs.fuse").exception("two\nlines")
+    finally:
+        logs.request_id.reset(token)
+    lines = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("ERROR objfs.fuse: two\\nlines [BEEF]\\nTraceback")
+    assert lines[0].endswith("KeyError: 'lost'")

@@ -21,9 +21,11 @@ may run the node's admin commands, nobody else. Errors are JSON
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
+import platform
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from objfs.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Obj
 from objfs.metrics import CONTENT_TYPE, Metrics
 from objfs.s3.users import Users
 from objfs.store import Store
+from objfs.store.superblock import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +109,27 @@ def remove_runtime_file(state: NodeState) -> None:
         pass
 
 
+def versions() -> dict[str, str]:
+    """objfs, its on-disk format, Python and the libraries that shape behaviour."""
+    found = {
+        "objfs": __version__,
+        "format": str(FORMAT_VERSION),
+        "python": platform.python_version(),
+    }
+    for name in ("trio", "hypercorn", "quart-trio", "pyfuse3", "pyeclib", "prometheus-client"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
 def status_of(state: NodeState) -> dict[str, Any]:
     """The node's status as plain data (JSON-ready)."""
     store = state.store
     result: dict[str, Any] = {
         "version": __version__,
+        "versions": versions(),
         "pid": os.getpid(),
         "uptime_s": round(time.time() - state.started, 1),
         "ready": state.ready and not state.stopping,

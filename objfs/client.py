@@ -95,6 +95,7 @@ def render_status(status: dict[str, Any]) -> str:
         + ("ready" if status["ready"] else f"NOT READY ({', '.join(status['waiting_for'])})"),
         f"s3:         {', '.join(status['s3']) or 'off'}",
         f"admin:      {', '.join(status['admin'])}",
+        "versions:   " + ", ".join(f"{k} {v}" for k, v in status.get("versions", {}).items()),
     ]
     mount = status.get("mount")
     if mount:

@@ -4,11 +4,11 @@ Method: copy systemd/objfs@.service and systemd/objfs-fsck@.service into a
 temporary directory. Point their /opt/objfs/bin/objfs at this environment's
 `objfs` script, because verify refuses a command that does not exist. Then run
 `systemd-analyze verify` on an instance of each (`objfs@test.service` with the
-template beside it) and check that it says nothing about our units. Separately,
-read the units' directives as plain text: Type=notify and its timeouts agree
-with the node's graceful timeout, no setting gives the node a mount namespace
-(the host would never see the FUSE mount), and a comment says why each setting
-is there.
+template beside it) and check that it says nothing about our units. Do the
+same with the drop-ins that docs/operations.md shows. Separately, read the
+units' settings as plain text: Type=notify and its timeouts agree with the
+node's graceful timeout, no setting gives the node a mount namespace (the host
+would never see the FUSE mount), and a comment says why each setting is there.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 NODE_UNIT = SYSTEMD_DIR / "objfs@.service"
 FSCK_UNIT = SYSTEMD_DIR / "objfs-fsck@.service"
 INSTALLED_OBJFS = "/opt/objfs/bin/objfs"
+OPERATIONS_DOC = SYSTEMD_DIR.parent / "docs" / "operations.md"
 
 # Settings that give the service its own mount namespace (systemd.exec(5),
 # PrivateMounts=). A FUSE mount made inside one never reaches the host.
@@ -96,20 +97,25 @@ def objfs_script() -> str | None:
     return str(beside) if beside.exists() else shutil.which("objfs")
 
 
-@pytest.mark.skipif(
+needs_systemd_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
     reason="systemd-analyze is not installed (scripts/setup.sh installs the systemd package)",
 )
-def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
+
+
+def verify(directory: Path, *instances: str) -> None:
+    """Copy both units into `directory` and `systemd-analyze verify` the instances.
+
+    Drop-ins already in DIRECTORY/objfs@.service.d/ are loaded too.
+    """
     script = objfs_script()
     if script is None:
         pytest.skip("the objfs console script is not installed in this environment")
     for unit in (NODE_UNIT, FSCK_UNIT):
         text = unit.read_text().replace(INSTALLED_OBJFS, script)
-        (tmp_path / unit.name).write_text(text)
-    instances = [str(tmp_path / "objfs@test.service"), str(tmp_path / "objfs-fsck@test.service")]
+        (directory / unit.name).write_text(text)
     result = subprocess.run(
-        ["systemd-analyze", "verify", *instances],
+        ["systemd-analyze", "verify", *(str(directory / name) for name in instances)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -118,6 +124,22 @@ def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
     ours = [line for line in result.stderr.splitlines() if "objfs" in line]
     assert result.returncode == 0, result.stderr
     assert ours == []
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
+    verify(tmp_path, "objfs@test.service", "objfs-fsck@test.service")
+
+
+@needs_systemd_analyze
+def test_the_drop_ins_shown_in_operations_md_are_accepted_too(tmp_path: Path) -> None:
+    drop_ins = re.findall(r"```ini\n(.*?)```", OPERATIONS_DOC.read_text(), re.DOTALL)
+    assert drop_ins, "docs/operations.md shows no drop-in"
+    directory = tmp_path / "objfs@.service.d"
+    directory.mkdir()
+    for number, text in enumerate(drop_ins):
+        (directory / f"{number}.conf").write_text(text)
+    verify(tmp_path, "objfs@test.service")
 
 
 def test_node_unit_is_notify_with_watchdog_and_time_to_drain() -> None:

@@ -8,6 +8,7 @@ its traceback. Long-running services (S3, FUSE) land in `objfs.node`.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import trio
 from objfs import __version__, client
 from objfs.config import NodeConfig, default_config_path, load_config
 from objfs.errors import ConfigError, ObjfsError, UsageError
-from objfs.fuse.mount import check_mount_config
+from objfs.fuse.mount import check_mount_settings
 from objfs.logs import setup_logging
 from objfs.node import run_node
 from objfs.s3.users import Users
@@ -154,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # A wedged node killed by systemd's watchdog (SIGABRT) dumps every thread's
+    # stack to the journal on its way out.
+    faulthandler.enable()
     args = _parser().parse_args(argv)
     try:
         config = load_config(
@@ -405,7 +409,7 @@ async def _config_check(args: argparse.Namespace, config: NodeConfig) -> int:
             "vanish at reboot; set store.buffered_io = true to run there anyway"
         )
     if config.fuse.mountpoint:
-        await trio.to_thread.run_sync(check_mount_config, config.fuse)
+        await trio.to_thread.run_sync(check_mount_settings, config.fuse)
     source = args.config or default_config_path() or "no file (defaults)"
     print(f"config: {source}: valid")
     for section in fields(config):

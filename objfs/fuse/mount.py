@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import subprocess
 
 import pyfuse3
@@ -69,6 +70,36 @@ def prepare_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(path):
         raise ConfigError(f"fuse.mountpoint: {path} is not a directory")
     return path
+
+
+def check_mount_settings(config: FuseConfig) -> None:
+    """What `objfs config check` can say of [fuse] without touching anything (the
+    node may be running with the mount in place): FUSE exists, the mountpoint is
+    a directory or can be made, the bucket name is valid.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("fuse.mountpoint: this machine has no /dev/fuse (FUSE is not available)")
+    path = os.path.abspath(config.mountpoint)
+    try:
+        if not stat.S_ISDIR(os.stat(path).st_mode):
+            raise ConfigError(f"fuse.mountpoint: {path} is not a directory")
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"fuse.mountpoint: cannot create {path} in {parent}") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:  # a stale mount: serve clears it
+            raise ConfigError(f"fuse.mountpoint: {path}: {exc.strerror}") from exc
+    if config.bucket:
+        try:
+            check_bucket_name(config.bucket)
+        except InvalidBucketName as exc:
+            raise ConfigError(f"fuse.bucket: {exc}") from None
 
 
 def check_mount_config(config: FuseConfig) -> None:

@@ -741,7 +741,7 @@ class Store:
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
-            buckets=len(self._index.buckets()),
+            buckets=len(self.list_buckets()),  # the faces' internal buckets are not counted
             objects=self._index.object_count(),
             versions=self._index.version_count,
             logical_bytes=self._index.logical_bytes,

@@ -38,8 +38,7 @@ from objfs import logs
 from objfs.config import NodeConfig
 from objfs.errors import ObjfsError
 from objfs.metrics import Metrics
-from objfs.s3 import acl, sigv4
-from objfs.s3 import xml as s3xml
+from objfs.s3 import acl, sigv4, xml_render
 from objfs.s3.errors import S3Error, from_core
 from objfs.s3.users import User, Users
 from objfs.store import Store
@@ -189,7 +188,9 @@ class S3App(QuartTrio):
         path = scope.get("path", "/") if scope.get("type") == "http" else "/"
         if not path.startswith("/"):
             request_id = secrets.token_hex(8).upper()
-            body = s3xml.error("InvalidURI", "Couldn't parse the specified URI.", path, request_id)
+            body = xml_render.error(
+                "InvalidURI", "Couldn't parse the specified URI.", path, request_id
+            )
             headers = [
                 (b"content-type", b"application/xml"),
                 (b"content-length", str(len(body)).encode()),
@@ -402,7 +403,7 @@ def _error_response(error: S3Error, resource: str, request_id: str, method: str)
     body = (
         b""
         if method == "HEAD"
-        else s3xml.error(error.code, error.message, resource, request_id, **error.extra)
+        else xml_render.error(error.code, error.message, resource, request_id, **error.extra)
     )
     response = Response(body, status=error.status, content_type="application/xml")
     for name, value in error.headers.items():

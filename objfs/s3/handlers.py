@@ -12,8 +12,16 @@ from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 
 from objfs.errors import NoSuchKey, ObjfsError
-from objfs.s3 import acl, multipart, post_object, subresources
-from objfs.s3 import xml as s3xml
+from objfs.s3 import (
+    acl,
+    multipart,
+    post_object,
+    subresources,
+    xml_listing,
+    xml_parse,
+    xml_render,
+    xml_values,
+)
 from objfs.s3.app import OBJECT, OWNER, Handler, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, from_core, is_number
@@ -175,14 +183,14 @@ async def list_buckets(ctx: S3Context, s3: S3Request) -> Response:
     buckets = [
         b for b in ctx.store.list_buckets() if s3.user.is_root or b.owner == s3.user.canonical_id
     ]
-    body = s3xml.list_buckets(s3.user.canonical_id, s3.user.display_name, buckets)
+    body = xml_render.list_buckets(s3.user.canonical_id, s3.user.display_name, buckets)
     return Response(body, content_type="application/xml")
 
 
 async def create_bucket(ctx: S3Context, s3: S3Request) -> Response:
     _require_user(s3)
     assert s3.user is not None and s3.bucket is not None
-    region = s3xml.parse_create_bucket(await read_small_body(s3))
+    region = xml_parse.parse_create_bucket(await read_small_body(s3))
     if region not in (None, "", ctx.config.s3.region):
         raise S3Error(
             "InvalidLocationConstraint",
@@ -229,20 +237,20 @@ async def delete_bucket(ctx: S3Context, s3: S3Request) -> Response:
 async def get_bucket_location(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket)
-    return Response(s3xml.location(ctx.config.s3.region), content_type="application/xml")
+    return Response(xml_render.location(ctx.config.s3.region), content_type="application/xml")
 
 
 async def get_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     info = ctx.bucket_for(s3, s3.bucket)
     status = {Versioning.ENABLED: "Enabled", Versioning.SUSPENDED: "Suspended"}.get(info.versioning)
-    return Response(s3xml.versioning(status), content_type="application/xml")
+    return Response(xml_render.versioning(status), content_type="application/xml")
 
 
 async def put_bucket_versioning(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, OWNER)
-    status = s3xml.parse_versioning(await read_small_body(s3))
+    status = xml_parse.parse_versioning(await read_small_body(s3))
     wanted = Versioning.ENABLED if status == "Enabled" else Versioning.SUSPENDED
     await ctx.store.set_bucket_versioning(s3.bucket, wanted)
     return Response(b"")
@@ -271,111 +279,102 @@ def _encoding(s3: S3Request) -> str | None:
     return encoding
 
 
+def _listing(s3: S3Request) -> xml_listing.Listing:
+    """What a listing asks for and its result echoes: prefix, delimiter, max-keys
+    and encoding-type, the last two checked."""
+    assert s3.bucket is not None
+    prefix, delimiter = s3.query.get("prefix", ""), s3.query.get("delimiter") or None
+    return xml_listing.Listing(s3.bucket, prefix, delimiter, _max_keys(s3), _encoding(s3))
+
+
 def _list_page(
     ctx: S3Context, s3: S3Request, start_after: str
-) -> tuple[str, str | None, int, ListPage]:
-    """Prefix, delimiter, max-keys and the page a ListObjects (v1 or v2) asks for."""
+) -> tuple[xml_listing.Listing, ListPage]:
+    """What a ListObjects (v1 or v2) asks for, and the store's page of it."""
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket)
-    prefix, delimiter = s3.query.get("prefix", ""), s3.query.get("delimiter") or None
-    max_keys = _max_keys(s3)
+    listing = _listing(s3)
     page = ctx.store.list_objects(
-        s3.bucket, prefix=prefix, delimiter=delimiter, start_after=start_after, limit=max_keys
+        s3.bucket,
+        prefix=listing.prefix,
+        delimiter=listing.delimiter,
+        start_after=start_after,
+        limit=listing.max_keys,
     )
-    return prefix, delimiter, max_keys, page
+    return listing, page
 
 
 async def list_objects_v2(ctx: S3Context, s3: S3Request) -> Response:
-    assert s3.bucket is not None
     token = s3.query.get("continuation-token")
     start_after = s3.query.get("start-after", "")
-    position = s3xml.decode_continuation_token(token) if token is not None else start_after
-    prefix, delimiter, max_keys, page = _list_page(ctx, s3, position)
-    body = s3xml.list_objects_v2(
-        bucket=s3.bucket,
-        prefix=prefix,
-        delimiter=delimiter,
-        max_keys=max_keys,
-        encoding_type=_encoding(s3),
+    position = xml_listing.decode_continuation_token(token) if token is not None else start_after
+    listing, page = _list_page(ctx, s3, position)
+    body = xml_listing.list_objects_v2(
+        listing,
         page=page,
         continuation_token=token,
         start_after=start_after or None,
         fetch_owner=s3.query.get("fetch-owner") == "true",
-        owner=s3xml.Owner(*_owner_of(ctx, s3)),
+        owner=_owner_of(ctx, s3),
     )
     return Response(body, content_type="application/xml")
 
 
 async def list_objects_v1(ctx: S3Context, s3: S3Request) -> Response:
-    assert s3.bucket is not None
     marker = s3.query.get("marker", "")
-    prefix, delimiter, max_keys, page = _list_page(ctx, s3, marker)
-    body = s3xml.list_objects_v1(
-        bucket=s3.bucket,
-        prefix=prefix,
-        delimiter=delimiter,
-        max_keys=max_keys,
-        encoding_type=_encoding(s3),
-        page=page,
-        marker=marker,
-        owner=s3xml.Owner(*_owner_of(ctx, s3)),
-    )
+    listing, page = _list_page(ctx, s3, marker)
+    body = xml_listing.list_objects_v1(listing, page=page, marker=marker, owner=_owner_of(ctx, s3))
     return Response(body, content_type="application/xml")
 
 
 async def list_object_versions(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket)
-    query = s3.query
-    prefix, delimiter = query.get("prefix", ""), query.get("delimiter") or None
-    key_marker = query.get("key-marker", "")
-    version_id_marker = query.get("version-id-marker", "")
+    key_marker = s3.query.get("key-marker", "")
+    version_id_marker = s3.query.get("version-id-marker", "")
     if version_id_marker and not key_marker:
         raise S3Error(
             "InvalidArgument",
             "A version-id marker cannot be specified without a key marker.",
             ArgumentName="version-id-marker",
         )
-    max_keys = _max_keys(s3)
+    listing = _listing(s3)
     page = ctx.store.list_object_versions(
         s3.bucket,
-        prefix=prefix,
-        delimiter=delimiter,
+        prefix=listing.prefix,
+        delimiter=listing.delimiter,
         key_marker=key_marker,
         version_id_marker=version_id_marker,
-        limit=max_keys,
+        limit=listing.max_keys,
     )
-    body = s3xml.list_object_versions(
-        s3.bucket,
+    body = xml_listing.list_object_versions(
+        listing,
         entries=page.entries,
         common_prefixes=page.common_prefixes,
         is_truncated=page.is_truncated,
-        prefix=prefix,
-        delimiter=delimiter,
-        max_keys=max_keys,
-        encoding_type=_encoding(s3),
         key_marker=key_marker,
         version_id_marker=version_id_marker,
         next_key_marker=page.next_key_marker,
         next_version_id_marker=page.next_version_id_marker,
-        owner=s3xml.Owner(*_owner_of(ctx, s3)),
+        owner=_owner_of(ctx, s3),
     )
     return Response(body, content_type="application/xml")
 
 
-def _owner_of(ctx: S3Context, s3: S3Request) -> tuple[str, str]:
+def _owner_of(ctx: S3Context, s3: S3Request) -> xml_values.Owner:
+    """The bucket's owner, as listings name it (the canonical ID when no user has it)."""
     assert s3.bucket is not None
     owner = ctx.store.head_bucket(s3.bucket).owner
     user = ctx.users.by_canonical_id(owner)
-    return owner, (user.display_name if user is not None else owner)
+    return xml_values.Owner(owner, user.display_name if user is not None else owner)
 
 
 async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
-    quiet, entries = s3xml.parse_delete_objects(await read_small_body(s3, need_md5=True))
-    deleted: list[s3xml.Deleted] = []
-    errors: list[s3xml.DeleteError] = []
+    quiet, entries = xml_parse.parse_delete_objects(await read_small_body(s3, need_md5=True))
+    deleted: list[xml_render.Deleted] = []
+    errors: list[xml_render.DeleteError] = []
     for key, version_id in entries:
         try:
             result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
@@ -390,7 +389,7 @@ async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
             deleted.append((key, None, True, result.version_id))
         else:
             deleted.append((key, version_id, False, None))
-    body = s3xml.delete_result([] if quiet else deleted, errors)
+    body = xml_render.delete_result([] if quiet else deleted, errors)
     return Response(body, content_type="application/xml")
 
 
@@ -451,7 +450,7 @@ def _etag_matches(header: str, etag: str | None) -> bool:
 
 def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -> dict[str, str]:
     headers = {
-        "Last-Modified": s3xml.http_date(info.mtime_ns),
+        "Last-Modified": xml_values.http_date(info.mtime_ns),
         "Content-Type": info.content_type,
         "Accept-Ranges": "bytes",
     }
@@ -713,7 +712,7 @@ async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
 async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     target = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
-    source_bucket, source_key, source_version = s3xml.parse_copy_source(
+    source_bucket, source_key, source_version = xml_parse.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
     source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
@@ -751,7 +750,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         headers["x-amz-version-id"] = info.version_id
     if source_version is not None:
         headers["x-amz-copy-source-version-id"] = source_version
-    body = s3xml.copy_object_result(info.etag or "", info.mtime_ns, dict(info.checksums))
+    body = xml_render.copy_object_result(info.etag or "", info.mtime_ns, dict(info.checksums))
     return Response(body, content_type="application/xml", headers=headers)
 
 

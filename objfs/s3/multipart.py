@@ -22,8 +22,7 @@ import hashlib
 import secrets
 
 from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
-from objfs.s3 import acl
-from objfs.s3 import xml as s3xml
+from objfs.s3 import acl, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.errors import S3Error, is_number
@@ -109,7 +108,7 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         content_type=s3.headers.get("content-type", "binary/octet-stream"),
         metadata=metadata,
     )
-    body = s3xml.initiate_multipart_upload(s3.bucket, s3.key, upload_id)
+    body = xml_render.initiate_multipart_upload(s3.bucket, s3.key, upload_id)
     return Response(body, content_type="application/xml")
 
 
@@ -138,7 +137,7 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
     upload_id, _ = _upload(ctx, s3)
-    source_bucket, source_key, source_version = s3xml.parse_copy_source(
+    source_bucket, source_key, source_version = xml_parse.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
     source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
@@ -156,7 +155,7 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
         [ComposeSource(source_bucket, source_key, source.version_id, start, end - start)],
         etag=etag,
     )
-    body = s3xml.copy_part_result(etag, info.mtime_ns)
+    body = xml_render.copy_part_result(etag, info.mtime_ns)
     return Response(body, content_type="application/xml")
 
 
@@ -200,7 +199,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     bucket_info = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     upload_id, upload = _upload(ctx, s3)
-    wanted = s3xml.parse_complete_multipart(await read_small_body(s3))
+    wanted = xml_parse.parse_complete_multipart(await read_small_body(s3))
     if not wanted:
         raise S3Error("MalformedXML", "You must specify at least one part")
     sources, digests, sizes = [], [], []
@@ -238,7 +237,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         metadata=metadata,
     )
     await _remove_upload(ctx, s3.bucket, upload_id)
-    body = s3xml.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)
+    body = xml_render.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)
     headers = {}
     if bucket_info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id
@@ -291,7 +290,7 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
         limit=max_parts,
     )
     parts = [
-        s3xml.Part(
+        xml_render.Part(
             part_number=int(item.key.rsplit("/", 1)[1]),
             size_bytes=item.size_bytes,
             etag=item.etag,
@@ -301,7 +300,7 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
         for item in page.objects
     ]
     owner = _owner(ctx, upload)
-    body = s3xml.list_parts(
+    body = xml_render.list_parts(
         s3.bucket,
         s3.key,
         upload_id,
@@ -316,10 +315,10 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
     return Response(body, content_type="application/xml")
 
 
-def _owner(ctx: S3Context, upload: ObjectInfo) -> s3xml.Owner:
+def _owner(ctx: S3Context, upload: ObjectInfo) -> xml_values.Owner:
     owner_id = dict(upload.metadata).get(_META_OWNER, "")
     user = ctx.users.by_canonical_id(owner_id)
-    return s3xml.Owner(owner_id, user.display_name if user is not None else None)
+    return xml_values.Owner(owner_id, user.display_name if user is not None else None)
 
 
 async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
@@ -335,7 +334,7 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
         raise S3Error("InvalidArgument", "max-uploads is a whole number")
     max_uploads = min(int(max_raw), 1000)
     uploads = _all_uploads(ctx, s3.bucket)
-    entries: list[s3xml.Upload] = []
+    entries: list[xml_listing.Upload] = []
     prefixes: list[str] = []
     truncated = False
     passed_marker = False
@@ -364,19 +363,16 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
             break
         owner = _owner(ctx, info)
         entries.append(
-            s3xml.Upload(
+            xml_listing.Upload(
                 key=key, upload_id=upload_id, initiated_ns=initiated, owner=owner, initiator=owner
             )
         )
-    body = s3xml.list_multipart_uploads(
-        s3.bucket,
+    encoding_type = xml_listing.check_encoding_type(query.get("encoding-type"))
+    body = xml_listing.list_multipart_uploads(
+        xml_listing.Listing(s3.bucket, prefix, delimiter, max_uploads, encoding_type),
         uploads=entries,
         common_prefixes=prefixes,
         is_truncated=truncated,
-        prefix=prefix,
-        delimiter=delimiter,
-        max_uploads=max_uploads,
-        encoding_type=s3xml.check_encoding_type(query.get("encoding-type")),
         key_marker=key_marker,
         upload_id_marker=upload_id_marker,
         next_key_marker=entries[-1].key if truncated and entries else None,

@@ -14,8 +14,7 @@ import json
 from urllib.parse import parse_qsl
 
 from objfs.errors import ObjfsError
-from objfs.s3 import acl
-from objfs.s3 import xml as s3xml
+from objfs.s3 import acl, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, OWNER, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body
 from objfs.s3.errors import S3Error
@@ -74,13 +73,13 @@ async def _acl_from_request(s3: S3Request, owner: str) -> acl.Acl:
         return from_headers
     if not body.strip():
         raise S3Error("MissingSecurityHeader", "Your request was missing a required header")
-    policy = s3xml.parse_access_control_policy(body)
+    policy = xml_parse.parse_access_control_policy(body)
     return acl.from_policy(owner, policy.grants)
 
 
 def _acl_response(ctx: S3Context, value: acl.Acl) -> Response:
     user = ctx.users.by_canonical_id(value.owner)
-    body = s3xml.access_control_policy(
+    body = xml_render.access_control_policy(
         value.owner, user.display_name if user else None, acl.rendered_grants(value)
     )
     return Response(body, content_type="application/xml")
@@ -96,13 +95,13 @@ async def get_bucket_tagging(ctx: S3Context, s3: S3Request) -> Response:
     if raw is None:
         raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404)
     tags = [(k, v) for k, v in json.loads(raw)]
-    return Response(s3xml.tagging(tags), content_type="application/xml")
+    return Response(xml_render.tagging(tags), content_type="application/xml")
 
 
 async def put_bucket_tagging(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, OWNER)
-    tags = s3xml.parse_tagging(await read_small_body(s3), max_tags=s3xml.BUCKET_TAGS_MAX)
+    tags = xml_parse.parse_tagging(await read_small_body(s3), max_tags=xml_parse.BUCKET_TAGS_MAX)
     await ctx.store.set_bucket_setting(s3.bucket, TAGGING_SETTING, json.dumps(tags).encode())
     return Response(b"", status=204)
 
@@ -122,8 +121,8 @@ def tags_from_header(value: str | None) -> dict[str, str]:
     """
     if not value:
         return {}
-    tags = s3xml.check_tags(
-        parse_qsl(value, keep_blank_values=True), max_tags=s3xml.OBJECT_TAGS_MAX
+    tags = xml_parse.check_tags(
+        parse_qsl(value, keep_blank_values=True), max_tags=xml_parse.OBJECT_TAGS_MAX
     )
     return {TAG_PREFIX + k: v for k, v in tags}
 
@@ -134,7 +133,7 @@ async def get_object_tagging(ctx: S3Context, s3: S3Request) -> Response:
     info = ctx.store.head_object(s3.bucket, s3.key, version_id=s3.query.get("versionId"))
     ctx.check_object(s3, bucket, info)
     tags = [(k[len(TAG_PREFIX) :], v) for k, v in info.metadata if k.startswith(TAG_PREFIX)]
-    response = Response(s3xml.tagging(tags), content_type="application/xml")
+    response = Response(xml_render.tagging(tags), content_type="application/xml")
     response.headers["x-amz-version-id"] = info.version_id
     return response
 
@@ -143,7 +142,7 @@ async def put_object_tagging(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     _current_only(ctx, s3)
-    tags = s3xml.parse_tagging(await read_small_body(s3), max_tags=s3xml.OBJECT_TAGS_MAX)
+    tags = xml_parse.parse_tagging(await read_small_body(s3), max_tags=xml_parse.OBJECT_TAGS_MAX)
     info = ctx.store.head_object(s3.bucket, s3.key)
     metadata = {k: v for k, v in info.metadata if not k.startswith(TAG_PREFIX)}
     metadata.update({TAG_PREFIX + k: v for k, v in tags})
@@ -186,8 +185,10 @@ async def get_bucket_cors(ctx: S3Context, s3: S3Request) -> Response:
 async def put_bucket_cors(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, OWNER)
-    rules = s3xml.parse_cors_configuration(await read_small_body(s3, need_md5=False))
-    await ctx.store.set_bucket_setting(s3.bucket, CORS_SETTING, s3xml.cors_configuration(rules))
+    rules = xml_parse.parse_cors_configuration(await read_small_body(s3, need_md5=False))
+    await ctx.store.set_bucket_setting(
+        s3.bucket, CORS_SETTING, xml_render.cors_configuration(rules)
+    )
     return Response(b"")
 
 
@@ -198,14 +199,14 @@ async def delete_bucket_cors(ctx: S3Context, s3: S3Request) -> Response:
     return Response(b"", status=204)
 
 
-def _rules(info: BucketInfo) -> list[s3xml.CorsRule]:
+def _rules(info: BucketInfo) -> list[xml_values.CorsRule]:
     raw = info.setting(CORS_SETTING)
-    return [] if raw is None else s3xml.parse_cors_configuration(raw)
+    return [] if raw is None else xml_parse.parse_cors_configuration(raw)
 
 
 def _matching(
-    rules: list[s3xml.CorsRule], origin: str, method: str, headers: list[str]
-) -> s3xml.CorsRule | None:
+    rules: list[xml_values.CorsRule], origin: str, method: str, headers: list[str]
+) -> xml_values.CorsRule | None:
     for rule in rules:
         if not any(fnmatch.fnmatchcase(origin, pattern) for pattern in rule.allowed_origins):
             continue
@@ -217,7 +218,7 @@ def _matching(
     return None
 
 
-def _cors_headers(rule: s3xml.CorsRule, origin: str, method: str) -> dict[str, str]:
+def _cors_headers(rule: xml_values.CorsRule, origin: str, method: str) -> dict[str, str]:
     headers = {
         "Access-Control-Allow-Origin": "*" if rule.allowed_origins == ("*",) else origin,
         "Access-Control-Allow-Methods": ", ".join(rule.allowed_methods),
@@ -298,15 +299,15 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
     if "objectparts" in wanted:
         sizes = part_sizes(info.metadata)
         if sizes is not None:
-            parts = s3xml.ObjectParts(
+            parts = xml_render.ObjectParts(
                 total_parts_count=len(sizes),
                 parts=tuple(
-                    s3xml.Part(part_number=n, size_bytes=size)
+                    xml_render.Part(part_number=n, size_bytes=size)
                     for n, size in enumerate(sizes[:1000], 1)
                 ),
                 is_truncated=len(sizes) > 1000,
             )
-    body = s3xml.get_object_attributes(
+    body = xml_render.get_object_attributes(
         etag=info.etag if "etag" in wanted else None,
         checksums=info.checksums if "checksum" in wanted else None,
         object_parts=parts,
@@ -314,6 +315,6 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
         object_size=info.size_bytes if "objectsize" in wanted else None,
     )
     response = Response(body, content_type="application/xml")
-    response.headers["Last-Modified"] = s3xml.http_date(info.mtime_ns)
+    response.headers["Last-Modified"] = xml_values.http_date(info.mtime_ns)
     response.headers["x-amz-version-id"] = info.version_id
     return response

@@ -2,7 +2,7 @@
 
 Method: render each response and parse it with botocore's own RestXMLParser against
 the S3 service model (so boto3 reads our bodies as it reads AWS's); build each request
-body with botocore's rest-xml serializer and parse it with objfs.s3.xml. Golden bytes
+body with botocore's rest-xml serializer and parse it with objfs.s3.xml_parse. Golden bytes
 pin the layout of a few documents; hostile bodies (entities, DTDs, depth, junk) must
 end as an S3Error, never as another exception.
 """
@@ -23,7 +23,7 @@ from botocore import handlers
 from botocore.parsers import RestXMLParser
 from botocore.serialize import create_serializer
 
-from objfs.s3 import xml
+from objfs.s3 import xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.errors import S3Error
 from objfs.store.types import (
     BucketInfo,
@@ -38,12 +38,12 @@ from objfs.store.types import (
 MODEL = botocore.session.get_session().get_service_model("s3")
 PARSER = RestXMLParser()
 SERIALIZER = create_serializer("rest-xml", include_validation=True)
-NS = "{" + xml.S3_NAMESPACE + "}"
+NS = "{" + xml_values.S3_NAMESPACE + "}"
 PROLOG = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 T0_NS = 1_795_000_000_123_456_789  # 2026-11-18T11:06:40.123456789Z
 T0 = datetime.datetime(2026, 11, 18, 11, 6, 40, 123_000, tzinfo=datetime.UTC)
-OWNER = xml.Owner("c0ffee", "ops")
+OWNER = xml_values.Owner("c0ffee", "ops")
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 # Keys that need escaping in XML or in URLs, and one with a character XML cannot carry.
 AWKWARD_KEYS = ("a b+c/d=e", "x&y<z>'\"", "dir/ünï©ødé ☃", " lead and trail ", "100%/a?b#c")
@@ -101,34 +101,34 @@ def code_of(call: Callable[[], object]) -> str:
 
 
 def test_dates() -> None:
-    assert xml.last_modified_iso(0) == "1970-01-01T00:00:00.000Z"
-    assert xml.last_modified_iso(T0_NS) == "2026-11-18T11:06:40.123Z"
-    assert xml.last_modified_iso(999_999_999) == "1970-01-01T00:00:00.999Z"  # truncated
-    assert xml.http_date(T0_NS) == "Wed, 18 Nov 2026 11:06:40 GMT"
-    assert xml.parse_http_date("Wed, 18 Nov 2026 11:06:40 GMT") == 1_795_000_000 * 10**9
-    assert xml.parse_http_date("Wed, 18 Nov 2026 11:06:40 -0000") == 1_795_000_000 * 10**9
+    assert xml_values.last_modified_iso(0) == "1970-01-01T00:00:00.000Z"
+    assert xml_values.last_modified_iso(T0_NS) == "2026-11-18T11:06:40.123Z"
+    assert xml_values.last_modified_iso(999_999_999) == "1970-01-01T00:00:00.999Z"  # truncated
+    assert xml_values.http_date(T0_NS) == "Wed, 18 Nov 2026 11:06:40 GMT"
+    assert xml_values.parse_http_date("Wed, 18 Nov 2026 11:06:40 GMT") == 1_795_000_000 * 10**9
+    assert xml_values.parse_http_date("Wed, 18 Nov 2026 11:06:40 -0000") == 1_795_000_000 * 10**9
     for obsolete in ("Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"):
-        assert xml.parse_http_date(obsolete) == 784_111_777 * 10**9  # RFC 850, asctime
-    assert xml.parse_http_date("yesterday") is None
-    assert xml.parse_http_date("Mon, 99 Jan 2020 00:00:00 GMT") is None
-    assert xml.parse_http_date("") is None
+        assert xml_values.parse_http_date(obsolete) == 784_111_777 * 10**9  # RFC 850, asctime
+    assert xml_values.parse_http_date("yesterday") is None
+    assert xml_values.parse_http_date("Mon, 99 Jan 2020 00:00:00 GMT") is None
+    assert xml_values.parse_http_date("") is None
 
 
 def test_etag_quoting() -> None:
-    assert xml.quote_etag("abc") == '"abc"'
-    assert xml.quote_etag('"abc"') == '"abc"'
-    assert xml.quote_etag("abc-3") == '"abc-3"'
-    assert xml.unquote_etag(' "abc" ') == "abc"
-    assert xml.unquote_etag('W/"abc"') == "abc"
-    assert xml.unquote_etag("abc") == "abc"
-    assert xml.unquote_etag('"') == '"'
+    assert xml_values.quote_etag("abc") == '"abc"'
+    assert xml_values.quote_etag('"abc"') == '"abc"'
+    assert xml_values.quote_etag("abc-3") == '"abc-3"'
+    assert xml_values.unquote_etag(' "abc" ') == "abc"
+    assert xml_values.unquote_etag('W/"abc"') == "abc"
+    assert xml_values.unquote_etag("abc") == "abc"
+    assert xml_values.unquote_etag('"') == '"'
 
 
 # --- golden documents ------------------------------------------------------------------
 
 
 def test_error_golden_and_read_by_botocore() -> None:
-    body = xml.error("NoSuchKey", "gone & <away>", "/b/k", "RID1", Key="k", BucketName="b")
+    body = xml_render.error("NoSuchKey", "gone & <away>", "/b/k", "RID1", Key="k", BucketName="b")
     assert body == (
         PROLOG + b"<Error><Code>NoSuchKey</Code><Message>gone &amp; &lt;away&gt;</Message>"
         b"<Key>k</Key><BucketName>b</BucketName><Resource>/b/k</Resource>"
@@ -142,12 +142,14 @@ def test_error_golden_and_read_by_botocore() -> None:
         "BucketName": "b",
         "Resource": "/b/k",
     }  # botocore takes RequestId from the x-amz-request-id header, not the body
-    assert b"<Resource>" not in xml.error("InternalError", "x", None, "RID")
+    assert b"<Resource>" not in xml_render.error("InternalError", "x", None, "RID")
 
 
 def test_list_objects_v2_golden() -> None:
-    body = xml.list_objects_v2(
-        "b", objects=[obj("k1")], common_prefixes=["d/"], delimiter="/", max_keys=2
+    body = xml_listing.list_objects_v2(
+        xml_listing.Listing("b", delimiter="/", max_keys=2),
+        objects=[obj("k1")],
+        common_prefixes=["d/"],
     )
     assert body == (
         PROLOG + b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
@@ -160,7 +162,7 @@ def test_list_objects_v2_golden() -> None:
 
 
 def test_delete_result_golden() -> None:
-    body = xml.delete_result([("k", None, True, "v9")], [("e", "v1", "AccessDenied", "no")])
+    body = xml_render.delete_result([("k", None, True, "v9")], [("e", "v1", "AccessDenied", "no")])
     assert body == (
         PROLOG + b'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
         b"<Deleted><Key>k</Key><DeleteMarker>true</DeleteMarker>"
@@ -171,21 +173,27 @@ def test_delete_result_golden() -> None:
 
 
 RENDERED = {
-    "list_buckets": lambda: xml.list_buckets("o", None, []),
-    "location": lambda: xml.location("eu-west-1"),
-    "versioning": lambda: xml.versioning(None),
-    "list_objects_v1": lambda: xml.list_objects_v1("b", objects=[]),
-    "list_object_versions": lambda: xml.list_object_versions("b", entries=[]),
-    "copy_object_result": lambda: xml.copy_object_result("e", 0),
-    "copy_part_result": lambda: xml.copy_part_result("e", 0),
-    "get_object_attributes": lambda: xml.get_object_attributes(object_size=1),
-    "initiate_multipart_upload": lambda: xml.initiate_multipart_upload("b", "k", "u"),
-    "complete_multipart_upload": lambda: xml.complete_multipart_upload("/b/k", "b", "k", "e"),
-    "list_parts": lambda: xml.list_parts("b", "k", "u", parts=[]),
-    "list_multipart_uploads": lambda: xml.list_multipart_uploads("b", uploads=[]),
-    "tagging": lambda: xml.tagging([]),
-    "access_control_policy": lambda: xml.access_control_policy("o", None, []),
-    "cors_configuration": lambda: xml.cors_configuration([]),
+    "list_buckets": lambda: xml_render.list_buckets("o", None, []),
+    "location": lambda: xml_render.location("eu-west-1"),
+    "versioning": lambda: xml_render.versioning(None),
+    "list_objects_v1": lambda: xml_listing.list_objects_v1(xml_listing.Listing("b"), objects=[]),
+    "list_object_versions": lambda: xml_listing.list_object_versions(
+        xml_listing.Listing("b"), entries=[]
+    ),
+    "copy_object_result": lambda: xml_render.copy_object_result("e", 0),
+    "copy_part_result": lambda: xml_render.copy_part_result("e", 0),
+    "get_object_attributes": lambda: xml_render.get_object_attributes(object_size=1),
+    "initiate_multipart_upload": lambda: xml_render.initiate_multipart_upload("b", "k", "u"),
+    "complete_multipart_upload": lambda: xml_render.complete_multipart_upload(
+        "/b/k", "b", "k", "e"
+    ),
+    "list_parts": lambda: xml_render.list_parts("b", "k", "u", parts=[]),
+    "list_multipart_uploads": lambda: xml_listing.list_multipart_uploads(
+        xml_listing.Listing("b"), uploads=[]
+    ),
+    "tagging": lambda: xml_render.tagging([]),
+    "access_control_policy": lambda: xml_render.access_control_policy("o", None, []),
+    "cors_configuration": lambda: xml_render.cors_configuration([]),
 }
 
 
@@ -201,7 +209,7 @@ def test_every_response_has_the_prolog_and_the_s3_namespace(render: Callable[[],
 
 def test_list_buckets() -> None:
     buckets = [BucketInfo(BucketName("alpha"), "o", T0_NS), BucketInfo(BucketName("beta"), "o", 0)]
-    result = parsed("ListBuckets", xml.list_buckets("c0ffee", "ops", buckets, region="r1"))
+    result = parsed("ListBuckets", xml_render.list_buckets("c0ffee", "ops", buckets, region="r1"))
     assert result["Owner"] == {"ID": "c0ffee", "DisplayName": "ops"}
     assert result["Buckets"] == [
         {"Name": "alpha", "CreationDate": T0, "BucketRegion": "r1"},
@@ -211,7 +219,9 @@ def test_list_buckets() -> None:
             "BucketRegion": "r1",
         },
     ]
-    assert "DisplayName" not in parsed("ListBuckets", xml.list_buckets("o", None, []))["Owner"]
+    assert (
+        "DisplayName" not in parsed("ListBuckets", xml_render.list_buckets("o", None, []))["Owner"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,21 +230,24 @@ def test_list_buckets() -> None:
 def test_location_as_botocore_reads_it(region: str | None, expected: str | None) -> None:
     # GetBucketLocation cannot be modelled; botocore reads the root's text in a handler.
     result: dict[str, Any] = {}
-    response = SimpleNamespace(raw=object(), content=xml.location(region))
+    response = SimpleNamespace(raw=object(), content=xml_render.location(region))
     handlers.parse_get_bucket_location(result, response)
     assert result["LocationConstraint"] == expected
 
 
 def test_versioning_round_trip() -> None:
     for status in ("Enabled", "Suspended"):
-        assert parsed("GetBucketVersioning", xml.versioning(status))["Status"] == status
+        assert parsed("GetBucketVersioning", xml_render.versioning(status))["Status"] == status
         body = request_body(
             "PutBucketVersioning", {"Bucket": "b", "VersioningConfiguration": {"Status": status}}
         )
-        assert xml.parse_versioning(body) == status
-    assert parsed("GetBucketVersioning", xml.versioning(Versioning.ENABLED))["Status"] == "Enabled"
-    assert "Status" not in parsed("GetBucketVersioning", xml.versioning(Versioning.DISABLED))
-    assert "Status" not in parsed("GetBucketVersioning", xml.versioning(None))
+        assert xml_parse.parse_versioning(body) == status
+    assert (
+        parsed("GetBucketVersioning", xml_render.versioning(Versioning.ENABLED))["Status"]
+        == "Enabled"
+    )
+    assert "Status" not in parsed("GetBucketVersioning", xml_render.versioning(Versioning.DISABLED))
+    assert "Status" not in parsed("GetBucketVersioning", xml_render.versioning(None))
 
 
 @pytest.mark.parametrize(
@@ -261,21 +274,21 @@ def test_versioning_round_trip() -> None:
     ],
 )
 def test_versioning_refusals(body: bytes, code: str) -> None:
-    assert code_of(lambda: xml.parse_versioning(body)) == code
+    assert code_of(lambda: xml_parse.parse_versioning(body)) == code
 
 
 def test_create_bucket() -> None:
-    assert xml.parse_create_bucket(request_body("CreateBucket", {"Bucket": "b"})) is None
+    assert xml_parse.parse_create_bucket(request_body("CreateBucket", {"Bucket": "b"})) is None
     body = request_body(
         "CreateBucket",
         {"Bucket": "b", "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1"}},
     )
-    assert xml.parse_create_bucket(body) == "eu-west-1"
-    assert xml.parse_create_bucket(b"  \n") is None
-    assert xml.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
+    assert xml_parse.parse_create_bucket(body) == "eu-west-1"
+    assert xml_parse.parse_create_bucket(b"  \n") is None
+    assert xml_parse.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
     empty = b"<CreateBucketConfiguration><LocationConstraint/></CreateBucketConfiguration>"
-    assert xml.parse_create_bucket(empty) is None
-    assert code_of(lambda: xml.parse_create_bucket(b"<Bucket/>")) == "MalformedXML"
+    assert xml_parse.parse_create_bucket(empty) is None
+    assert code_of(lambda: xml_parse.parse_create_bucket(b"<Bucket/>")) == "MalformedXML"
 
 
 # --- listings --------------------------------------------------------------------------
@@ -283,14 +296,11 @@ def test_create_bucket() -> None:
 
 def test_list_objects_v2_read_by_botocore() -> None:
     objects = [obj("a/1", checksums=(("crc32c", "AAAAAA=="),)), obj("a/2", etag=None, size=0)]
-    body = xml.list_objects_v2(
-        "b",
+    body = xml_listing.list_objects_v2(
+        xml_listing.Listing("b", prefix="a/", delimiter="/", max_keys=3),
         objects=objects,
         common_prefixes=["a/d/"],
         is_truncated=True,
-        prefix="a/",
-        delimiter="/",
-        max_keys=3,
         continuation_token="tok1",
         next_continuation_token="tok2",
         start_after="a/0",
@@ -328,20 +338,20 @@ def test_list_objects_v2_read_by_botocore() -> None:
         },
     ]
     assert result["CommonPrefixes"] == [{"Prefix": "a/d/"}]
-    unowned = parsed("ListObjectsV2", xml.list_objects_v2("b", objects=objects, owner=OWNER))
+    unowned = parsed(
+        "ListObjectsV2",
+        xml_listing.list_objects_v2(xml_listing.Listing("b"), objects=objects, owner=OWNER),
+    )
     assert all("Owner" not in entry for entry in unowned["Contents"])
     assert unowned["KeyCount"] == 2
     assert "Delimiter" not in unowned and "StartAfter" not in unowned
 
 
 def test_list_objects_v2_url_encoding_round_trips_through_botocore() -> None:
-    body = xml.list_objects_v2(
-        "b",
+    body = xml_listing.list_objects_v2(
+        xml_listing.Listing("b", prefix="", delimiter=" ", encoding_type="url"),
         objects=[obj(key) for key in AWKWARD_KEYS],
         common_prefixes=["p q/"],
-        prefix="",
-        delimiter=" ",
-        encoding_type="url",
         start_after="a b",
     )
     assert b"<Key>a+b%2Bc/d%3De</Key>" in body  # as AWS: "+" for space, "/" kept
@@ -355,36 +365,47 @@ def test_list_objects_v2_url_encoding_round_trips_through_botocore() -> None:
 
 def test_xml_invalid_characters_never_break_the_document() -> None:
     key = "odd\ufffekey"  # valid UTF-8 a store may hold, but XML 1.0 cannot carry it
-    plain = parsed("ListObjectsV2", xml.list_objects_v2("b", objects=[obj(key)], prefix="\x01"))
+    plain = parsed(
+        "ListObjectsV2",
+        xml_listing.list_objects_v2(xml_listing.Listing("b", prefix="\x01"), objects=[obj(key)]),
+    )
     assert plain["Contents"][0]["Key"] == "odd\ufffdkey"
     assert plain["Prefix"] == "\ufffd"
     encoded = parsed(
-        "ListObjectsV2", xml.list_objects_v2("b", objects=[obj(key)], encoding_type="url")
+        "ListObjectsV2",
+        xml_listing.list_objects_v2(
+            xml_listing.Listing("b", encoding_type="url"), objects=[obj(key)]
+        ),
     )
     handlers.decode_list_object_v2(encoded, {"encoding_type_auto_set": True})
     assert encoded["Contents"][0]["Key"] == key  # exact, as AWS tells clients to ask for
-    error = parsed("GetObject", xml.error("InvalidArgument", "bad \x00\udcff", None, "r"), 400)
+    error = parsed(
+        "GetObject", xml_render.error("InvalidArgument", "bad \x00\udcff", None, "r"), 400
+    )
     assert error["Error"]["Message"] == "bad \ufffd\ufffd"
 
 
 def test_encoding_type_other_than_url_is_refused() -> None:
     assert (
-        code_of(lambda: xml.list_objects_v2("b", objects=[], encoding_type="base64"))
+        code_of(
+            lambda: xml_listing.list_objects_v2(
+                xml_listing.Listing("b", encoding_type="base64"), objects=[]
+            )
+        )
         == "InvalidArgument"
     )
-    assert code_of(lambda: xml.check_encoding_type("URL")) == "InvalidArgument"
-    assert xml.check_encoding_type(None) is None
+    assert code_of(lambda: xml_listing.check_encoding_type("URL")) == "InvalidArgument"
+    assert xml_listing.check_encoding_type(None) is None
 
 
 def test_list_objects_v1_markers() -> None:
     objects = [obj("k1"), obj("k2")]
     truncated = parsed(
         "ListObjects",
-        xml.list_objects_v1(
-            "b",
+        xml_listing.list_objects_v1(
+            xml_listing.Listing("b", delimiter="/"),
             objects=objects,
             is_truncated=True,
-            delimiter="/",
             marker="k0",
             next_marker="k2",
             owner=OWNER,
@@ -399,11 +420,16 @@ def test_list_objects_v1_markers() -> None:
     # No NextMarker without a delimiter, or on the last page: as AWS.
     no_delimiter = parsed(
         "ListObjects",
-        xml.list_objects_v1("b", objects=objects, is_truncated=True, next_marker="k2"),
+        xml_listing.list_objects_v1(
+            xml_listing.Listing("b"), objects=objects, is_truncated=True, next_marker="k2"
+        ),
     )
     assert "NextMarker" not in no_delimiter and no_delimiter["Marker"] == ""
     last = parsed(
-        "ListObjects", xml.list_objects_v1("b", objects=objects, delimiter="/", next_marker="k2")
+        "ListObjects",
+        xml_listing.list_objects_v1(
+            xml_listing.Listing("b", delimiter="/"), objects=objects, next_marker="k2"
+        ),
     )
     assert "NextMarker" not in last
     assert "KeyCount" not in last
@@ -411,35 +437,41 @@ def test_list_objects_v1_markers() -> None:
 
 def test_listing_from_a_store_page() -> None:
     page = ListPage((obj("a/1"),), ("a/d/",), True, "a/d/")
-    v2 = parsed("ListObjectsV2", xml.list_objects_v2("b", page=page, delimiter="/"))
+    v2 = parsed(
+        "ListObjectsV2",
+        xml_listing.list_objects_v2(xml_listing.Listing("b", delimiter="/"), page=page),
+    )
     assert [entry["Key"] for entry in v2["Contents"]] == ["a/1"]
     assert (v2["CommonPrefixes"], v2["IsTruncated"], v2["KeyCount"]) == (
         [{"Prefix": "a/d/"}],
         True,
         2,
     )
-    assert xml.decode_continuation_token(v2["NextContinuationToken"]) == "a/d/"
-    v1 = parsed("ListObjects", xml.list_objects_v1("b", page=page, delimiter="/"))
+    assert xml_listing.decode_continuation_token(v2["NextContinuationToken"]) == "a/d/"
+    v1 = parsed(
+        "ListObjects",
+        xml_listing.list_objects_v1(xml_listing.Listing("b", delimiter="/"), page=page),
+    )
     assert (v1["NextMarker"], v1["IsTruncated"]) == ("a/d/", True)
     last = ListPage((obj("z"),), (), False, None)
     assert "NextContinuationToken" not in parsed(
-        "ListObjectsV2", xml.list_objects_v2("b", page=last)
+        "ListObjectsV2", xml_listing.list_objects_v2(xml_listing.Listing("b"), page=last)
     )
     with pytest.raises(ValueError, match="not both"):
-        xml.list_objects_v2("b", page=page, objects=[obj("x")])
+        xml_listing.list_objects_v2(xml_listing.Listing("b"), page=page, objects=[obj("x")])
 
 
 @pytest.mark.parametrize("position", ["", "a", "dir/ünï©ødé ☃/", "k" * 1024, "odd\ufffekey"])
 def test_continuation_tokens_round_trip(position: str) -> None:
-    token = xml.encode_continuation_token(position)
+    token = xml_listing.encode_continuation_token(position)
     assert token.isascii() and "/" not in token and "+" not in token
     if position:
-        assert xml.decode_continuation_token(token) == position
+        assert xml_listing.decode_continuation_token(token) == position
 
 
 @pytest.mark.parametrize("token", ["", "!!!", "a", "_w==", "QQ" * 3000])
 def test_foreign_continuation_tokens_are_refused(token: str) -> None:
-    assert code_of(lambda: xml.decode_continuation_token(token)) == "InvalidArgument"
+    assert code_of(lambda: xml_listing.decode_continuation_token(token)) == "InvalidArgument"
 
 
 @pytest.mark.parametrize(
@@ -459,25 +491,22 @@ def test_parse_copy_source_as_botocore_sends_it(
 ) -> None:
     params: dict[str, Any] = {"CopySource": source}
     handlers.handle_copy_source_param(params)
-    assert xml.parse_copy_source(params["CopySource"]) == expected
+    assert xml_parse.parse_copy_source(params["CopySource"]) == expected
 
 
 @pytest.mark.parametrize("header", ["", "/", "bucket", "bucket/", "/k", "b/k?versionId=", "b/%ff"])
 def test_parse_copy_source_refusals(header: str) -> None:
-    assert code_of(lambda: xml.parse_copy_source(header)) == "InvalidArgument"
+    assert code_of(lambda: xml_parse.parse_copy_source(header)) == "InvalidArgument"
 
 
 def test_list_objects_v1_url_encoding() -> None:
-    body = xml.list_objects_v1(
-        "b",
+    body = xml_listing.list_objects_v1(
+        xml_listing.Listing("b", prefix="x y", delimiter="/", encoding_type="url"),
         objects=[obj("x y")],
         common_prefixes=["c d/"],
         is_truncated=True,
-        prefix="x y",
-        delimiter="/",
         marker="a b",
         next_marker="c d/",
-        encoding_type="url",
     )
     result = parsed("ListObjects", body)
     assert result["Prefix"] == "x+y"  # encoded, as AWS documents (botocore leaves it so)
@@ -493,15 +522,14 @@ def test_list_object_versions() -> None:
         obj("a", version_id="v2", is_latest=False),
         obj("b c", version_id="null"),
     ]
-    body = xml.list_object_versions(
-        "bk",
+    body = xml_listing.list_object_versions(
+        xml_listing.Listing("bk", encoding_type="url"),
         entries=entries,
         is_truncated=True,
         key_marker="0",
         version_id_marker="v0",
         next_key_marker="b c",
         next_version_id_marker="null",
-        encoding_type="url",
         owner=OWNER,
     )
     order = [
@@ -542,28 +570,28 @@ def test_parse_delete_objects_from_botocore() -> None:
     body = request_body(
         "DeleteObjects", {"Bucket": "b", "Delete": {"Objects": objects, "Quiet": True}}
     )
-    quiet, entries = xml.parse_delete_objects(body)
+    quiet, entries = xml_parse.parse_delete_objects(body)
     assert quiet is True
     assert entries == [(key, None) for key in AWKWARD_KEYS] + [("v", "3/L4kq")]
     body = request_body("DeleteObjects", {"Bucket": "b", "Delete": {"Objects": [{"Key": "k"}]}})
-    assert xml.parse_delete_objects(body) == (False, [("k", None)])
+    assert xml_parse.parse_delete_objects(body) == (False, [("k", None)])
 
 
 def test_parse_delete_objects_limits() -> None:
     def body(count: int) -> bytes:
         return b"<Delete>" + b"<Object><Key>k</Key></Object>" * count + b"</Delete>"
 
-    assert len(xml.parse_delete_objects(body(1000))[1]) == 1000
-    assert code_of(lambda: xml.parse_delete_objects(body(1001))) == "MalformedXML"
-    assert code_of(lambda: xml.parse_delete_objects(body(0))) == "MalformedXML"
+    assert len(xml_parse.parse_delete_objects(body(1000))[1]) == 1000
+    assert code_of(lambda: xml_parse.parse_delete_objects(body(1001))) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_delete_objects(body(0))) == "MalformedXML"
     missing_key = b"<Delete><Object><VersionId>v</VersionId></Object></Delete>"
-    assert code_of(lambda: xml.parse_delete_objects(missing_key)) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_delete_objects(missing_key)) == "MalformedXML"
     odd_quiet = b"<Delete><Quiet>maybe</Quiet><Object><Key>k</Key></Object></Delete>"
-    assert code_of(lambda: xml.parse_delete_objects(odd_quiet)) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_delete_objects(odd_quiet)) == "MalformedXML"
 
 
 def test_delete_result_read_by_botocore() -> None:
-    body = xml.delete_result(
+    body = xml_render.delete_result(
         [("a", "v1", False, None), ("b", None, True, "dm1"), ("c", "dm2", True, "dm2")],
         [("d&e", None, "AccessDenied", "Access Denied")],
     )
@@ -580,7 +608,7 @@ def test_delete_result_read_by_botocore() -> None:
 
 
 def test_copy_results_read_by_botocore() -> None:
-    body = xml.copy_object_result(
+    body = xml_render.copy_object_result(
         "abc", T0_NS, {"crc32c": "AAAAAA==", "SHA256": "c2hh"}, checksum_type="FULL_OBJECT"
     )
     result = parsed("CopyObject", body)["CopyObjectResult"]
@@ -591,22 +619,22 @@ def test_copy_results_read_by_botocore() -> None:
         "ChecksumSHA256": "c2hh",
         "ChecksumType": "FULL_OBJECT",
     }
-    part = parsed("UploadPartCopy", xml.copy_part_result("def", T0_NS, (("crc32", "AAAA"),)))
+    part = parsed("UploadPartCopy", xml_render.copy_part_result("def", T0_NS, (("crc32", "AAAA"),)))
     assert part["CopyPartResult"] == {"ETag": '"def"', "LastModified": T0, "ChecksumCRC32": "AAAA"}
     with pytest.raises(ValueError, match="unknown checksum"):
-        xml.copy_object_result("abc", 0, {"adler32": "x"})
+        xml_render.copy_object_result("abc", 0, {"adler32": "x"})
 
 
 def test_get_object_attributes_read_by_botocore() -> None:
-    parts = xml.ObjectParts(
+    parts = xml_render.ObjectParts(
         total_parts_count=3,
-        parts=(xml.Part(2, 100, checksums=(("crc32c", "AAAA"),)), xml.Part(3, 50)),
+        parts=(xml_render.Part(2, 100, checksums=(("crc32c", "AAAA"),)), xml_render.Part(3, 50)),
         part_number_marker=1,
         next_part_number_marker=3,
         max_parts=2,
         is_truncated=False,
     )
-    body = xml.get_object_attributes(
+    body = xml_render.get_object_attributes(
         etag='"abc-3"',
         checksums={"crc32c": "BBBB"},
         checksum_type="COMPOSITE",
@@ -629,7 +657,7 @@ def test_get_object_attributes_read_by_botocore() -> None:
         ],
     }
     assert (result["StorageClass"], result["ObjectSize"]) == ("STANDARD", 250)
-    only_size = parsed("GetObjectAttributes", xml.get_object_attributes(object_size=0))
+    only_size = parsed("GetObjectAttributes", xml_render.get_object_attributes(object_size=0))
     assert {k for k in only_size if k != "ResponseMetadata"} == {"ObjectSize"}
 
 
@@ -637,9 +665,11 @@ def test_get_object_attributes_read_by_botocore() -> None:
 
 
 def test_initiate_and_complete_read_by_botocore() -> None:
-    result = parsed("CreateMultipartUpload", xml.initiate_multipart_upload("b", "k y", "up1"))
+    result = parsed(
+        "CreateMultipartUpload", xml_render.initiate_multipart_upload("b", "k y", "up1")
+    )
     assert (result["Bucket"], result["Key"], result["UploadId"]) == ("b", "k y", "up1")
-    body = xml.complete_multipart_upload(
+    body = xml_render.complete_multipart_upload(
         "http://host/b/k", "b", "k", "abc-2", {"crc32c": "CCCC"}, checksum_type="COMPOSITE"
     )
     result = parsed("CompleteMultipartUpload", body)
@@ -663,7 +693,7 @@ def test_parse_complete_multipart_from_botocore() -> None:
         "CompleteMultipartUpload",
         {"Bucket": "b", "Key": "k", "UploadId": "u", "MultipartUpload": {"Parts": parts}},
     )
-    assert xml.parse_complete_multipart(body) == [
+    assert xml_parse.parse_complete_multipart(body) == [
         (1, "e1", {"crc32c": "AAAA"}),
         (2, "e2", {}),
         (10000, "e3", {"crc64nvme": "Q1JD", "sha1": "c2hh"}),
@@ -688,21 +718,23 @@ def test_complete_multipart_refusals(numbers: list[str], code: str) -> None:
     for number in numbers:
         body += f"<Part><PartNumber>{number}</PartNumber><ETag>e</ETag></Part>"
     body += "</CompleteMultipartUpload>"
-    assert code_of(lambda: xml.parse_complete_multipart(body.encode())) == code
+    assert code_of(lambda: xml_parse.parse_complete_multipart(body.encode())) == code
 
 
 def test_complete_multipart_needs_etag() -> None:
     body = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part>"
     body += b"</CompleteMultipartUpload>"
-    assert code_of(lambda: xml.parse_complete_multipart(body)) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_complete_multipart(body)) == "MalformedXML"
 
 
 def test_list_parts_read_by_botocore() -> None:
     parts = [
-        xml.Part(2, 5 * 1024 * 1024, etag="e2", mtime_ns=T0_NS, checksums=(("crc32c", "AAAA"),)),
-        xml.Part(3, 1, etag='"e3"', mtime_ns=T0_NS),
+        xml_render.Part(
+            2, 5 * 1024 * 1024, etag="e2", mtime_ns=T0_NS, checksums=(("crc32c", "AAAA"),)
+        ),
+        xml_render.Part(3, 1, etag='"e3"', mtime_ns=T0_NS),
     ]
-    body = xml.list_parts(
+    body = xml_render.list_parts(
         "b",
         "k",
         "up1",
@@ -712,7 +744,7 @@ def test_list_parts_read_by_botocore() -> None:
         max_parts=2,
         is_truncated=True,
         owner=OWNER,
-        initiator=xml.Owner("c0ffee"),
+        initiator=xml_values.Owner("c0ffee"),
         checksum_algorithm="CRC32C",
         checksum_type="COMPOSITE",
     )
@@ -745,21 +777,20 @@ def test_list_parts_read_by_botocore() -> None:
 
 def test_list_multipart_uploads_read_by_botocore() -> None:
     uploads = [
-        xml.Upload("a b", "u1", T0_NS, owner=OWNER, initiator=OWNER, checksum_algorithm="CRC32"),
-        xml.Upload("c", "u2", 0),
+        xml_listing.Upload(
+            "a b", "u1", T0_NS, owner=OWNER, initiator=OWNER, checksum_algorithm="CRC32"
+        ),
+        xml_listing.Upload("c", "u2", 0),
     ]
-    body = xml.list_multipart_uploads(
-        "b",
+    body = xml_listing.list_multipart_uploads(
+        xml_listing.Listing("b", delimiter="/", max_keys=3, encoding_type="url"),
         uploads=uploads,
         common_prefixes=["d/"],
         is_truncated=True,
-        delimiter="/",
-        max_uploads=3,
         key_marker="a",
         upload_id_marker="u0",
         next_key_marker="c",
         next_upload_id_marker="u2",
-        encoding_type="url",
     )
     result = parsed("ListMultipartUploads", body)
     assert (result["KeyMarker"], result["UploadIdMarker"]) == ("a", "u0")
@@ -783,7 +814,7 @@ def test_list_multipart_uploads_read_by_botocore() -> None:
 
 def test_tagging_round_trip() -> None:
     tags = [("project", "objfs"), ("empty", ""), ("odd <&>", "ünï ☃")]
-    assert parsed("GetObjectTagging", xml.tagging(tags))["TagSet"] == [
+    assert parsed("GetObjectTagging", xml_render.tagging(tags))["TagSet"] == [
         {"Key": k, "Value": v} for k, v in tags
     ]
     tag_set = [{"Key": k, "Value": v} for k, v in tags]
@@ -791,9 +822,9 @@ def test_tagging_round_trip() -> None:
         params: dict[str, Any] = {"Bucket": "b", "Tagging": {"TagSet": tag_set}}
         if operation == "PutObjectTagging":
             params["Key"] = "k"
-        assert xml.parse_tagging(request_body(operation, params)) == tags
+        assert xml_parse.parse_tagging(request_body(operation, params)) == tags
     empty = request_body("PutObjectTagging", {"Bucket": "b", "Key": "k", "Tagging": {"TagSet": []}})
-    assert xml.parse_tagging(empty) == []
+    assert xml_parse.parse_tagging(empty) == []
 
 
 def _tagging_body(tags: list[tuple[str, str]]) -> bytes:
@@ -803,16 +834,21 @@ def _tagging_body(tags: list[tuple[str, str]]) -> bytes:
 
 def test_tagging_limits() -> None:
     ten = [(f"k{i}", "v") for i in range(10)]
-    assert len(xml.parse_tagging(_tagging_body(ten))) == 10
+    assert len(xml_parse.parse_tagging(_tagging_body(ten))) == 10
     eleven = _tagging_body([*ten, ("k10", "v")])
-    assert code_of(lambda: xml.parse_tagging(eleven)) == "InvalidTag"
+    assert code_of(lambda: xml_parse.parse_tagging(eleven)) == "InvalidTag"
     fifty = [(f"k{i}", "v") for i in range(50)]
-    assert len(xml.parse_tagging(_tagging_body(fifty), max_tags=xml.BUCKET_TAGS_MAX)) == 50
+    assert (
+        len(xml_parse.parse_tagging(_tagging_body(fifty), max_tags=xml_parse.BUCKET_TAGS_MAX)) == 50
+    )
     fifty_one = _tagging_body([*fifty, ("k50", "v")])
     assert (
-        code_of(lambda: xml.parse_tagging(fifty_one, max_tags=xml.BUCKET_TAGS_MAX)) == "InvalidTag"
+        code_of(lambda: xml_parse.parse_tagging(fifty_one, max_tags=xml_parse.BUCKET_TAGS_MAX))
+        == "InvalidTag"
     )
-    assert xml.parse_tagging(_tagging_body([("k" * 128, "v" * 256)])) == [("k" * 128, "v" * 256)]
+    assert xml_parse.parse_tagging(_tagging_body([("k" * 128, "v" * 256)])) == [
+        ("k" * 128, "v" * 256)
+    ]
     for bad in (
         [("k" * 129, "v")],
         [("k", "v" * 257)],
@@ -820,8 +856,8 @@ def test_tagging_limits() -> None:
         [("aws:created", "x")],
     ):
         body = _tagging_body(bad)
-        assert code_of(partial(xml.parse_tagging, body)) == "InvalidTag", bad
-    assert code_of(lambda: xml.check_tags([("", "v")], max_tags=10)) == "InvalidTag"
+        assert code_of(partial(xml_parse.parse_tagging, body)) == "InvalidTag", bad
+    assert code_of(lambda: xml_parse.check_tags([("", "v")], max_tags=10)) == "InvalidTag"
 
 
 @pytest.mark.parametrize(
@@ -833,18 +869,18 @@ def test_tagging_limits() -> None:
     ],
 )
 def test_tagging_malformed(body: bytes) -> None:
-    assert code_of(lambda: xml.parse_tagging(body)) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_tagging(body)) == "MalformedXML"
 
 
 # --- ACL -------------------------------------------------------------------------------
 
 
 def test_access_control_policy_round_trip() -> None:
-    grants: list[xml.Grant] = [
+    grants: list[xml_values.Grant] = [
         ("CanonicalUser", "c0ffee", "ops", "FULL_CONTROL"),
         ("Group", ALL_USERS, None, "READ"),
     ]
-    result = parsed("GetBucketAcl", xml.access_control_policy("c0ffee", "ops", grants))
+    result = parsed("GetBucketAcl", xml_render.access_control_policy("c0ffee", "ops", grants))
     assert result["Owner"] == {"ID": "c0ffee", "DisplayName": "ops"}
     assert result["Grants"] == [
         {
@@ -869,14 +905,14 @@ def test_access_control_policy_round_trip() -> None:
             },
         },
     )
-    assert xml.parse_access_control_policy(body) == xml.AccessControlPolicy(
+    assert xml_parse.parse_access_control_policy(body) == xml_parse.AccessControlPolicy(
         "c0ffee", "ops", tuple(grants)
     )
 
 
 def _grant_body(grantee: str, permission: str = "READ") -> bytes:
     return (
-        f'<AccessControlPolicy xmlns:xsi="{xml.XSI_NAMESPACE}"><AccessControlList><Grant>'
+        f'<AccessControlPolicy xmlns:xsi="{xml_values.XSI_NAMESPACE}"><AccessControlList><Grant>'
         f"{grantee}<Permission>{permission}</Permission></Grant></AccessControlList>"
         "</AccessControlPolicy>"
     ).encode()
@@ -884,13 +920,13 @@ def _grant_body(grantee: str, permission: str = "READ") -> bytes:
 
 def test_access_control_policy_refusals() -> None:
     user = '<Grantee xsi:type="CanonicalUser"><ID>x</ID></Grantee>'
-    assert xml.parse_access_control_policy(_grant_body(user)).grants == (
+    assert xml_parse.parse_access_control_policy(_grant_body(user)).grants == (
         ("CanonicalUser", "x", None, "READ"),
     )
     untyped = (
         "<Grantee><URI>" + ALL_USERS + "</URI></Grantee>"
     )  # the type follows from the children
-    assert xml.parse_access_control_policy(_grant_body(untyped)).grants == (
+    assert xml_parse.parse_access_control_policy(_grant_body(untyped)).grants == (
         ("Group", ALL_USERS, None, "READ"),
     )
     cases = [
@@ -915,7 +951,7 @@ def test_access_control_policy_refusals() -> None:
         ),  # 101 grants
     ]
     for body, code in cases:
-        assert code_of(partial(xml.parse_access_control_policy, body)) == code, body
+        assert code_of(partial(xml_parse.parse_access_control_policy, body)) == code, body
 
 
 # --- CORS ------------------------------------------------------------------------------
@@ -923,10 +959,12 @@ def test_access_control_policy_refusals() -> None:
 
 def test_cors_round_trip() -> None:
     rules = [
-        xml.CorsRule(("https://*.example.com",), ("GET", "HEAD"), ("*",), ("ETag",), 3000, "r1"),
-        xml.CorsRule(("*",), ("PUT", "POST", "DELETE")),
+        xml_values.CorsRule(
+            ("https://*.example.com",), ("GET", "HEAD"), ("*",), ("ETag",), 3000, "r1"
+        ),
+        xml_values.CorsRule(("*",), ("PUT", "POST", "DELETE")),
     ]
-    result = parsed("GetBucketCors", xml.cors_configuration(rules))
+    result = parsed("GetBucketCors", xml_render.cors_configuration(rules))
     assert result["CORSRules"] == [
         {
             "ID": "r1",
@@ -941,7 +979,7 @@ def test_cors_round_trip() -> None:
     body = request_body(
         "PutBucketCors", {"Bucket": "b", "CORSConfiguration": {"CORSRules": result["CORSRules"]}}
     )
-    assert xml.parse_cors_configuration(body) == rules
+    assert xml_parse.parse_cors_configuration(body) == rules
 
 
 def _cors_body(rule: str, count: int = 1) -> bytes:
@@ -979,23 +1017,23 @@ GOOD_RULE = "<AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod>"
     ],
 )
 def test_cors_refusals(body: bytes, code: str) -> None:
-    assert code_of(lambda: xml.parse_cors_configuration(body)) == code
+    assert code_of(lambda: xml_parse.parse_cors_configuration(body)) == code
 
 
 def test_cors_hundred_rules_are_accepted() -> None:
-    assert len(xml.parse_cors_configuration(_cors_body(GOOD_RULE, count=100))) == 100
+    assert len(xml_parse.parse_cors_configuration(_cors_body(GOOD_RULE, count=100))) == 100
 
 
 # --- hostile and odd request bodies ----------------------------------------------------
 
 PARSERS: dict[str, Callable[[bytes], object]] = {
-    "create_bucket": xml.parse_create_bucket,
-    "versioning": xml.parse_versioning,
-    "delete_objects": xml.parse_delete_objects,
-    "complete_multipart": xml.parse_complete_multipart,
-    "tagging": xml.parse_tagging,
-    "access_control_policy": xml.parse_access_control_policy,
-    "cors_configuration": xml.parse_cors_configuration,
+    "create_bucket": xml_parse.parse_create_bucket,
+    "versioning": xml_parse.parse_versioning,
+    "delete_objects": xml_parse.parse_delete_objects,
+    "complete_multipart": xml_parse.parse_complete_multipart,
+    "tagging": xml_parse.parse_tagging,
+    "access_control_policy": xml_parse.parse_access_control_policy,
+    "cors_configuration": xml_parse.parse_cors_configuration,
 }
 ROOTS = {
     "create_bucket": "CreateBucketConfiguration",
@@ -1061,15 +1099,15 @@ def test_depth_is_harmless() -> None:
     deep = b"<a>" * 100_000 + b"</a>" * 100_000
     # Deep nesting inside an unknown element is ignored; inside a value it is refused.
     body = b"<Delete><Junk>" + deep + b"</Junk><Object><Key>k</Key></Object></Delete>"
-    assert xml.parse_delete_objects(body) == (False, [("k", None)])
+    assert xml_parse.parse_delete_objects(body) == (False, [("k", None)])
     body = b"<Delete><Object><Key>" + deep + b"</Key></Object></Delete>"
-    assert code_of(lambda: xml.parse_delete_objects(body)) == "MalformedXML"
+    assert code_of(lambda: xml_parse.parse_delete_objects(body)) == "MalformedXML"
 
 
 def test_namespaces_entities_and_comments_that_are_fine() -> None:
     # No namespace, a foreign one, predefined entities, character references, comments.
     for root in ("<Delete>", '<Delete xmlns="http://doc.s3.amazonaws.com/2006-03-01">'):
         body = f"{root}<!-- c --><Object><Key>a&amp;b&#x2603;&lt;</Key></Object></Delete>"
-        assert xml.parse_delete_objects(body.encode()) == (False, [("a&b☃<", None)])
+        assert xml_parse.parse_delete_objects(body.encode()) == (False, [("a&b☃<", None)])
     utf16 = '<?xml version="1.0" encoding="UTF-16"?><Delete><Object><Key>ü</Key></Object></Delete>'
-    assert xml.parse_delete_objects(utf16.encode("utf-16")) == (False, [("ü", None)])
+    assert xml_parse.parse_delete_objects(utf16.encode("utf-16")) == (False, [("ü", None)])

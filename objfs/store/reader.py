@@ -4,11 +4,13 @@ A reader sees the version it opened, whatever happens to the key afterwards: the
 store pins the version's segments, so their extents are not reused until the
 reader closes (a late close is fine). Every fragment is verified before use.
 
-Sequential reads (each starting where the last ended, the first at 0) fetch
-whole segments: the last one read is kept, so small reads fetch each segment
-once, and the next segments are fetched in the background (readahead), so the
-reader finds them ready. A read elsewhere (random access) fetches only the data
-fragments that hold its range and starts no readahead.
+Sequential reads fetch whole segments: the last few read are kept, so small
+reads fetch each segment once, and the next segments are fetched in the
+background (readahead), so the reader finds them ready. A read counts as
+sequential when it starts near where the reads so far reached (within a few
+read sizes either way): the kernel sends a FUSE file's readahead as several
+requests at once, which arrive in any order. A read elsewhere (random access)
+fetches only the data fragments that hold its range and starts no readahead.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from objfs.store.erasure import SegmentBytes
 from objfs.store.types import ObjectInfo, ObjectVersion, Segment, SegmentId
 
 _MAX_READ_AHEAD_SEGMENTS = 8
+_KEPT_SEGMENTS = 2  # segments kept after a read: out-of-order reads straddle a boundary
+# A read within this many of its own sizes of the sequential position (at least
+# _MIN_WINDOW_BYTES) is sequential: reads in flight together arrive in any order.
+_WINDOW_READS = 4
+_MIN_WINDOW_BYTES = 1 << 20
 Bytes = bytes | SegmentBytes  # a segment's bytes as fetched; slicing gives bytes
 
 
@@ -51,10 +58,11 @@ class ObjectReader:
         self._version = version
         self._nursery = nursery  # readahead runs here; None: no readahead
         self._starts = [piece.offset_bytes for piece in version.pieces]
-        # The last segment bytes read: (segment id, where they start in it, bytes).
-        self._cache: tuple[SegmentId, int, Bytes] | None = None
+        # The last segments' bytes read: segment id -> (where they start in it, bytes),
+        # oldest first.
+        self._cache: dict[SegmentId, tuple[int, Bytes]] = {}
         self._ahead: dict[SegmentId, _Fetch] = {}
-        self._next_offset = 0  # where a sequential read would start
+        self._next_offset = 0  # how far sequential reads have reached
 
     @property
     def size_bytes(self) -> int:
@@ -81,8 +89,9 @@ class ObjectReader:
                     _, old_low, old_high = wanted[segment_id]
                     low, high = min(low, old_low), max(high, old_high)
                 wanted[segment_id] = (piece.source, low, high)
-        sequential = start == self._next_offset
-        fetched = await self._fetch(wanted, start, sequential=sequential)
+        window = max(_WINDOW_READS * (end - start), _MIN_WINDOW_BYTES)
+        sequential = abs(start - self._next_offset) <= window
+        fetched = await self._fetch(wanted, start - window, sequential=sequential)
         parts = []
         for run_start, run_end, piece in runs:
             if piece is None:
@@ -96,12 +105,15 @@ class ObjectReader:
             else:
                 data = source
             parts.append(data[skip : skip + run_end - run_start])
-        last = runs[-1][2]
-        if last is not None and isinstance(last.source, Segment):
-            self._cache = (last.source.segment_id, *fetched[last.source.segment_id])
-        self._next_offset = end
+        for segment_id in list(wanted)[-_KEPT_SEGMENTS:]:
+            self._cache.pop(segment_id, None)
+            self._cache[segment_id] = fetched[segment_id]
+        while len(self._cache) > _KEPT_SEGMENTS:
+            del self._cache[next(iter(self._cache))]
+        self._next_offset = max(self._next_offset, end) if sequential else end
         if sequential:
-            self._read_ahead(end, max(2, min(len(wanted), _MAX_READ_AHEAD_SEGMENTS)))
+            count = max(2, min(len(wanted), _MAX_READ_AHEAD_SEGMENTS))
+            self._read_ahead(self._next_offset, count)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _fetch(
@@ -115,26 +127,34 @@ class ObjectReader:
         the segment, bytes): from the cache, a readahead, or the devices (whole
         segments when sequential, else only the fragments that hold the range)."""
         fetched: dict[SegmentId, tuple[int, Bytes]] = {}
-        if self._cache is not None and self._cache[0] in wanted:
-            segment_id, base, data = self._cache
-            _, low, high = wanted[segment_id]
-            if base <= low and high <= base + len(data):
-                fetched[segment_id] = (base, data)
+        for segment_id, (base, data) in self._cache.items():
+            if segment_id in wanted:
+                _, low, high = wanted[segment_id]
+                if base <= low and high <= base + len(data):
+                    fetched[segment_id] = (base, data)
         for segment_id in wanted:
-            ahead = self._ahead.pop(segment_id, None)
+            # Left in place until the reads pass it: reads in flight together share it.
+            ahead = self._ahead.get(segment_id)
             if ahead is not None and segment_id not in fetched:
                 await ahead.done.wait()
                 if ahead.data is not None:
                     fetched[segment_id] = (0, ahead.data)  # a failed readahead is read again
-        # Readaheads behind this read will not be asked for again: let them go.
+        # Fetches behind the window will not be asked for again: let them go.
         self._ahead = {k: v for k, v in self._ahead.items() if v.start_bytes >= start_bytes}
         missing = [item for segment_id, item in wanted.items() if segment_id not in fetched]
         if missing and sequential:
-            segments = [segment for segment, _, _ in missing]
-            for segment, data in zip(
-                segments, await self._datapath.read_segments(segments), strict=True
-            ):
-                fetched[segment.segment_id] = (0, data)
+            # Registered as fetches, so a read arriving meanwhile waits for these.
+            shared = [(segment, _Fetch(start_bytes)) for segment, _, _ in missing]
+            for segment, fetch in shared:
+                self._ahead.setdefault(segment.segment_id, fetch)
+            try:
+                datas = await self._datapath.read_segments([segment for segment, _ in shared])
+                for (segment, fetch), data in zip(shared, datas, strict=True):
+                    fetch.data = data
+                    fetched[segment.segment_id] = (0, data)
+            finally:
+                for _, fetch in shared:
+                    fetch.done.set()  # on failure with no data: the waiter reads again
         else:
             for segment, low, high in missing:
                 fetched[segment.segment_id] = await self._datapath.read_segment_range(
@@ -165,13 +185,8 @@ class ObjectReader:
             started += 1
 
     def _cached_whole(self, segment: Segment) -> bool:
-        cache = self._cache
-        return (
-            cache is not None
-            and cache[0] == segment.segment_id
-            and cache[1] == 0
-            and len(cache[2]) == segment.size_bytes
-        )
+        cached = self._cache.get(segment.segment_id)
+        return cached is not None and cached[0] == 0 and len(cached[1]) == segment.size_bytes
 
     async def _fetch_ahead(self, segment: Segment, fetch: _Fetch) -> None:
         try:

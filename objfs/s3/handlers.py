@@ -1,21 +1,22 @@
-"""objfs.s3.handlers — one short function per S3 operation: parse, call the store, render.
+"""objfs.s3.handlers — the S3 dispatch table; the bucket operations and object writes.
 
-`route` picks the handler from the method, whether a bucket and a key are named,
-and the sub-resource in the query. Handlers raise `S3Error` (or let an
-`ObjfsError` through: the app translates it by the one table in errors.py);
-object bodies stream through `body.py` in both directions.
+`route` picks the handler of every request from the method, whether a bucket and
+a key are named, and the sub-resource in the query. The handlers of buckets,
+listings and object writes (PUT, copy, DELETE, DeleteObjects) are here; GET and
+HEAD of an object are in reads.py, the rest in multipart.py, subresources.py and
+post_object.py. Each is parse, call the store, render; it raises `S3Error` (or
+lets an `ObjfsError` through: the app translates it by the one table in
+errors.py). Object bodies come in through `body.py`.
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 
 from objfs.errors import NoSuchKey, ObjfsError
 from objfs.s3 import (
     acl,
     multipart,
     post_object,
+    reads,
     subresources,
     xml_listing,
     xml_parse,
@@ -24,20 +25,10 @@ from objfs.s3 import (
 )
 from objfs.s3.app import OBJECT, OWNER, Handler, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
+from objfs.s3.conditions import etag_matches, evaluate_conditions, precondition_failed
 from objfs.s3.errors import S3Error, from_core, is_number
-from objfs.s3.metadata import (
-    HEADER_PREFIX,
-    TAG_PREFIX,
-    part_sizes,
-    part_span,
-    posix_from,
-    posix_headers,
-    user_metadata,
-)
+from objfs.s3.metadata import posix_from, user_metadata
 from objfs.store.types import ListPage, ObjectInfo, Versioning
-
-_READ_CHUNK_BYTES = 1024 * 1024
-
 
 _NOT_YET_BUCKET = (
     "policy",
@@ -127,8 +118,8 @@ def _object_route(method: str, query: dict[str, str], copy: bool) -> Handler:
     else:
         table = {
             "PUT": copy_object if copy else put_object,
-            "GET": get_object,
-            "HEAD": head_object,
+            "GET": reads.get_object,
+            "HEAD": reads.head_object,
             "DELETE": delete_object,
         }
     if method in table:
@@ -439,258 +430,8 @@ def _check_if_match_for_put(ctx: S3Context, s3: S3Request) -> None:
         current = ctx.store.head_object(s3.bucket, s3.key)
     except NoSuchKey:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
-    if not _etag_matches(s3.headers["if-match"], current.etag):
-        raise _precondition_failed("If-Match")
-
-
-def _etag_matches(header: str, etag: str | None) -> bool:
-    wanted = [part.strip().strip('"') for part in header.split(",")]
-    return "*" in wanted or (etag is not None and etag in wanted)
-
-
-def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -> dict[str, str]:
-    headers = {
-        "Last-Modified": xml_values.http_date(info.mtime_ns),
-        "Content-Type": info.content_type,
-        "Accept-Ranges": "bytes",
-    }
-    if info.etag is not None:
-        headers["ETag"] = f'"{info.etag}"'
-    tags = 0
-    for name, value in info.metadata:
-        if name.startswith(HEADER_PREFIX):
-            headers[name[len(HEADER_PREFIX) :].title()] = value
-        elif name.startswith(TAG_PREFIX):
-            tags += 1
-        elif ":" not in name:  # the others are kept by the faces (ACL, parts, links ...)
-            headers[f"x-amz-meta-{name}"] = value
-    headers.update(posix_headers(info))
-    if tags:
-        headers["x-amz-tagging-count"] = str(tags)
-    if versioned:
-        headers["x-amz-version-id"] = info.version_id
-    if checksum_mode:
-        for algorithm, value in info.checksums:
-            headers[f"x-amz-checksum-{algorithm}"] = value
-    return headers
-
-
-def _evaluate_conditions(
-    headers: Mapping[str, str], info: ObjectInfo, prefix: str = ""
-) -> tuple[str | None, bool]:
-    """AWS's order of the conditional headers (`prefix`: "x-amz-copy-source-" for a
-    copy's source): If-Match, else If-Unmodified-Since; then If-None-Match, else
-    If-Modified-Since. Returns (the failed precondition or None, not modified)."""
-    mtime_s = info.mtime_ns // 1_000_000_000
-    failed = None
-    if prefix + "if-match" in headers:
-        if not _etag_matches(headers[prefix + "if-match"], info.etag):
-            failed = "If-Match"
-    elif prefix + "if-unmodified-since" in headers:
-        since = _http_seconds(headers[prefix + "if-unmodified-since"])
-        if since is not None and mtime_s > since:
-            failed = "If-Unmodified-Since"
-    not_modified = False
-    if prefix + "if-none-match" in headers:
-        not_modified = _etag_matches(headers[prefix + "if-none-match"], info.etag)
-    elif prefix + "if-modified-since" in headers:
-        since = _http_seconds(headers[prefix + "if-modified-since"])
-        not_modified = since is not None and mtime_s <= since
-    return failed, not_modified
-
-
-def _precondition_failed(condition: str | None = None) -> S3Error:
-    message = "At least one of the pre-conditions you specified did not hold"
-    if condition is None:
-        return S3Error("PreconditionFailed", message)
-    return S3Error("PreconditionFailed", message, Condition=condition)
-
-
-def _check_conditions(s3: S3Request, info: ObjectInfo) -> int | None:
-    """Returns 304 or None; raises PreconditionFailed."""
-    failed, not_modified = _evaluate_conditions(s3.headers, info)
-    if failed is not None:
-        raise _precondition_failed(failed)
-    return 304 if not_modified else None
-
-
-def _http_seconds(value: str) -> int | None:
-    try:
-        return int(parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None  # AWS ignores a malformed date
-
-
-def _range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of a `Range: bytes=...` header; None for the whole object (no
-    header, or one S3 ignores). Raises InvalidRange when it starts past the end."""
-    if header is None or not header.startswith("bytes=") or "," in header:
-        return None
-    first, dash, last = header[len("bytes=") :].strip().partition("-")
-    if not dash or (first and not is_number(first)) or (last and not is_number(last)):
-        return None
-    if not first:
-        if not last or int(last) == 0:
-            if not last:
-                return None
-            raise S3Error(
-                "InvalidRange",
-                "The requested range is not satisfiable",
-                headers={"Content-Range": f"bytes */{size}"},
-                RangeRequested=header,
-                ActualObjectSize=str(size),
-            )
-        return max(size - int(last), 0), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise S3Error(
-            "InvalidRange",
-            "The requested range is not satisfiable",
-            headers={"Content-Range": f"bytes */{size}"},
-            RangeRequested=header,
-            ActualObjectSize=str(size),
-        )
-    return start, end
-
-
-def _span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int, int] | None:
-    """The byte range a GET or HEAD asks for: `Range`, or `?partNumber=N`."""
-    part = s3.query.get("partNumber")
-    if part is None:
-        return _range(s3.headers.get("range"), info.size_bytes)
-    if "range" in s3.headers:
-        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber")
-    if not is_number(part):
-        raise S3Error(
-            "InvalidArgument", "Part number must be an integer", ArgumentName="partNumber"
-        )
-    sizes = part_sizes(info.metadata)
-    headers["x-amz-mp-parts-count"] = str(len(sizes) if sizes else 1)
-    return part_span(sizes, info.size_bytes, int(part))
-
-
-def _response_overrides(s3: S3Request, headers: dict[str, str]) -> None:
-    for name in (
-        "content-type",
-        "content-language",
-        "expires",
-        "cache-control",
-        "content-disposition",
-        "content-encoding",
-    ):
-        value = s3.query.get(f"response-{name}")
-        if value is not None:
-            if s3.user is None:
-                raise S3Error(
-                    "InvalidRequest",
-                    "Request specific response headers cannot be used for anonymous GET requests.",
-                )
-            headers[name.title()] = value
-
-
-def _head_for_read(ctx: S3Context, s3: S3Request) -> ObjectInfo:
-    """The version a GET or HEAD reads; a delete marker answers as AWS does (404
-    for the current one, 405 when named by versionId, both with x-amz-delete-marker)."""
-    assert s3.bucket is not None and s3.key is not None
-    version_id = s3.query.get("versionId")
-    try:
-        info = ctx.store.head_object(s3.bucket, s3.key, version_id=version_id)
-    except NoSuchKey:
-        versions = ctx.store.list_object_versions(
-            s3.bucket, prefix=s3.key, key_marker="", limit=1
-        ).entries
-        marker = bool(versions) and versions[0].key == s3.key and versions[0].delete_marker
-        headers = {"x-amz-delete-marker": "true"} if marker else {}
-        if marker:
-            headers["x-amz-version-id"] = versions[0].version_id
-        raise S3Error(
-            "NoSuchKey", "The specified key does not exist.", headers=headers, Key=s3.key
-        ) from None
-    if info.delete_marker:
-        raise S3Error(
-            "MethodNotAllowed",
-            "The specified method is not allowed against this resource.",
-            headers={"x-amz-delete-marker": "true", "x-amz-version-id": info.version_id},
-        )
-    return info
-
-
-def _prepare_read(
-    ctx: S3Context, s3: S3Request
-) -> tuple[ObjectInfo, dict[str, str], Response | None]:
-    """What GET and HEAD share: the version read (access checked), its headers,
-    and the 304 answer when a condition says the client's copy is current."""
-    assert s3.bucket is not None
-    bucket = ctx.bucket_for(s3, s3.bucket, OBJECT)
-    info = _head_for_read(ctx, s3)
-    ctx.check_object(s3, bucket, info)
-    headers = _object_headers(
-        info,
-        versioned=bucket.versioning is not Versioning.DISABLED,
-        checksum_mode=s3.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED",
-    )
-    if _check_conditions(s3, info) == 304:
-        return info, headers, Response(b"", status=304, headers={"ETag": headers.get("ETag", "")})
-    return info, headers, None
-
-
-async def head_object(ctx: S3Context, s3: S3Request) -> Response:
-    info, headers, not_modified = _prepare_read(ctx, s3)
-    if not_modified is not None:
-        return not_modified
-    span = _span(s3, info, headers)
-    length = info.size_bytes if span is None else span[1] - span[0]
-    if span is not None:
-        headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
-        headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{info.size_bytes}"
-    response = Response(b"", status=200 if span is None else 206, headers=headers)
-    response.headers["Content-Length"] = str(length)  # of the object: a HEAD sends no body
-    return response
-
-
-async def get_object(ctx: S3Context, s3: S3Request) -> Response:
-    assert s3.bucket is not None and s3.key is not None
-    store = ctx.store
-    info, headers, not_modified = _prepare_read(ctx, s3)
-    if not_modified is not None:
-        return not_modified
-    _response_overrides(s3, headers)
-    span = _span(s3, info, headers)
-    if span is not None:  # a whole-object checksum says nothing about a range
-        headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
-    start, end = span if span is not None else (0, info.size_bytes)
-    if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size_bytes}"
-    headers["Content-Length"] = str(end - start)
-    bucket, key, version_id = s3.bucket, s3.key, info.version_id
-    status = 206 if span is not None else 200
-    if end - start <= _READ_CHUNK_BYTES:
-        # Small: read now and answer with bytes. The same consistency, and no
-        # generator for the response to drive (a fifth of a 4 KiB GET's cost).
-        async with store.open_reader(bucket, key, version_id=version_id) as reader:
-            data = await reader.read(start, end - start)
-        return Response(data, status=status, headers=headers)
-
-    async def body() -> AsyncIterator[bytes]:
-        async with store.open_reader(bucket, key, version_id=version_id) as reader:
-            if reader.info.mtime_ns != info.mtime_ns or reader.info.etag != info.etag:
-                # Overwritten between the headers and the first byte (a "null"
-                # version replaced): stop rather than send other bytes.
-                raise S3Error("InternalError", "the object changed while being read")
-            position = start
-            while position < end:
-                data = await reader.read(position, min(_READ_CHUNK_BYTES, end - position))
-                if not data:
-                    break
-                position += len(data)
-                yield data
-
-    response = Response(body(), status=status, headers=headers)
-    response.timeout = None
-    return response
+    if not etag_matches(s3.headers["if-match"], current.etag):
+        raise precondition_failed("If-Match")
 
 
 async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
@@ -756,6 +497,6 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
 
 def _check_copy_conditions(s3: S3Request, source: ObjectInfo) -> None:
     """A copy's source conditions: any that does not hold is PreconditionFailed."""
-    failed, not_modified = _evaluate_conditions(s3.headers, source, "x-amz-copy-source-")
+    failed, not_modified = evaluate_conditions(s3.headers, source, "x-amz-copy-source-")
     if failed is not None or not_modified:
-        raise _precondition_failed()
+        raise precondition_failed()

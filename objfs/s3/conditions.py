@@ -11,9 +11,9 @@ a verdict out; what a verdict answers is each caller's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 
 from objfs.s3.errors import S3Error
+from objfs.s3.xml_values import parse_http_date
 from objfs.store.types import ObjectInfo
 
 
@@ -56,7 +56,8 @@ def precondition_failed(condition: str | None = None) -> S3Error:
 
 
 def _http_seconds(value: str) -> int | None:
-    try:
-        return int(parsedate_to_datetime(value).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None  # AWS ignores a malformed date
+    """Seconds since the epoch of an HTTP date (one parser for every header: a
+    "-0000" date is UTC, whatever the host's zone); None when malformed, which
+    AWS ignores."""
+    ns = parse_http_date(value)
+    return None if ns is None else ns // 1_000_000_000

@@ -5,12 +5,18 @@ with NOTIFY_SOCKET and WATCHDOG_USEC pointing at it, and records every
 notification with the time it arrived. `wait_for("READY")` returns once the
 node said so; `runtime()` reads the DATA_DIR/node.json it writes (its listener
 addresses and admin token).
+
+Helpers for the fault tests beside it: `objfs(..., environ=...)` runs the CLI
+with extra variables, `s3_client` is boto3 on path-style addressing, and
+`mounted` reads /proc/mounts (which, unlike os.path.ismount, also shows the
+stale mount a killed node leaves behind).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +25,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
 
 ROOT_KEY = "OBJFSSERVICETESTKEY0"
 ROOT_SECRET = "service-test-secret-key-0123456789abcdefgh"
@@ -35,23 +45,44 @@ def env() -> dict[str, str]:
     }
 
 
-def objfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def objfs(
+    *args: str, timeout: float = 120, environ: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "objfs", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env(),
+        env={**env(), **(environ or {})},
     )
 
 
-def write_config(directory: str, extra: str = "") -> str:
+def s3_client(endpoint: str, **options: Any) -> Any:
+    """boto3 on path-style addressing, no retries (a refused request must show)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ROOT_KEY,
+        aws_secret_access_key=ROOT_SECRET,
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **options),
+    )
+
+
+def mounted(path: str) -> bool:
+    """Whether anything is mounted at `path`, stale FUSE mounts included."""
+    with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
+        return any(line.split()[1].replace("\\040", " ") == path for line in mounts if line.strip())
+
+
+def write_config(directory: str, extra: str = "", *, graceful_timeout_ms: int = 10_000) -> str:
     """Any free ports (tests run beside each other and beside a node on 9000/9001)."""
     path = os.path.join(directory, "objfs.toml")
     with open(path, "w", encoding="utf-8") as file:
         file.write(
             '[s3]\naddress = "127.0.0.1:0"\n\n'
-            '[node]\nadmin_address = "127.0.0.1:0"\ngraceful_timeout_ms = 10000\n' + extra
+            '[node]\nadmin_address = "127.0.0.1:0"\n'
+            f"graceful_timeout_ms = {graceful_timeout_ms}\n" + extra
         )
     return path
 
@@ -107,6 +138,17 @@ class ServiceNode:
                 raise AssertionError(f"the node exited ({self.process.returncode}):\n{self.log()}")
             time.sleep(0.02)
         raise AssertionError(f"no {key}=1 within {timeout} s:\n{self.log()}")
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        """The first match of `pattern` in the node's output, as soon as it is there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := re.search(pattern, self.log()):
+                return found
+            if self.process.poll() is not None:
+                raise AssertionError(f"the node exited ({self.process.returncode}):\n{self.log()}")
+            time.sleep(0.002)
+        raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as file:

@@ -103,10 +103,16 @@ def write_runtime_file(state: NodeState) -> str:
 
 
 def remove_runtime_file(state: NodeState) -> None:
+    """Remove node.json if this process wrote it: a second `objfs serve` refused
+    on the same data (devices in use) must not hide the running node."""
+    path = os.path.join(state.config.store.data_dir, RUNTIME_FILE)
     try:
-        os.unlink(os.path.join(state.config.store.data_dir, RUNTIME_FILE))
-    except FileNotFoundError:
-        pass
+        with open(path, encoding="utf-8") as file:
+            if json.load(file).get("pid") != os.getpid():
+                return
+        os.unlink(path)
+    except (OSError, ValueError, AttributeError):
+        pass  # gone, or not ours to judge: leave it
 
 
 def versions() -> dict[str, str]:

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
@@ -55,6 +58,58 @@ _STOP_MARGIN_S = 5.0  # beyond the graceful timeout, for the mount and the liste
 # cut the loop's CPU per PUT by more than half (bench/README.md, bench_s3).
 hypercorn_tcp_server.MAX_RECV = 1 << 20
 
+SEND_TIMEOUT_S = 120.0  # a client that takes nothing of a response for this long is gone
+
+
+class _Sends:
+    """Deadlines for hypercorn's response writes of one listener.
+
+    hypercorn sends every chunk in a shielded scope with no deadline: a client
+    that stops reading holds its connection, its handler and the object's
+    reader forever, and a stopping node waits for it past any graceful
+    timeout. `_protocol_send` (patched over hypercorn's) gives each send
+    SEND_TIMEOUT_S, and `stop_by` cuts the sends still waiting at the graceful
+    deadline.
+    """
+
+    def __init__(self) -> None:
+        self.deadline = math.inf  # no send outlives this (set when stopping)
+        self.waiting: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
+
+    def stop_by(self, deadline: float) -> None:
+        self.deadline = deadline
+        for scope in list(self.waiting):
+            scope.deadline = min(scope.deadline, deadline)
+
+
+_hypercorn_protocol_send = hypercorn_tcp_server.TCPServer.protocol_send
+
+
+async def _protocol_send(self: hypercorn_tcp_server.TCPServer, event: Event) -> None:
+    sends = getattr(self.config, "objfs_sends", None)
+    if not isinstance(event, RawData) or sends is None:
+        await _hypercorn_protocol_send(self, event)
+        return
+    async with self.send_lock:
+        deadline = min(trio.current_time() + SEND_TIMEOUT_S, sends.deadline)
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            sends.waiting.add(scope)
+            try:
+                await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+    if scope.cancelled_caught:  # the client stopped reading: drop the connection
+        log.info(
+            "a client took nothing for %.0f s (or the node is stopping): closed", SEND_TIMEOUT_S
+        )
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()
+            await self.protocol.handle(Closed())
+
+
+hypercorn_tcp_server.TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
+
 
 class ServiceFailed(ObjfsError):
     """A service of the node stopped on its own: the node stops with it."""
@@ -69,6 +124,7 @@ def hypercorn_config(config: NodeConfig, address: str | None = None) -> Hypercor
     server.keep_alive_timeout = 75  # seconds; SDKs keep connections in a pool
     server.graceful_timeout = config.node.graceful_timeout_ms / 1000
     server.h11_max_incomplete_size = 64 * 1024  # request line and headers
+    server.objfs_sends = _Sends()  # type: ignore[attr-defined]  # see _protocol_send
     return server
 
 
@@ -168,11 +224,10 @@ async def _serve_faces(
     store, users = state.store, state.users
     assert store is not None and users is not None
     async with trio.open_nursery() as faces:
+        s3_server = hypercorn_config(config)
         if config.s3.address:
             app = create_app(store, config, users, metrics)
-            state.s3_addresses = await faces.start(
-                _listen, "s3.address", app, hypercorn_config(config), stop.wait
-            )
+            state.s3_addresses = await faces.start(_listen, "s3.address", app, s3_server, stop.wait)
         if config.fuse.mountpoint:
             path = await faces.start(_mount, store, config, metrics, stop)
             if not await mount_answers(path):
@@ -191,6 +246,7 @@ async def _serve_faces(
         if config.fuse.mountpoint:
             stop_mount()
         graceful_s = config.node.graceful_timeout_ms / 1000
+        s3_server.objfs_sends.stop_by(trio.current_time() + graceful_s)  # type: ignore[attr-defined]
         faces.cancel_scope.deadline = trio.current_time() + graceful_s + _STOP_MARGIN_S
 
 

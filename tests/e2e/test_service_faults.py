@@ -24,15 +24,15 @@ OBJFS_TEST_DIR, listeners on free loopback ports.
 - SIGTERM during a 64 MiB GET: the body still completes byte-exact, meanwhile
   /health/ready says 503 "stopping", new S3 connections are refused, exit 0. An
   upload that never finishes is cut after node.graceful_timeout_ms and the node
-  still exits 0 soon after, with nothing of it stored. (A download nobody reads
-  is not cut: an xfail, see its reason.)
+  still exits 0 soon after, with nothing of it stored; so is a download nobody
+  reads (the node gives hypercorn's shielded sends the graceful deadline).
 - `fusermount3 -u` from outside stops the whole node: exit 2 with one line,
   both ports closed, node.json gone.
 - The admin API: 401 without the right token, JSON errors (400, 404, 409, never
   500) for hostile bucket names, `objfs bucket` and `objfs status` through the
   node, offline, and beside a stale node.json (a dead pid, a reused pid, torn).
-  A second `objfs serve` refused on the same data must leave the running node's
-  node.json alone (an xfail).
+  A second `objfs serve` refused on the same data leaves the running node's
+  node.json alone.
 """
 
 from __future__ import annotations
@@ -636,13 +636,6 @@ def test_an_upload_still_running_after_the_graceful_timeout_is_cut_and_the_node_
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hypercorn's trio TCPServer.protocol_send shields stream.send_all from "
-    "cancellation: a response blocked on a client that stops reading is never cut, "
-    "neither by graceful_timeout nor by the node's own deadline, so SIGTERM hangs "
-    "until the client reads or goes",
-)
 def test_a_download_nobody_reads_is_cut_after_the_graceful_timeout_and_the_node_exits_0(
     site: Site,
 ) -> None:
@@ -828,13 +821,6 @@ def test_status_beside_a_stale_node_json_reads_the_devices(site: Site) -> None:
     assert made.returncode == 0, made.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_node removes DATA_DIR/node.json in its finally whether or not this process "
-    "wrote it: a second `objfs serve` on the same data directory, refused because the "
-    "devices are in use, deletes the running node's node.json, after which `objfs status` "
-    "and `objfs bucket` no longer find the node and fail on the devices it holds",
-)
 def test_a_second_serve_refused_on_the_same_data_leaves_the_running_node_reachable(
     site: Site,
 ) -> None:

@@ -234,29 +234,39 @@ def load_config(
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"{section}: must be a table")
         sections[section] = dict(raw.get(section, {}))
+    from_env: dict[str, str] = {}  # "section.key" -> the variable that set it
     for name, value in (environ or {}).items():
-        _apply_env(sections, name, value)
+        dotted = _apply_env(sections, name, value)
+        if dotted is not None:
+            from_env[dotted] = name
     layered = dict(overrides or {})
     if data_dir is not None:
         layered["store.data_dir"] = data_dir
     for dotted, value in layered.items():
         section, _, key = dotted.partition(".")
         sections[section][key] = value
-    built = {
-        section: _build_section(cls, section, sections[section])
-        for section, cls in _SECTIONS.items()
-    }
+        from_env.pop(dotted, None)
+    built = {}
+    for section, cls in _SECTIONS.items():
+        try:
+            built[section] = _build_section(cls, section, sections[section])
+        except ConfigError as exc:
+            dotted = str(exc).partition(":")[0]
+            if dotted in from_env:  # say where the bad value came from
+                raise ConfigError(f"{from_env[dotted]}: {exc}") from None
+            raise
     return NodeConfig(**built)
 
 
-def _apply_env(sections: dict[str, dict[str, Any]], name: str, text: str) -> None:
-    """OBJFS_S3_ADDRESS=... into sections["s3"]["address"], typed by the key's default."""
+def _apply_env(sections: dict[str, dict[str, Any]], name: str, text: str) -> str | None:
+    """OBJFS_S3_ADDRESS=... into sections["s3"]["address"], typed by the key's
+    default; returns "s3.address" (None: not a config variable)."""
     if not name.startswith(ENV_PREFIX):
-        return
+        return None
     rest = name[len(ENV_PREFIX) :].lower()
     section, _, key = rest.partition("_")
     if section not in _SECTIONS:
-        return  # not a config variable (OBJFS_ROOT_ACCESS_KEY and the like)
+        return None  # not a config variable (OBJFS_ROOT_ACCESS_KEY and the like)
     cls = _SECTIONS[section]
     known = {f.name for f in fields(cls)}
     if key not in known:
@@ -277,3 +287,4 @@ def _apply_env(sections: dict[str, dict[str, Any]], name: str, text: str) -> Non
     elif isinstance(default, tuple):
         value = [part for part in text.split(",") if part]
     sections[section][key] = value
+    return f"{section}.{key}"

@@ -390,7 +390,9 @@ BAD_CONFIGS = {
         {"node": {"admin_address": HELD}}, ("node.admin_address", "in use"), checked=False
     ),
     "bad OBJFS_S3_ADDRESS": BadConfig(
-        {}, ("s3.address", "'localhost' is not host:port"), {"OBJFS_S3_ADDRESS": "localhost"}
+        {},
+        ("OBJFS_S3_ADDRESS", "s3.address", "'localhost' is not host:port"),
+        {"OBJFS_S3_ADDRESS": "localhost"},
     ),
     "bad OBJFS_NODE_GRACEFUL_TIMEOUT_MS": BadConfig(
         {},

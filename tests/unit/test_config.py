@@ -153,3 +153,15 @@ def test_bad_node_section_values_are_named(tmp_path: Path, text: str, named: str
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text))
     assert named in str(caught.value)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_too() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={"OBJFS_S3_ADDRESS": "localhost"})
+    assert str(caught.value) == "OBJFS_S3_ADDRESS: s3.address: 'localhost' is not host:port"
+    # The same bad value given by a flag is the flag's: no variable is named.
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            None, environ={"OBJFS_S3_ADDRESS": "127.0.0.1:1"}, overrides={"s3.address": "x"}
+        )
+    assert str(caught.value).startswith("s3.address:")

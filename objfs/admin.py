@@ -42,6 +42,7 @@ from objfs.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Obj
 from objfs.metrics import CONTENT_TYPE, Metrics
 from objfs.s3.users import Users
 from objfs.store import Store
+from objfs.store.device import write_file_atomically
 from objfs.store.superblock import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class NodeState:
 
 def write_runtime_file(state: NodeState) -> str:
     """DATA_DIR/node.json (0600): where the running node listens and its admin
-    token. Written whole and renamed into place. Blocking: call from a thread."""
+    token, written whole and renamed into place. Blocking: call from a thread."""
     path = os.path.join(state.config.store.data_dir, RUNTIME_FILE)
     body = {
         "pid": os.getpid(),
@@ -92,13 +93,7 @@ def write_runtime_file(state: NodeState) -> str:
         "token": state.token,
         "version": __version__,
     }
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(body, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    write_file_atomically(path, json.dumps(body).encode())
     return path
 
 

@@ -19,13 +19,13 @@ import trio
 
 from objfs import __version__, client
 from objfs.config import NodeConfig, default_config_path, load_config
-from objfs.errors import ConfigError, ObjfsError, UsageError
+from objfs.errors import ConfigError, DeviceError, ObjfsError, UsageError
 from objfs.fuse.mount import check_mount_settings
 from objfs.logs import setup_logging
 from objfs.node import run_node
 from objfs.s3.users import Users
 from objfs.store import Store, erasure, open_store
-from objfs.store.device import VOLATILE_FILESYSTEMS, filesystem_type, open_devices
+from objfs.store.device import check_durable_filesystem, open_devices
 from objfs.store.format import (
     DEFAULT_DEVICE_COUNT,
     create_data_dir,
@@ -401,13 +401,13 @@ async def _bucket(args: argparse.Namespace, config: NodeConfig) -> int:
 
 async def _config_check(args: argparse.Namespace, config: NodeConfig) -> int:
     """The config parsed (main did that), then what can be checked without starting."""
-    data_dir = config.store.data_dir
-    kind = await trio.to_thread.run_sync(filesystem_type, data_dir)
-    if kind in VOLATILE_FILESYSTEMS and not config.store.buffered_io:
-        raise ConfigError(
-            f"store.data_dir: {data_dir} is on {kind}, a RAM filesystem whose contents "
-            "vanish at reboot; set store.buffered_io = true to run there anyway"
+    store = config.store
+    try:
+        await trio.to_thread.run_sync(
+            lambda: check_durable_filesystem(store.data_dir, buffered=store.buffered_io)
         )
+    except DeviceError as exc:
+        raise ConfigError(f"store.data_dir: {exc}") from None
     if config.fuse.mountpoint:
         await trio.to_thread.run_sync(check_mount_settings, config.fuse)
     source = args.config or default_config_path() or "no file (defaults)"

@@ -72,7 +72,7 @@ def find_node(data_dir: str) -> NodeClient | None:
         return None  # killed without a chance to remove the file
     node = NodeClient(addresses[0], token)
     try:
-        node.call("GET", "/admin/status")
+        node.call("GET", "/health/live")  # the cheapest answer proves it listens
     except ObjfsError:
         return None
     return node

@@ -168,7 +168,7 @@ async def run_node(
             helpers.start_soon(_watch_users, users)
             if notifier.watchdog_interval_s is not None:
                 helpers.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
-            await _serve(config, state, metrics, stop, notifier, on_ready, freeze_index)
+            await _serve(state, metrics, stop, notifier, on_ready, freeze_index)
             helpers.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(remove_runtime_file, state)
@@ -177,7 +177,6 @@ async def run_node(
 
 
 async def _serve(
-    config: NodeConfig,
     state: NodeState,
     metrics: Metrics,
     stop: trio.Event,
@@ -185,6 +184,7 @@ async def _serve(
     on_ready: Callable[[Store, list[str], Users], None] | None,
     freeze_index: bool,
 ) -> None:
+    config = state.config
     if config.fuse.mountpoint:  # a bad mount is refused before anything starts
         await trio.to_thread.run_sync(check_mount_config, config.fuse)
     admin_stop = trio.Event()
@@ -203,7 +203,7 @@ async def _serve(
                 state.store = store
                 metrics.watch_store(store)
                 try:
-                    await _serve_faces(config, state, metrics, stop, notifier, on_ready)
+                    await _serve_faces(state, metrics, stop, notifier, on_ready)
                 finally:
                     metrics.forget_store()
                     state.store = None
@@ -213,7 +213,6 @@ async def _serve(
 
 
 async def _serve_faces(
-    config: NodeConfig,
     state: NodeState,
     metrics: Metrics,
     stop: trio.Event,
@@ -221,7 +220,7 @@ async def _serve_faces(
     on_ready: Callable[[Store, list[str], Users], None] | None,
 ) -> None:
     """S3 and the mount over the open store, until `stop`; then drain them."""
-    store, users = state.store, state.users
+    config, store, users = state.config, state.store, state.users
     assert store is not None and users is not None
     async with trio.open_nursery() as faces:
         s3_server = hypercorn_config(config)

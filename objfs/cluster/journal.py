@@ -39,6 +39,8 @@ import crc32c
 from pysyncobj import journal as pysyncobj_journal
 from pysyncobj import syncobj as pysyncobj_syncobj
 
+from objfs.store.device import write_file_atomically
+
 ENTRY, KEEP, DROP, TERM, COMMIT = 1, 2, 3, 4, 5
 _HEADER = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
@@ -73,21 +75,7 @@ class JournalFile:
 
     def replace(self, data: bytes) -> None:
         """Make `data` the whole file, atomically across a crash."""
-        temporary = self.path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
-        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_file_atomically(self.path, data)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
 

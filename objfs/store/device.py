@@ -296,6 +296,26 @@ def filesystem_type(path: str) -> str | None:
     return kind
 
 
+def check_durable_filesystem(path: str, *, buffered: bool) -> None:
+    """Refuse `path` on a RAM filesystem unless `buffered` (store.buffered_io) opts
+    in; then only warn. Linux 6.6+ lets tmpfs take O_DIRECT, so nothing else would
+    stop a node there, and it would lose everything at reboot (the page cache is
+    all a RAM filesystem has, hence buffered_io as the opt-in). Blocking.
+
+    Raises:
+        DeviceError: on tmpfs or ramfs without the opt-in.
+    """
+    kind = filesystem_type(path)
+    if kind not in VOLATILE_FILESYSTEMS:
+        return
+    if not buffered:
+        raise DeviceError(
+            f"{path}: is on {kind}, a RAM filesystem whose contents vanish at reboot; "
+            "put the data on a disk, or set store.buffered_io = true to run there anyway"
+        )
+    log.warning("%s: lives on a RAM filesystem: its contents vanish at reboot", path)
+
+
 def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> FileDevice:
     """Open a device file or block device. Blocking: call from a thread.
 
@@ -337,18 +357,12 @@ def open_device_sync(path: str, *, buffered: bool = False, threads: int = 4) -> 
     except BaseException:
         os.close(fd)
         raise
-    kind = filesystem_type(path) if stat.S_ISREG(mode) else None
-    if kind in VOLATILE_FILESYSTEMS:
-        # Linux 6.6+ lets tmpfs take O_DIRECT, so nothing else would stop it: a
-        # node there loses everything at reboot. buffered_io is the opt-in (the
-        # page cache is all a RAM filesystem has anyway).
-        if not buffered:
+    if stat.S_ISREG(mode):
+        try:
+            check_durable_filesystem(path, buffered=buffered)
+        except DeviceError:
             os.close(fd)
-            raise DeviceError(
-                f"{path}: is on {kind}, a RAM filesystem whose contents vanish at reboot; "
-                "put the data on a disk, or set store.buffered_io = true to run there anyway"
-            )
-        log.warning("%s: lives on a RAM filesystem: its contents vanish at reboot", path)
+            raise
     return FileDevice(path, fd, size_bytes, direct_io=not buffered, threads=threads)
 
 

@@ -22,11 +22,10 @@ from objfs.config import StoreConfig
 from objfs.errors import DeviceError, UsageError
 from objfs.store.checkpoint import CheckpointPointer, encode_body
 from objfs.store.device import (
-    VOLATILE_FILESYSTEMS,
     BlockDevice,
     WriteData,
+    check_durable_filesystem,
     create_device_file,
-    filesystem_type,
     free_disk_bytes,
     make_directory,
     open_available,
@@ -197,12 +196,8 @@ async def create_data_dir(
 ) -> list[Superblock]:
     """Create and format the embedded default: preallocated device files in `data_dir`
     (`progress(files made, files)` after each)."""
-    kind = await trio.to_thread.run_sync(filesystem_type, data_dir)
-    if kind in VOLATILE_FILESYSTEMS and not buffered:  # before any file is made
-        raise DeviceError(
-            f"{data_dir}: is on {kind}, a RAM filesystem whose contents vanish at reboot; "
-            "put the data on a disk, or set store.buffered_io = true to run there anyway"
-        )
+    # Before any file is made (opening the devices would refuse them too, too late).
+    await trio.to_thread.run_sync(lambda: check_durable_filesystem(data_dir, buffered=buffered))
     size = device_size_bytes
     if size is None:
         size = await trio.to_thread.run_sync(default_device_size_bytes, data_dir, device_count)

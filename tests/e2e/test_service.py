@@ -28,11 +28,9 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
-from service_node import ROOT_KEY, ROOT_SECRET, WATCHDOG_USEC, ServiceNode, objfs, write_config
+from service_node import WATCHDOG_USEC, ServiceNode, objfs, s3_client, write_config
 
 WORK_DIR = os.environ.get("OBJFS_TEST_DIR", "/var/tmp/objfs-tests")
 
@@ -53,17 +51,6 @@ def directory() -> Iterator[str]:
             check=False,
         )
         shutil.rmtree(path, ignore_errors=True)
-
-
-def client(endpoint: str) -> object:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=ROOT_KEY,
-        aws_secret_access_key=ROOT_SECRET,
-        region_name="us-east-1",
-        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -106,10 +93,10 @@ def test_serve_notify_metrics_stop_and_restart(directory: str) -> None:
         assert len(pings) >= 2, node.messages
         assert all(b - a < WATCHDOG_USEC / 1e6 for a, b in itertools.pairwise(pings))
 
-        s3client = client(s3)
+        s3client = s3_client(s3)
         payload = os.urandom(3 * 1024 * 1024 + 17)
-        s3client.create_bucket(Bucket="svc")  # type: ignore[attr-defined]
-        s3client.put_object(Bucket="svc", Key="dir/obj", Body=payload)  # type: ignore[attr-defined]
+        s3client.create_bucket(Bucket="svc")
+        s3client.put_object(Bucket="svc", Key="dir/obj", Body=payload)
         with open(os.path.join(mountpoint, "svc", "dir", "obj"), "rb") as file:
             assert file.read() == payload
 
@@ -124,7 +111,7 @@ def test_serve_notify_metrics_stop_and_restart(directory: str) -> None:
         assert value(before, "objfs_device_up", device="0") == 1
         written = sum(v for (n, _), v in before.items() if n == "objfs_device_written_bytes_total")
         assert written >= len(payload)
-        s3client.put_object(Bucket="svc", Key="again", Body=b"x" * 100_000)  # type: ignore[attr-defined]
+        s3client.put_object(Bucket="svc", Key="again", Body=b"x" * 100_000)
         after = samples(node.admin("/metrics", token=False)[1].decode())
         assert value(after, "objfs_s3_requests_total", operation="put_object", status="200") == 2
         assert (
@@ -160,8 +147,8 @@ def test_serve_notify_metrics_stop_and_restart(directory: str) -> None:
     again = ServiceNode(directory, data, ["--config", config], "second")
     try:
         again.wait_for("READY")
-        s3client = client(again.runtime()["s3"][0])
-        got = s3client.get_object(Bucket="svc", Key="dir/obj")["Body"].read()  # type: ignore[attr-defined]
+        s3client = s3_client(again.runtime()["s3"][0])
+        got = s3client.get_object(Bucket="svc", Key="dir/obj")["Body"].read()
         assert got == payload
         assert again.terminate() == 0
     finally:

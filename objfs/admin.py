@@ -150,7 +150,7 @@ def status_of(state: NodeState) -> dict[str, Any]:
     health = store.health.statistics()
     scrubber = store.scrubber
     devices = []
-    for index in range(health.device_count):
+    for index in health.device_indexes:
         device = store.devices.get(index)
         allocator = store.space.allocators.get(index)
         entry: dict[str, Any] = {

@@ -28,12 +28,13 @@ from objfs.store import Store, erasure, open_store
 from objfs.store.device import check_durable_filesystem, open_devices
 from objfs.store.format import (
     DEFAULT_DEVICE_COUNT,
+    check_node_number,
     create_data_dir,
     format_devices,
     replace_device,
 )
 from objfs.store.fsck import run_fsck
-from objfs.store.types import GiB, MiB
+from objfs.store.types import GiB, MiB, device_node_number
 
 EXIT_USAGE = 2
 EXIT_PROBLEMS = 1
@@ -89,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--device-size", type=_size, help="size of each device file, e.g. 2G")
     fmt.add_argument("--wal-size", type=_size, help="WAL region size per device, e.g. 64M")
     fmt.add_argument("--force", action="store_true", help="erase devices that hold objfs data")
+    fmt.add_argument(
+        "--node-number",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the node's number in a cluster; `objfs cluster join` sets it (default 0)",
+    )
 
     serve = command("serve", "run the node (formats the data directory first)")
     serve.add_argument("--once", action="store_true", help="open, print status, and exit")
@@ -142,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         description="adopt a new device in place of a missing one, then heal onto it",
         parents=[common()],
     )
-    replace.add_argument("index", type=int, help="the missing device's index")
+    replace.add_argument(
+        "index", type=int, help="the missing device's index, as `objfs status` shows it"
+    )
     replace.add_argument(
         "path", nargs="?", help="the new device; default: data directory's devices/devINDEX.img"
     )
@@ -239,11 +249,15 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
 
 
 async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
+    check_node_number(args.node_number)
     if args.devices:
         devices = await open_devices(args.devices, buffered=config.store.buffered_io)
         try:
             superblocks = await format_devices(
-                devices, wal_size_bytes=args.wal_size, force=args.force
+                devices,
+                node_number=args.node_number,
+                wal_size_bytes=args.wal_size,
+                force=args.force,
             )
         finally:
             for device in devices:
@@ -259,9 +273,13 @@ async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
             device_size_bytes=args.device_size,
             buffered=config.store.buffered_io,
             wal_size_bytes=args.wal_size,
+            node_number=args.node_number,
             progress=_ProgressBar("format", "device files"),
         )
     print(f"formatted {len(superblocks)} device(s) as node {superblocks[0].node_id}")
+    if args.node_number:
+        first, last = superblocks[0].device_index, superblocks[-1].device_index
+        print(f"node number {args.node_number}: device indexes {first}..{last}")
     return 0
 
 
@@ -276,6 +294,9 @@ def _print_status(store: Store) -> None:
     print(f"replayed:   {store.replayed_records} WAL records at open")
     health = store.health.statistics()
     print(f"erasure:    {store.policy.describe()} over {health.device_count} devices")
+    first, last = health.device_indexes[0], health.device_indexes[-1]
+    if first:  # a cluster's node other than the first: its indexes do not start at 0
+        print(f"indexes:    devices {first}..{last} (node number {device_node_number(first)})")
     state = "DEGRADED" if health.degraded else "healthy"
     print(
         f"health:     {state}; down {list(health.down_devices)}, owed "

@@ -165,7 +165,7 @@ class StoreCollector(Collector):
         )
         allocators = store.space.allocators
         devices = store.devices
-        for index in range(store.health.device_count):
+        for index in store.health.device_indexes:
             up.add_metric([str(index)], 0 if index in store.health.down else 1)
             device = devices.get(index)
             if device is None:

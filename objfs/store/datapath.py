@@ -94,7 +94,7 @@ class DataPath:
         self.space = space
         self.policy = policy or erasure.Policy(1, 0, erasure.SCHEME_REPLICAS)
         self.fragment_size_bytes = fragment_size_bytes
-        self.health = health or Health(max(devices, default=-1) + 1, down=set(), owed=set())
+        self.health = health or Health(devices, down=set(), owed=set())
         self._persist_owed = persist_owed
         self.parallel_reads = parallel_reads
         self.buffers = BufferPool()  # for writers of whole-copy segments

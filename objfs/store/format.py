@@ -47,7 +47,15 @@ from objfs.store.superblock import (
     decode_superblock,
     plan_layout,
 )
-from objfs.store.types import BLOCK_SIZE_BYTES, Extent, GiB
+from objfs.store.types import (
+    BLOCK_SIZE_BYTES,
+    MAX_NODE_NUMBER,
+    Extent,
+    GiB,
+    device_mask,
+    global_device_index,
+    local_device_index,
+)
 
 DEFAULT_DEVICE_COUNT = 6  # 4+2 erasure coding: any two device files may be lost
 BASE_METADATA_COPIES = 3
@@ -64,16 +72,22 @@ def default_metadata_copies(device_count: int, parity_fragments: int | None = No
 async def format_devices(
     devices: Sequence[BlockDevice],
     *,
+    node_number: int = 0,
     metadata_copies: int | None = None,
     parity_fragments: int | None = None,
     wal_size_bytes: int | None = None,
     force: bool = False,
 ) -> list[Superblock]:
-    """Format open devices as one node's store. Device i gets device index i.
+    """Format open devices as one node's store. Device i gets local index i, so
+    device index node_number * 256 + i (objfs/store/types.py): a single node is
+    node 0; `objfs cluster join` formats a joining node with the number the
+    cluster gave it.
 
     Raises:
+        UsageError: no devices, too many, or a node number out of range.
         DeviceError: a device holds objfs data (without `force`) or is too small.
     """
+    check_node_number(node_number)
     if not devices:
         raise UsageError("format needs at least one device")
     if len(devices) > MAX_DEVICES:
@@ -98,7 +112,7 @@ async def format_devices(
                 cluster_id=cluster_id,
                 node_id=node_id,
                 device_id=uuid.uuid4(),
-                device_index=index,
+                device_index=global_device_index(node_number, index),
                 device_count=len(devices),
                 metadata_copies=copies,
                 device_size_bytes=device.size_bytes,
@@ -164,6 +178,12 @@ async def format_devices(
     return superblocks
 
 
+def check_node_number(node_number: int) -> None:
+    """Raises UsageError unless `node_number` is one a cluster can give (0..255)."""
+    if not 0 <= node_number <= MAX_NODE_NUMBER:
+        raise UsageError(f"node number must be 0..{MAX_NODE_NUMBER}, not {node_number}")
+
+
 async def _refuse_if_formatted(device: BlockDevice) -> None:
     for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
         try:
@@ -192,10 +212,13 @@ async def create_data_dir(
     device_size_bytes: int | None = None,
     buffered: bool = False,
     wal_size_bytes: int | None = None,
+    node_number: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Superblock]:
     """Create and format the embedded default: preallocated device files in `data_dir`
-    (`progress(files made, files)` after each)."""
+    (devices/devN.img, N the local index), as node `node_number` of a cluster
+    (0: a single node); `progress(files made, files)` after each."""
+    check_node_number(node_number)
     # Before any file is made (opening the devices would refuse them too, too late).
     await trio.to_thread.run_sync(lambda: check_durable_filesystem(data_dir, buffered=buffered))
     size = device_size_bytes
@@ -210,7 +233,7 @@ async def create_data_dir(
             progress(made, len(paths))
     devices = await open_devices(paths, buffered=buffered)
     try:
-        return await format_devices(devices, wal_size_bytes=wal_size_bytes)
+        return await format_devices(devices, node_number=node_number, wal_size_bytes=wal_size_bytes)
     finally:
         for device in devices:
             await device.aclose()
@@ -219,10 +242,10 @@ async def create_data_dir(
 async def adopt_device(
     devices: Sequence[BlockDevice], target: BlockDevice, device_index: int, *, force: bool = False
 ) -> Superblock:
-    """Make `target` device `device_index` of the node that `devices` belong to, in
-    place of one that is missing or lost its superblocks, and mark it owed: the
-    next open heals every fragment it should hold (fragments already on it that
-    still match their checksums are kept).
+    """Make `target` device `device_index` (cluster-wide, as `objfs status` names
+    it) of the node that `devices` belong to, in place of one that is missing or
+    lost its superblocks, and mark it owed: the next open heals every fragment it
+    should hold (fragments already on it that still match their checksums are kept).
 
     Crash-safe in this order: the owed bit goes into the superblocks of the node's
     devices first, then the new device gets its blank checkpoint slots and WAL
@@ -237,12 +260,8 @@ async def adopt_device(
         raise UsageError("no device of the node could be read: nothing to adopt into")
     missing = check_identity(list(devices), superblocks)
     first = superblocks[0]
-    if device_index not in missing:
-        raise UsageError(
-            f"device {device_index} of node {first.node_id} is present; only a missing "
-            f"device can be replaced (missing: {missing or 'none'})"
-        )
-    data_size = first.data_sizes[device_index]
+    _check_missing(first, device_index, missing)
+    data_size = first.data_sizes[local_device_index(device_index)]
     needed = first.data_offset_bytes + data_size
     if target.size_bytes < needed:
         raise DeviceError(
@@ -251,7 +270,7 @@ async def adopt_device(
         )
     if not force:
         await _refuse_if_formatted(target)
-    owed = first.owed_devices | (1 << device_index)
+    owed = first.owed_devices | device_mask([device_index])
     for superblock in superblocks:
         owed |= superblock.owed_devices
     for offset in (SUPERBLOCK_A_OFFSET_BYTES, SUPERBLOCK_B_OFFSET_BYTES):
@@ -298,12 +317,28 @@ async def adopt_device(
     return adopted
 
 
+def _check_missing(first: Superblock, device_index: int, missing: list[int]) -> None:
+    """Raises UsageError unless `device_index` is one of the node's missing devices."""
+    if device_index not in first.node_device_indexes:
+        indexes = first.node_device_indexes
+        raise UsageError(
+            f"node {first.node_id} has no device {device_index}: its devices are "
+            f"{indexes[0]}..{indexes[-1]}"
+        )
+    if device_index not in missing:
+        raise UsageError(
+            f"device {device_index} of node {first.node_id} is present; only a missing "
+            f"device can be replaced (missing: {missing or 'none'})"
+        )
+
+
 async def replace_device(
     config: StoreConfig, device_index: int, path: str | None, *, force: bool = False
 ) -> tuple[str, int]:
     """`objfs device replace`: adopt the device at `path` (default: the data
-    directory's devINDEX.img, created if missing) as the node's missing device
-    `device_index`. Every check runs before anything is created or written.
+    directory's devN.img, N its local index, created if missing) as the node's
+    missing device `device_index` (cluster-wide, as `objfs status` names it).
+    Every check runs before anything is created or written.
 
     Returns the path and the size of the file it created (0: it existed).
 
@@ -315,7 +350,8 @@ async def replace_device(
     if path is None:
         if config.devices:
             raise UsageError("the config lists devices: name the new device's path")
-        path = os.path.join(config.data_dir, "devices", f"dev{device_index}.img")
+        local = local_device_index(device_index)
+        path = os.path.join(config.data_dir, "devices", f"dev{local}.img")
     elif config.devices and path not in config.devices:
         raise UsageError(f"{path} is not in store.devices: add it there first")
     paths = list(config.device_paths())
@@ -335,11 +371,7 @@ async def replace_device(
         superblocks = [superblock for _, superblock in node]
         missing = check_identity(devices, superblocks)
         first = superblocks[0]
-        if device_index not in missing:
-            raise UsageError(
-                f"device {device_index} of node {first.node_id} is present; only a missing "
-                f"device can be replaced (missing: {missing or 'none'})"
-            )
+        _check_missing(first, device_index, missing)
         for device, superblock in node:
             if device.path == path:
                 raise UsageError(
@@ -348,7 +380,7 @@ async def replace_device(
                 )
         created = 0
         if not await trio.Path(path).exists():
-            needed = first.data_offset_bytes + first.data_sizes[device_index]
+            needed = first.data_offset_bytes + first.data_sizes[local_device_index(device_index)]
             size = max(needed, max(device.size_bytes for device in devices))
             await trio.to_thread.run_sync(create_device_file, path, size)
             created = size

@@ -113,10 +113,10 @@ async def check_superblocks(
         if missing
         else f"all {superblocks[0].device_count} devices present",
     )
-    owed = 0
+    owed: set[int] = set()
     for superblock in superblocks:
-        owed |= superblock.owed_devices
-    owed_list = [i for i in range(superblocks[0].device_count) if owed >> i & 1]
+        owed |= superblock.owed_indexes
+    owed_list = sorted(owed)
     report.add(
         "owed",
         not owed_list,
@@ -325,7 +325,7 @@ async def check_offline(
     report.add("extents", True, "no extent used twice, all inside their devices")
     report.segments = count_segments(index)
     if verify_data:
-        health = Health(first.device_count, down=set(missing), owed=set())
+        health = Health(first.node_device_indexes, down=set(missing), owed=set())
         datapath = DataPath(by_index, Space(allocators, reserve_bytes=0), health=health)
         await check_data(datapath, index, report, progress)
     return report

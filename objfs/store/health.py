@@ -19,10 +19,11 @@ written unless the owed mask that says so is durable first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import final
 
-from objfs.store.types import Segment, SegmentId
+from objfs.store.types import Segment, SegmentId, device_mask, devices_in_mask
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ MAX_QUEUED_HEALS = 100_000  # beyond this the scrubber finds them instead
 @dataclass(frozen=True, slots=True)
 class HealthStatistics:
     device_count: int
+    device_indexes: tuple[int, ...]  # cluster-wide, of every device of the node
     down_devices: tuple[int, ...]
     owed_devices: tuple[int, ...]
     bad_fragments: int  # failed a checksum or a read, counted once per read that met it
@@ -47,8 +49,13 @@ class HealthStatistics:
 
 @final
 class Health:
-    def __init__(self, device_count: int, *, down: set[int], owed: set[int]) -> None:
-        self.device_count = device_count
+    """`device_indexes`: every device of the node, missing ones included, by their
+    cluster-wide indexes (objfs/store/types.py); down and owed name devices the
+    same way. Only the owed mask, as superblocks store it, is by local index."""
+
+    def __init__(self, device_indexes: Iterable[int], *, down: set[int], owed: set[int]) -> None:
+        self.device_indexes = tuple(sorted(device_indexes))
+        self.device_count = len(self.device_indexes)
         self.down = set(down)
         self.owed = set(owed) | set(down)
         self._persisted_owed = set(owed)
@@ -60,18 +67,18 @@ class Health:
 
     @property
     def up(self) -> list[int]:
-        return [i for i in range(self.device_count) if i not in self.down]
+        return [i for i in self.device_indexes if i not in self.down]
 
     @property
     def owed_mask(self) -> int:
-        return sum(1 << i for i in self.owed)
+        return device_mask(self.owed)
 
     def owed_unpersisted(self) -> bool:
         return not self.owed <= self._persisted_owed
 
     def persisted(self, mask: int) -> None:
         """The superblocks of the up devices now hold `mask`."""
-        self._persisted_owed = {i for i in range(self.device_count) if mask >> i & 1}
+        self._persisted_owed = devices_in_mask(mask, self.device_indexes)
 
     def mark_down(self, device_index: int, reason: str) -> None:
         if device_index in self.down:
@@ -96,6 +103,7 @@ class Health:
     def statistics(self) -> HealthStatistics:
         return HealthStatistics(
             device_count=self.device_count,
+            device_indexes=self.device_indexes,
             down_devices=tuple(sorted(self.down)),
             owed_devices=tuple(sorted(self.owed)),
             bad_fragments=self.bad_fragments,

@@ -70,14 +70,10 @@ async def _assemble(
     smallest = min(first.data_sizes)
     base_reserve_bytes = max(4 * MiB, smallest // 64)
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
-    owed_mask = 0
+    owed: set[int] = set()
     for superblock in superblocks.values():
-        owed_mask |= superblock.owed_devices
-    health = Health(
-        first.device_count,
-        down=set(missing),
-        owed={i for i in range(first.device_count) if owed_mask >> i & 1},
-    )
+        owed |= superblock.owed_indexes
+    health = Health(first.node_device_indexes, down=set(missing), owed=owed)
     for device_index in missing:
         log.error("device %d is missing: the node runs degraded", device_index)
 

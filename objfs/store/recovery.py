@@ -33,7 +33,7 @@ from objfs.store.superblock import (
     Superblock,
     decode_superblock,
 )
-from objfs.store.types import BLOCK_SIZE_BYTES, Extent
+from objfs.store.types import BLOCK_SIZE_BYTES, MAX_NODE_NUMBER, Extent
 from objfs.store.wal import ScanResult, scan
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,11 @@ async def read_superblock(device: BlockDevice) -> Superblock:
 
 
 def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superblock]) -> list[int]:
-    """All devices belong to one node and no device index is there twice.
+    """All devices belong to one node, with one node number, and no device index
+    is there twice.
 
-    Returns the indexes of the node's devices that are not among `devices`.
+    Returns the (cluster-wide) indexes of the node's devices that are not among
+    `devices`.
 
     Raises:
         DeviceError: naming the device that does not fit and why.
@@ -96,6 +98,22 @@ def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superbl
             raise DeviceError(
                 f"{device.path}: belongs to node {superblock.node_id} of cluster "
                 f"{superblock.cluster_id}, not to node {first.node_id} like {first_path}"
+            )
+        if superblock.node_number > MAX_NODE_NUMBER:
+            raise DeviceError(
+                f"{device.path}: its device index {superblock.device_index} names node number "
+                f"{superblock.node_number}; node numbers are 0..{MAX_NODE_NUMBER}"
+            )
+        if superblock.node_number != first.node_number:
+            raise DeviceError(
+                f"{device.path}: is device {superblock.device_index} of node number "
+                f"{superblock.node_number}, but {first_path} is of node number "
+                f"{first.node_number} (all devices of a node share its number)"
+            )
+        if superblock.local_index >= superblock.device_count:
+            raise DeviceError(
+                f"{device.path}: is device {superblock.local_index} (index "
+                f"{superblock.device_index}) of a node of only {superblock.device_count} devices"
             )
         if superblock.device_index in seen:
             raise DeviceError(
@@ -125,16 +143,19 @@ def check_identity(devices: Sequence[BlockDevice], superblocks: Sequence[Superbl
                 f"holds only {device.size_bytes}"
             )
         seen[superblock.device_index] = device.path
-    return sorted(set(range(first.device_count)) - set(seen))
+    return sorted(set(first.node_device_indexes) - set(seen))
 
 
 def data_regions(superblocks: dict[int, Superblock]) -> dict[int, tuple[int, int]]:
-    """[start, end) of the data region of every device of the node, by index, from
-    the device table: missing devices included (every device's data region starts
-    at the same offset, after one WAL geometry)."""
+    """[start, end) of the data region of every device of the node, by cluster-wide
+    index, from the device table: missing devices included (every device's data
+    region starts at the same offset, after one WAL geometry)."""
     first = superblocks[min(superblocks)]
     start = first.data_offset_bytes
-    return {i: (start, start + size) for i, size in enumerate(first.data_sizes)}
+    return {
+        i: (start, start + size)
+        for i, size in zip(first.node_device_indexes, first.data_sizes, strict=True)
+    }
 
 
 async def read_pointers(
@@ -373,8 +394,9 @@ async def recover(
     first = superblocks[min(superblocks)]
     metadata = [i for i in sorted(superblocks) if superblocks[i].holds_metadata]
     if not metadata:
+        copies = first.node_device_indexes[: first.metadata_copies]
         raise Corrupted(
-            f"all {first.metadata_copies} metadata devices (0..{first.metadata_copies - 1}) "
+            f"all {first.metadata_copies} metadata devices ({copies[0]}..{copies[-1]}) "
             "are missing: the WAL and checkpoints live only on them"
         )
     pointers = await read_pointers(devices, metadata)

@@ -30,7 +30,7 @@ from objfs.errors import ObjfsError
 from objfs.store.datapath import DataPath, SegmentCheck
 from objfs.store.index import ObjectIndex
 from objfs.store.space import Space
-from objfs.store.types import Segment, SegmentId
+from objfs.store.types import Segment, SegmentId, device_mask
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class Scrubber:
             healed.append(device_index)
         if healed:
             # Durable first, then in memory: nobody sees "healed" before it is.
-            await self._persist_owed(health.owed_mask & ~sum(1 << i for i in healed))
+            await self._persist_owed(health.owed_mask & ~device_mask(healed))
             for device_index in healed:
                 if device_index not in health.down:  # it may have failed meanwhile
                     health.healed(device_index)

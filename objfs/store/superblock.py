@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import crc32c
 
 from objfs.errors import DeviceError
-from objfs.store.types import BLOCK_SIZE_BYTES, GiB, MiB
+from objfs.store.types import (
+    BLOCK_SIZE_BYTES,
+    GiB,
+    MiB,
+    device_node_number,
+    devices_in_mask,
+    local_device_index,
+)
 
 MAGIC = b"OBJFS\x00SB"
 FORMAT_VERSION = 2  # 2: the device table and the owed-heal mask
@@ -31,7 +38,7 @@ MIN_DEVICE_BYTES = 16 * MiB
 
 # magic, format_version, flags, cluster, node, device uuids, device_index, device_count,
 # metadata_copies, block_size, device_size, wal_offset, wal_size, data_offset,
-# data_size, created_ns, owed_devices; then data_size of each device by index
+# data_size, created_ns, owed_devices; then data_size of each device by local index
 # (u64 each); then crc32c of all of it.
 _LAYOUT = struct.Struct("<8sII16s16s16sIIII7Q")
 _DATA_SIZE = struct.Struct("<Q")
@@ -44,20 +51,26 @@ class Superblock:
     cluster_id: uuid.UUID
     node_id: uuid.UUID
     device_id: uuid.UUID
-    device_index: int  # 0 .. device_count-1, unique within the node
+    # Cluster-wide: node_number * DEVICES_PER_NODE + local index (objfs/store/types.py).
+    # The local index, 0 .. device_count-1, is what the positional fields below
+    # use: the device table, the owed mask and holds_metadata. Node 0 (a single
+    # node, or a cluster's first) has device_index == local index.
+    device_index: int
     device_count: int
-    metadata_copies: int  # devices 0 .. metadata_copies-1 hold the WAL and checkpoints
+    metadata_copies: int  # local devices 0 .. metadata_copies-1 hold the WAL and checkpoints
     device_size_bytes: int
     wal_offset_bytes: int
     wal_size_bytes: int
     data_offset_bytes: int
     data_size_bytes: int
     created_ns: int
-    # The data region size of every device of the node, by index: a device that is
-    # missing still has its space map, so writes can place (owed) fragments on it.
+    # The data region size of every device of the node, by local index: a device
+    # that is missing still has its space map, so writes can place (owed)
+    # fragments on it.
     data_sizes: tuple[int, ...] = ()
-    # Bit i set: device i may lack fragments written while it was down, and must
-    # be healed before it counts as whole again (docs/concurrency.md, "Heal").
+    # Bit i set: the node's device of local index i may lack fragments written
+    # while it was down, and must be healed before it counts as whole again
+    # (docs/concurrency.md, "Heal").
     owed_devices: int = 0
     format_version: int = FORMAT_VERSION
     block_size_bytes: int = BLOCK_SIZE_BYTES
@@ -71,8 +84,29 @@ class Superblock:
         return int(crc32c.crc32c(identity))
 
     @property
+    def local_index(self) -> int:
+        """The device's index within its node, 0 .. device_count-1."""
+        return local_device_index(self.device_index)
+
+    @property
+    def node_number(self) -> int:
+        """The number of the node in its cluster (0: a single node)."""
+        return device_node_number(self.device_index)
+
+    @property
+    def node_device_indexes(self) -> tuple[int, ...]:
+        """The cluster-wide indexes of every device of the node, by local index."""
+        base = self.device_index - self.local_index
+        return tuple(base + i for i in range(self.device_count))
+
+    @property
+    def owed_indexes(self) -> set[int]:
+        """The cluster-wide indexes of the devices the owed mask names."""
+        return devices_in_mask(self.owed_devices, self.node_device_indexes)
+
+    @property
     def holds_metadata(self) -> bool:
-        return self.device_index < self.metadata_copies
+        return self.local_index < self.metadata_copies
 
     def encode(self) -> bytes:
         assert len(self.data_sizes) == self.device_count, "one data size per device"

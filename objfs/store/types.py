@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NewType
 
@@ -17,6 +18,45 @@ ObjectKey = NewType("ObjectKey", str)
 VersionId = NewType("VersionId", str)
 Lsn = NewType("Lsn", int)  # WAL sequence number
 SegmentId = int  # Segment.segment_id: device index << 48 | offset of the first fragment
+
+# Device indexes are cluster-wide (docs/cluster.md): every node applies every
+# record, so the index an Extent names must mean one device everywhere. A device's
+# index is node_number * DEVICES_PER_NODE + its local index (0 .. device_count-1).
+# A single node is node 0, so its indexes are its local ones: stores formatted
+# before clusters existed are node 0 and read unchanged.
+DEVICES_PER_NODE = 256
+MAX_NODE_NUMBER = 255
+
+
+def global_device_index(node_number: int, local_index: int) -> int:
+    """The cluster-wide index of device `local_index` of node `node_number`."""
+    assert 0 <= node_number <= MAX_NODE_NUMBER and 0 <= local_index < DEVICES_PER_NODE
+    return node_number * DEVICES_PER_NODE + local_index
+
+
+def local_device_index(device_index: int) -> int:
+    """The device's index within its node: what positional encodings use (the
+    superblock's device table and owed mask, holds_metadata, devN.img)."""
+    return device_index % DEVICES_PER_NODE
+
+
+def device_node_number(device_index: int) -> int:
+    """The number of the node that holds the device."""
+    return device_index // DEVICES_PER_NODE
+
+
+def device_mask(device_indexes: Iterable[int]) -> int:
+    """The devices as a superblock's owed mask: bit i for local index i."""
+    mask = 0
+    for index in device_indexes:
+        mask |= 1 << local_device_index(index)
+    return mask
+
+
+def devices_in_mask(mask: int, device_indexes: Iterable[int]) -> set[int]:
+    """Those of `device_indexes` (one node's) whose bit is set in `mask`."""
+    return {i for i in device_indexes if mask >> local_device_index(i) & 1}
+
 
 KiB = 1024
 MiB = 1024 * KiB

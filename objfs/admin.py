@@ -37,6 +37,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from objfs import __version__
+from objfs.cluster.member import ClusterMember
 from objfs.config import NodeConfig
 from objfs.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ObjfsError
 from objfs.metrics import CONTENT_TYPE, Metrics
@@ -62,6 +63,7 @@ class NodeState:
     s3_addresses: list[str] = field(default_factory=list)
     admin_addresses: list[str] = field(default_factory=list)
     mountpoint: str | None = None  # set once the mount answers
+    cluster: ClusterMember | None = None  # in a cluster: set once its member starts
     ready: bool = False
     stopping: bool = False
 
@@ -72,6 +74,8 @@ class NodeState:
             waiting.append("stopping")
         if self.store is None:
             waiting.append("store recovery")
+        if self.cluster is not None and self.cluster.waiting_for:
+            waiting.append(f"cluster: {self.cluster.waiting_for}")
         if self.config.s3.address and not self.s3_addresses:
             waiting.append("S3 listener")
         if self.config.fuse.mountpoint and self.mountpoint is None:
@@ -139,6 +143,8 @@ def status_of(state: NodeState) -> dict[str, Any]:
         "admin": state.admin_addresses,
         "mount": None,
     }
+    if state.cluster is not None:
+        result["cluster"] = state.cluster.status()
     if state.mountpoint is not None:
         result["mount"] = {
             "path": state.mountpoint,

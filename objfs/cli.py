@@ -18,6 +18,15 @@ from urllib.parse import quote
 import trio
 
 from objfs import __version__, client
+from objfs.cluster.commands import (
+    DEFAULT_API_ADDRESS,
+    DEFAULT_RAFT_ADDRESS,
+    SECRET_VARIABLE,
+    cluster_init,
+    cluster_join,
+    cluster_status,
+)
+from objfs.cluster.state import load as load_cluster_state
 from objfs.config import NodeConfig, default_config_path, load_config
 from objfs.errors import ConfigError, DeviceError, ObjfsError, UsageError
 from objfs.fuse.mount import check_mount_settings
@@ -158,6 +167,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     replace.add_argument("--force", action="store_true", help="even if it holds objfs data")
 
+    cluster = command("cluster", "form and inspect a cluster of nodes (docs/cluster.md)")
+    cluster_commands = cluster.add_subparsers(
+        dest="cluster_command", required=True, metavar="ACTION"
+    )
+    init = cluster_commands.add_parser(
+        "init", help="make this data directory the first node of a new cluster", parents=[common()]
+    )
+    join = cluster_commands.add_parser(
+        "join", help="join the cluster a running node belongs to", parents=[common()]
+    )
+    join.add_argument("address", metavar="ADDRESS", help="a member's internal API, HOST:PORT")
+    for each in (init, join):
+        each.add_argument("--name", help="this node's name (default: the host name)")
+        each.add_argument(
+            "--raft-address", default=DEFAULT_RAFT_ADDRESS, metavar="HOST:PORT", help="Raft port"
+        )
+        each.add_argument(
+            "--api-address",
+            default=DEFAULT_API_ADDRESS,
+            metavar="HOST:PORT",
+            help="internal API port (joins, fragments)",
+        )
+        each.add_argument(
+            "--secret-file", help=f"the cluster secret (default: ${SECRET_VARIABLE}; init: new)"
+        )
+        each.add_argument("--device-count", type=int, default=DEFAULT_DEVICE_COUNT)
+        each.add_argument("--device-size", type=_size, help="size of each device file, e.g. 2G")
+    state = cluster_commands.add_parser(
+        "status", help="leader, members, their health and lag", parents=[common()]
+    )
+    state.add_argument("--json", action="store_true", help="as JSON")
+
     fsck = command("fsck", "check every invariant of a stopped store")
     fsck.add_argument("--verify-data", action="store_true", help="read and checksum every byte")
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
@@ -219,7 +260,25 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return leaves
 
 
+# Commands that open the store's devices themselves. On a cluster node the
+# index lives in the cluster's log, not on the devices: these would see an empty
+# store, and a write would bypass the log.
+_OFFLINE_STORE_COMMANDS = {"scrub", "device", "fsck"}
+
+
+async def _refuse_offline_in_cluster(config: NodeConfig, what: str) -> None:
+    state = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
+    if state is not None:
+        raise UsageError(
+            f"{what}: {config.store.data_dir} is node {state.node_number} of cluster "
+            f"{state.cluster_id}, whose index lives in the cluster's log; run the node "
+            "(objfs serve) and use `objfs status` / `objfs bucket` / `objfs cluster status`"
+        )
+
+
 async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
+    if args.command in _OFFLINE_STORE_COMMANDS:
+        await _refuse_offline_in_cluster(config, f"objfs {args.command}")
     if args.command == "format":
         return await _format(args, config)
     if args.command == "serve":
@@ -236,6 +295,8 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
         return await _scrub(args, config)
     if args.command == "device":
         return await _device_replace(args, config)
+    if args.command == "cluster":
+        return await _cluster(args, config)
     if args.command == "fsck":
         report = await run_fsck(
             config.store,
@@ -246,6 +307,22 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
         print(report.render())
         return 0 if report.clean else EXIT_PROBLEMS
     raise UsageError(f"unknown command {args.command}")
+
+
+async def _cluster(args: argparse.Namespace, config: NodeConfig) -> int:
+    if args.cluster_command == "status":
+        return await cluster_status(config, as_json=args.json)
+    options = {
+        "name": args.name,
+        "raft_address": args.raft_address,
+        "api_address": args.api_address,
+        "secret_file": args.secret_file,
+        "device_count": args.device_count,
+        "device_size_bytes": args.device_size,
+    }
+    if args.cluster_command == "init":
+        return await cluster_init(config, **options)
+    return await cluster_join(config, args.address, **options)
 
 
 async def _format(args: argparse.Namespace, config: NodeConfig) -> int:
@@ -379,6 +456,13 @@ async def _status(config: NodeConfig) -> int:
         status = await trio.to_thread.run_sync(node.call, "GET", "/admin/status")
         print(client.render_status(status), flush=True)
         return 0
+    state = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
+    if state is not None:  # the devices alone do not hold a cluster node's index
+        print(
+            f"node:       not running on {config.store.data_dir}; node {state.node_number} "
+            f"({state.name}) of cluster {state.cluster_id}"
+        )
+        return 0
     async with open_store(config.store, background_jobs=False) as store:
         print(f"node:       not running on {config.store.data_dir}; read from the devices")
         _print_status(store)
@@ -398,6 +482,7 @@ async def _bucket(args: argparse.Namespace, config: NodeConfig) -> int:
             path = f"/admin/buckets/{quote(args.name, safe='')}"
             await trio.to_thread.run_sync(node.call, "DELETE", path)
     else:
+        await _refuse_offline_in_cluster(config, "objfs bucket on a stopped node")
         users, _ = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
         async with open_store(config.store, background_jobs=False) as store:
             if args.bucket_command == "list":

@@ -100,6 +100,11 @@ class Unavailable(ObjfsError):
     """Transient: shutting down, no quorum, WAL full while a checkpoint runs."""
 
 
+class OutcomeUnknown(Unavailable):
+    """A change was sent to the cluster and may or may not have been committed:
+    what it would reference must be kept (a later retry is safe)."""
+
+
 class ReadOnly(ObjfsError):
     """The store refuses writes (opened read-only, or failsafe after corruption)."""
 

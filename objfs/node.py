@@ -39,6 +39,8 @@ from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.admin import NodeState, create_admin_app, remove_runtime_file, write_runtime_file
+from objfs.cluster.member import ClusterMember
+from objfs.cluster.state import load as load_cluster_state
 from objfs.config import NodeConfig
 from objfs.errors import ConfigError, ObjfsError
 from objfs.fuse.mount import check_mount_config, mount_answers, run_mount, stop_mount
@@ -198,18 +200,50 @@ async def _serve(
                 _listen, "node.admin_address", app, server, admin_stop.wait
             )
         notifier.status("recovering the store")
+        cluster = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
         try:
-            async with open_store(config.store, freeze_index=freeze_index) as store:
+            # A cluster node's index comes from the cluster's log: nothing local to
+            # freeze, and no scrub until scrub knows whose fragments are whose.
+            async with open_store(
+                config.store,
+                freeze_index=freeze_index and cluster is None,
+                background_jobs=cluster is None,
+            ) as store:
                 state.store = store
                 metrics.watch_store(store)
                 try:
-                    await _serve_faces(state, metrics, stop, notifier, on_ready)
+                    async with trio.open_nursery() as member_nursery:
+                        if cluster is not None:
+                            notifier.status("joining the cluster")
+                            state.cluster = ClusterMember(store, cluster, config.store.data_dir)
+                            await member_nursery.start(state.cluster.run, _cluster_listener(config))
+                        await _serve_faces(state, metrics, stop, notifier, on_ready)
+                        member_nursery.cancel_scope.cancel()
                 finally:
                     metrics.forget_store()
                     state.store = None
                 notifier.status("final checkpoint")
         finally:
             admin_stop.set()
+
+
+def _cluster_listener(config: NodeConfig) -> Callable[..., Awaitable[Any]]:
+    """The internal API's listener, for ClusterMember.run to start in its nursery."""
+
+    async def listen(
+        app: Any,
+        address: str,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        server = hypercorn_config(config, address)
+        server.errorlog = logging.getLogger("objfs.cluster.server")
+        server.graceful_timeout = 1.0
+        await _listen(
+            "cluster.json api_address", app, server, trio.sleep_forever, task_status=task_status
+        )
+
+    return listen
 
 
 async def _serve_faces(

@@ -234,6 +234,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        await self.store.barrier()  # in a cluster: close-to-open across nodes
         parent = self._dir(parent_inode)
         if name == b".":
             node = parent
@@ -601,6 +602,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        await self.store.barrier()  # in a cluster: close-to-open across nodes
         node = self.inodes.get(inode)
         if node.is_dir:
             raise fail(errno.EISDIR)
@@ -677,6 +679,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        await self.store.barrier()  # in a cluster: close-to-open across nodes
         node = self._dir(inode)
         fh = self._next_fh
         self._next_fh += 1

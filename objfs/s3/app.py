@@ -300,6 +300,7 @@ def create_app(
         resource = request.scope.get("raw_path", b"/").decode("latin-1") or "/"
         try:
             s3 = _parse(context, request_id)
+            await store.barrier()  # in a cluster: see every write acknowledged before this
             handler = handlers.route(s3)
             cast(dict[str, Any], request.scope)[OPERATION_SCOPE_KEY] = getattr(
                 handler, "__name__", "unknown"

@@ -63,6 +63,7 @@ class Checkpointer:
         self.writing: list[Extent] = []  # a body's extents until its pointer is written
         self._wanted = trio.Event()
         self.checkpoints = 0
+        self._suspended = False
 
     def reserve_bytes(self) -> int:
         """Space each metadata device keeps from data writes for the next body.
@@ -73,6 +74,12 @@ class Checkpointer:
         """
         growth = max(self._wal.applied_position - self.current.wal_start, 0)
         return max(self._base_reserve_bytes, 2 * round_up(self.current.body_bytes + growth))
+
+    def suspend(self) -> None:
+        """Write no checkpoint from now on (a cluster node: its index comes from the
+        cluster's log at each start, and a local checkpoint of it would be applied
+        twice)."""
+        self._suspended = True
 
     def request(self) -> None:
         """Ask the background task for a checkpoint soon (never blocks)."""
@@ -105,6 +112,8 @@ class Checkpointer:
                 fails the WAL: the slots may now disagree until a restart).
         """
         async with self._lock:
+            if self._suspended:
+                return False
             if self._wal.failure is not None:
                 # The index may lack records that some mirror holds, and their
                 # extents may have been freed: a checkpoint now could be wrong.

@@ -91,6 +91,9 @@ class DataPath:
         parallel_reads: int = 4,
     ) -> None:
         self.devices = devices  # the devices that are open; missing ones are absent
+        # In a cluster: another node's device by index, to read fragments through
+        # that node (objfs.cluster.remote); None for this node's own devices.
+        self.remote: Callable[[int], BlockDevice | None] = lambda device_index: None
         self.space = space
         self.policy = policy or erasure.Policy(1, 0, erasure.SCHEME_REPLICAS)
         self.fragment_size_bytes = fragment_size_bytes
@@ -113,7 +116,20 @@ class DataPath:
         return self.health.bad_fragments
 
     def usable(self, device_index: int) -> bool:
+        """One of this node's devices, open and up: readable and writable here."""
         return device_index in self.devices and device_index not in self.health.down
+
+    def readable(self, device_index: int) -> bool:
+        """Usable, or (in a cluster) another node's device read through that node."""
+        if device_index in self.devices or device_index in self.health.device_indexes:
+            return self.usable(device_index)
+        return self.remote(device_index) is not None
+
+    def _reading_device(self, device_index: int) -> BlockDevice:
+        device = self.devices.get(device_index) or self.remote(device_index)
+        if device is None:
+            raise DeviceError(f"device {device_index} is neither open here nor another node's")
+        return device
 
     # -- writing ---------------------------------------------------------------------
 
@@ -355,7 +371,7 @@ class DataPath:
                     if number in tried[position]:
                         continue
                     tried[position].add(number)
-                    if self.usable(segment.fragments[number].extent.device_index):
+                    if self.readable(segment.fragments[number].extent.device_index):
                         wanted.append((position, number))
                         need -= 1
             if not wanted:
@@ -400,7 +416,7 @@ class DataPath:
         first, last = start_bytes // payload, (end_bytes - 1) // payload
         numbers = list(range(first, min(last, segment.data_fragments - 1) + 1))
         if not codec.systematic or not all(
-            self.usable(segment.fragments[n].extent.device_index) for n in numbers
+            self.readable(segment.fragments[n].extent.device_index) for n in numbers
         ):
             return 0, (await self.read_segments([segment]))[0]
         datas = await self._read_fragments([segment], [(0, n) for n in numbers])
@@ -430,7 +446,7 @@ class DataPath:
         async def read_group(device_index: int, slots: list[int]) -> None:
             fragments = [segments[wanted[s][0]].fragments[wanted[s][1]] for s in slots]
             try:
-                datas = await self.devices[device_index].read_many(
+                datas = await self._reading_device(device_index).read_many(
                     [(f.extent.offset_bytes, f.size_bytes) for f in fragments]
                 )
             except (OSError, ObjfsError) as exc:

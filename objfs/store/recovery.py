@@ -351,18 +351,31 @@ async def copy_wal(
 
 
 def rebuild_allocators(
-    superblocks: dict[int, Superblock], index: ObjectIndex, reserved: list[Extent]
+    superblocks: dict[int, Superblock],
+    index: ObjectIndex,
+    reserved: list[Extent],
+    *,
+    foreign_devices: bool = False,
 ) -> dict[int, ExtentAllocator]:
     """All data space minus what the index and the checkpoint pointers reference.
+
+    `foreign_devices`: a cluster node's index names other nodes' devices too;
+    those are left to their nodes.
 
     Raises:
         Corrupted: two references claim the same blocks, or one lies outside its device.
     """
-    return rebuild_allocators_from_ranges(data_regions(superblocks), index, reserved)
+    return rebuild_allocators_from_ranges(
+        data_regions(superblocks), index, reserved, foreign_devices=foreign_devices
+    )
 
 
 def rebuild_allocators_from_ranges(
-    regions: dict[int, tuple[int, int]], index: ObjectIndex, reserved: list[Extent]
+    regions: dict[int, tuple[int, int]],
+    index: ObjectIndex,
+    reserved: list[Extent],
+    *,
+    foreign_devices: bool = False,
 ) -> dict[int, ExtentAllocator]:
     """`rebuild_allocators` over explicit data regions (device index -> [start, end))."""
     used: dict[int, list[Extent]] = {i: [] for i in regions}
@@ -370,6 +383,8 @@ def rebuild_allocators_from_ranges(
     extents.extend(index.referenced_extents())
     for extent in extents:
         if extent.device_index not in used:
+            if foreign_devices:
+                continue
             raise Corrupted(f"{extent} is on a device this node does not have")
         used[extent.device_index].append(extent)
     try:

@@ -55,6 +55,9 @@ class Space:
         self._pins: Counter[SegmentId] = Counter()
         self._deferred: dict[SegmentId, Segment] = {}
         self._next_device = 0
+        # In a cluster, records name extents on other nodes' devices too: freeing
+        # those is their node's business.
+        self.foreign_devices = False
 
     @property
     def reserve_bytes(self) -> int:
@@ -140,7 +143,16 @@ class Space:
         return taken
 
     def free_extent(self, extent: Extent) -> None:
-        self.allocators[extent.device_index].free(extent)
+        allocator = self.allocators.get(extent.device_index)
+        if allocator is None and self.foreign_devices:
+            return  # another node's device, in a cluster: that node frees it
+        assert allocator is not None, f"{extent} is on a device this node does not have"
+        allocator.free(extent)
+
+    def rebuild(self, allocators: dict[int, ExtentAllocator]) -> None:
+        """Every allocator anew (a cluster node, once it has replayed the log).
+        Nothing may be allocated but not yet referenced when this is called."""
+        self.allocators = allocators
 
     def pin(self, segments: Iterable[Segment]) -> None:
         for segment in segments:

@@ -15,12 +15,19 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import final
+from typing import Protocol, final
 
 import trio
 
 from objfs.config import StoreConfig
-from objfs.errors import InvalidArgument, InvalidBucketName, InvalidRange, NoSpace, ReadOnly
+from objfs.errors import (
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidRange,
+    NoSpace,
+    OutcomeUnknown,
+    ReadOnly,
+)
 from objfs.store import links, names
 from objfs.store import pieces as piece_math
 from objfs.store.checkpoint import CheckpointPointer
@@ -50,6 +57,7 @@ from objfs.store.records import (
     WriteAt,
     change_of,
 )
+from objfs.store.recovery import rebuild_allocators
 from objfs.store.scrub import Scrubber
 from objfs.store.space import Space
 from objfs.store.superblock import Superblock
@@ -78,6 +86,14 @@ from objfs.store.writer import ObjectWriter
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
+
+
+class Committer(Protocol):
+    """Where records go instead of the WAL (a cluster's Raft log)."""
+
+    async def append(self, record: Record) -> object: ...
+
+    async def barrier(self) -> None: ...
 
 
 @final
@@ -111,6 +127,7 @@ class Store:
         self._clock = clock
         self._locks = KeyLocks()
         self._watchers: list[Callable[[Change], None]] = []
+        self._committer: Committer | None = None  # a cluster's log, instead of the WAL
         self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
@@ -118,7 +135,7 @@ class Store:
     async def checkpoint(self, *, force: bool = False) -> bool:
         """Write a checkpoint of the index now if it would cover anything new.
 
-        Returns whether one was written.
+        Returns whether one was written (never in a cluster: the log is the record).
 
         Raises:
             ReadOnly: opened read-only, or the WAL has failed.
@@ -133,7 +150,13 @@ class Store:
     async def _commit(self, record: Record) -> None:
         if self.config.read_only:
             raise ReadOnly("the store was opened read-only")
+        if self._committer is not None:
+            await self._committer.append(record)  # applied (and watchers told) on delivery
+            return
         await self._wal.append(record)
+        self._tell_watchers(record)
+
+    def _tell_watchers(self, record: Record) -> None:
         if self._watchers:
             change = change_of(record)
             if change is not None:
@@ -142,6 +165,50 @@ class Store:
                         watcher(change)
                     except Exception:  # the record is durable and applied: report, go on
                         log.exception("a watcher failed on %r", change)
+
+    # -- in a cluster -----------------------------------------------------------------
+
+    def replicate_with(self, committer: Committer) -> None:
+        """From now on every record goes through `committer` (a cluster's Raft log)
+        instead of the WAL, and reaches the index through `apply_replicated` on
+        every node. No checkpoint is written any more: the log rebuilds the index
+        at each start (docs/cluster.md). Fragments on other nodes' devices are
+        theirs to free."""
+        self._committer = committer
+        self._checkpointer.suspend()
+        self._space.foreign_devices = True
+
+    async def barrier(self) -> None:
+        """Before a face reads: in a cluster, wait until this node has applied every
+        change committed (by any node) before now; alone, nothing to wait for.
+
+        Raises:
+            Unavailable: the cluster cannot commit now.
+        """
+        if self._committer is not None:
+            await self._committer.barrier()
+
+    @property
+    def replicated(self) -> bool:
+        return self._committer is not None
+
+    def apply_replicated(self, record: Record) -> None:
+        """Apply one committed record, on the event loop, in log order, on every node.
+
+        Raises:
+            ObjfsError: the record does not apply (the index is unchanged; every
+                node raises the same).
+        """
+        self._space.free_segments(self._index.apply(record))
+        self._tell_watchers(record)
+
+    def rebuild_space(self) -> None:
+        """The space map from the index, after a cluster node has replayed the log:
+        this node's devices minus what the index and the checkpoint slots reference."""
+        reserved = [e for p in self.pointers.values() for e in p.extents()]
+        self._space.rebuild(
+            rebuild_allocators(self._superblocks, self._index, reserved, foreign_devices=True)
+        )
 
     def watch(self, watcher: Callable[[Change], None]) -> Callable[[], None]:
         """Call `watcher(change)` after every committed change, in the committing
@@ -672,8 +739,8 @@ class Store:
         """Commit a record that points at newly stored segments; free them if it fails."""
         try:
             await self._commit(record)
-        except ReadOnly:
-            raise  # a failed WAL may still hold the record: keep its segments
+        except (ReadOnly, OutcomeUnknown):
+            raise  # the record may yet be durable (a failed WAL, a cluster's log): keep them
         except Exception:
             self._datapath.discard(fresh)
             raise

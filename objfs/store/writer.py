@@ -24,7 +24,7 @@ from typing import final
 import crc32c
 import trio
 
-from objfs.errors import DigestMismatch, EntityTooLarge, ObjfsError, ReadOnly
+from objfs.errors import DigestMismatch, EntityTooLarge, ObjfsError, OutcomeUnknown, ReadOnly
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
 from objfs.store.erasure import SCHEME_REPLICAS
@@ -163,7 +163,7 @@ class ObjectWriter:
             raise DigestMismatch("The Content-MD5 you specified did not match what we received.")
         try:
             version = await self._commit_function(self.size_bytes, etag, pieces, checksums)
-        except ReadOnly:
+        except (ReadOnly, OutcomeUnknown):  # the record may yet be durable: keep its segments
             self.record_maybe_durable = True
             raise
         self.committed = True

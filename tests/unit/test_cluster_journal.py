@@ -197,3 +197,26 @@ def test_the_journal_file_syncs_what_it_appends(tmp_path: Path) -> None:
     file.truncate(2)
     assert file.read_all() == b"wh"
     file.close()
+
+
+def test_grouped_syncs_wait_for_flush_and_votes_do_not(tmp_path: Path) -> None:
+    """With group_syncs, entry changes are durable only after flush(); a vote at once
+    (and it carries the entries written before it)."""
+    path = str(tmp_path / "grouped.objfs-journal")
+    grouped = DurableJournal(path, opener=PowerLossFile)
+    grouped.group_syncs = True
+    for idx in range(1, 6):
+        grouped.add(b"entry %d" % idx, idx, 1)
+    assert grouped.syncs == 0
+    assert len(DurableJournal(path, opener=PowerLossFile)) == 0  # power lost now: none
+    grouped.setCurrentTerm(2, "127.0.0.1:1")
+    grouped.add(b"unsynced", 6, 2)
+    assert grouped.syncs == 1
+    lost = DurableJournal(path, opener=PowerLossFile)
+    assert (len(lost), lost.getCurrentTerm()) == (5, 2)
+
+    grouped.flush()
+    grouped.flush()  # nothing new: no second sync
+    assert grouped.syncs == 2
+    kept = DurableJournal(path, opener=PowerLossFile)
+    assert kept[len(kept) - 1] == (b"unsynced", 6, 2)

@@ -1,0 +1,101 @@
+"""objfs.cluster.api — the internal HTTP API nodes use among themselves.
+
+A Quart-Trio app on `api_address` (cluster.json), separate from S3 and from
+the admin API. Every request must be signed with the cluster secret
+(objfs.cluster.peers); anything else gets 401 before its body is used.
+
+    POST /cluster/v1/join     {name, raft_address, api_address} -> {cluster_id, node_number, peers}
+    POST /cluster/v1/admit    {number}   make a joined node a voting Raft member
+    POST /cluster/v1/read     {device, ranges}  fragment bytes (objfs.cluster.remote)
+    GET  /cluster/v1/status   the catalog and this node's view of Raft
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import quart
+from quart import request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from objfs.cluster import peers
+from objfs.errors import InvalidArgument, ObjfsError
+
+if TYPE_CHECKING:
+    from objfs.cluster.member import ClusterMember
+
+
+def create_cluster_app(member: ClusterMember) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["RESPONSE_TIMEOUT"] = None  # a large read may take its time
+
+    def answer(body: Any, status: int = 200) -> quart.Response:
+        return quart.Response(
+            json.dumps(body) + "\n", status=status, content_type="application/json"
+        )
+
+    @app.before_request
+    async def check_signature() -> quart.Response | None:
+        body = await request.get_data(cache=True, as_text=False)
+        assert isinstance(body, bytes)
+        query = request.query_string.decode("ascii", "replace")
+        target = request.path + (f"?{query}" if query else "")
+        refused = peers.verify(
+            member.state.secret, request.method, target, body, dict(request.headers), time.time()
+        )
+        if refused is not None:
+            return answer({"error": f"refused: {refused}"}, 401)
+        return None
+
+    async def json_body() -> dict[str, Any]:
+        try:
+            body = json.loads(await request.get_data(cache=True, as_text=False))
+        except ValueError:
+            raise InvalidArgument("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("the body is not a JSON object")
+        return body
+
+    @app.post("/cluster/v1/join")
+    async def join() -> quart.Response:
+        body = await json_body()
+        return answer(await member.admit_join(body))
+
+    @app.post("/cluster/v1/admit")
+    async def admit() -> quart.Response:
+        body = await json_body()
+        try:
+            number = int(body["number"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument("admit needs a node number") from None
+        await member.admit_member(number)
+        return answer({"admitted": number})
+
+    @app.post("/cluster/v1/read")
+    async def read() -> quart.Response:
+        body = await json_body()
+        try:
+            device_index = int(body["device"])
+            ranges = [(int(offset), int(length)) for offset, length in body["ranges"]]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument("a read needs a device and [offset, length] ranges") from None
+        data = await member.read_local(device_index, ranges)
+        return quart.Response(data, content_type="application/octet-stream")
+
+    @app.get("/cluster/v1/status")
+    async def status() -> quart.Response:
+        return answer(member.status())
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> quart.Response:
+        return answer({"error": f"{request.method} {request.path}: {exc.name}"}, exc.code or 500)
+
+    @app.errorhandler(ObjfsError)
+    async def objfs_error(exc: ObjfsError) -> quart.Response:
+        return answer({"error": str(exc)}, 400 if isinstance(exc, InvalidArgument) else 503)
+
+    return app

@@ -1,0 +1,227 @@
+"""objfs.cluster.commands — `objfs cluster init | join | status`.
+
+`init` makes this data directory the first node (node 0) of a new cluster:
+formats it if it has no devices yet (a formatted store must hold no bucket:
+a cluster's index comes from its log), creates the cluster secret, and writes
+`cluster.json`. `join ADDRESS` asks a running node (its internal API address)
+for a node number, formats a fresh data directory as that node, and writes
+`cluster.json`; the node becomes a voting member when it is first served.
+`status` asks the running node, else shows `cluster.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from objfs import client
+from objfs.cluster import peers
+from objfs.cluster.state import ClusterState, check_secret, load, new_secret, save, state_path
+from objfs.config import NodeConfig
+from objfs.errors import UsageError
+from objfs.store import open_store
+from objfs.store.format import create_data_dir
+
+SECRET_VARIABLE = "OBJFS_CLUSTER_SECRET"
+DEFAULT_RAFT_ADDRESS = "127.0.0.1:9100"
+DEFAULT_API_ADDRESS = "127.0.0.1:9101"
+
+
+def read_secret(secret_file: str | None) -> str | None:
+    """The secret from --secret-file, else $OBJFS_CLUSTER_SECRET, else None."""
+    if secret_file:
+        try:
+            with open(secret_file, encoding="utf-8") as file:
+                return check_secret(file.read(), f"--secret-file {secret_file}")
+        except OSError as exc:
+            raise UsageError(f"--secret-file {secret_file}: {exc.strerror}") from None
+    value = os.environ.get(SECRET_VARIABLE)
+    return None if value is None else check_secret(value, SECRET_VARIABLE)
+
+
+def _check_address(flag: str, address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{flag}: {address!r} is not HOST:PORT")
+    return address
+
+
+async def _refuse_if_member(data_dir: str) -> None:
+    existing = await trio.to_thread.run_sync(load, data_dir)
+    if existing is not None:
+        raise UsageError(
+            f"{data_dir} is already node {existing.node_number} of cluster "
+            f"{existing.cluster_id} ({state_path(data_dir)})"
+        )
+
+
+async def cluster_init(
+    config: NodeConfig,
+    *,
+    name: str | None,
+    raft_address: str,
+    api_address: str,
+    secret_file: str | None,
+    device_count: int,
+    device_size_bytes: int | None,
+) -> int:
+    data_dir = config.store.data_dir
+    await _refuse_if_member(data_dir)
+    _check_address("--raft-address", raft_address)
+    _check_address("--api-address", api_address)
+    if config.store.device_paths():
+        async with open_store(
+            replace(config.store, read_only=True), background_jobs=False
+        ) as store:
+            buckets = store.index.buckets()
+            cluster_id = str(store.superblocks[min(store.superblocks)].cluster_id)
+            if min(store.superblocks) >= 256:
+                raise UsageError(f"{data_dir} was formatted as another cluster's node")
+        if buckets:
+            raise UsageError(
+                f"{data_dir} holds {len(buckets)} bucket(s); a cluster starts from an empty "
+                "store (its index comes from the cluster's log). Format a new data directory"
+            )
+    else:
+        superblocks = await create_data_dir(
+            data_dir,
+            device_count=device_count,
+            device_size_bytes=device_size_bytes,
+            buffered=config.store.buffered_io,
+        )
+        cluster_id = str(superblocks[0].cluster_id)
+    given = read_secret(secret_file)
+    secret = given or new_secret()
+    state = ClusterState(
+        cluster_id=cluster_id,
+        node_number=0,
+        name=name or socket.gethostname(),
+        raft_address=raft_address,
+        api_address=api_address,
+        secret=secret,
+        admitted=True,
+    )
+    await trio.to_thread.run_sync(save, data_dir, state)
+    print(f"cluster {cluster_id}: {data_dir} is node 0 ({state.name})")
+    print(f"  Raft on {raft_address}, internal API on {api_address}; start it with `objfs serve`")
+    if given is None:
+        print(f"  cluster secret (shown once; also in {state_path(data_dir)}): {secret}")
+    print(
+        f"  add nodes with `objfs cluster join {api_address}` and the secret in ${SECRET_VARIABLE}"
+    )
+    return 0
+
+
+async def cluster_join(
+    config: NodeConfig,
+    address: str,
+    *,
+    name: str | None,
+    raft_address: str,
+    api_address: str,
+    secret_file: str | None,
+    device_count: int,
+    device_size_bytes: int | None,
+) -> int:
+    data_dir = config.store.data_dir
+    await _refuse_if_member(data_dir)
+    _check_address("ADDRESS", address)
+    _check_address("--raft-address", raft_address)
+    _check_address("--api-address", api_address)
+    if config.store.device_paths():
+        raise UsageError(f"{data_dir} already has devices; a node joins with a new data directory")
+    secret = read_secret(secret_file)
+    if secret is None:
+        raise UsageError(
+            f"joining needs the cluster secret: --secret-file FILE or ${SECRET_VARIABLE}"
+        )
+    node_name = name or socket.gethostname()
+    answer: dict[str, Any] = await trio.to_thread.run_sync(
+        functools.partial(
+            peers.call,
+            address,
+            secret,
+            "POST",
+            "/cluster/v1/join",
+            {"name": node_name, "raft_address": raft_address, "api_address": api_address},
+        )
+    )
+    number = int(answer["node_number"])
+    await create_data_dir(
+        data_dir,
+        device_count=device_count,
+        device_size_bytes=device_size_bytes,
+        buffered=config.store.buffered_io,
+        node_number=number,
+    )
+    state = ClusterState(
+        cluster_id=str(answer["cluster_id"] or uuid.UUID(int=0)),
+        node_number=number,
+        name=node_name,
+        raft_address=raft_address,
+        api_address=api_address,
+        secret=secret,
+    ).with_peers(list(answer["peers"]), list(answer["peer_apis"]))
+    await trio.to_thread.run_sync(save, data_dir, state)
+    print(f"joined cluster {state.cluster_id} as node {number} ({node_name})")
+    print("  start it with `objfs serve`: it becomes a voting member when it first runs")
+    return 0
+
+
+async def cluster_status(config: NodeConfig, *, as_json: bool) -> int:
+    data_dir = config.store.data_dir
+    state = await trio.to_thread.run_sync(load, data_dir)
+    if state is None:
+        raise UsageError(
+            f"{data_dir} is a single node, not in a cluster (see `objfs cluster init`)"
+        )
+    node = await trio.to_thread.run_sync(client.find_node, data_dir)
+    if node is None:
+        print(f"node {state.node_number} ({state.name}) of cluster {state.cluster_id}: not running")
+        peers_known = ", ".join(state.peers) or "-"
+        print(f"  Raft {state.raft_address}, API {state.api_address}; peers {peers_known}")
+        return 0
+    status = await trio.to_thread.run_sync(node.call, "GET", "/admin/status")
+    cluster = status.get("cluster") or {}
+    if as_json:
+        print(json.dumps(cluster, indent=1))
+        return 0
+    print(render_cluster(cluster))
+    return 0
+
+
+def render_cluster(cluster: dict[str, Any]) -> str:
+    raft = cluster.get("raft") or {}
+    lines = [
+        f"cluster:    {cluster.get('cluster_id')}",
+        f"this node:  {cluster.get('node_number')} ({cluster.get('name')}), "
+        f"{raft.get('state', '?')}, term {raft.get('term')}, "
+        f"applied {cluster.get('applied_index')} of commit {raft.get('commit_index')}"
+        + ("" if cluster.get("caught_up") else ", catching up"),
+        f"leader:     {raft.get('leader') or 'none'}"
+        + ("" if raft.get("has_quorum") else " (no quorum)"),
+    ]
+    connected = raft.get("peers_connected") or {}
+    match = raft.get("peers_match_index") or {}
+    lines.append("members:")
+    for node in (cluster.get("catalog") or {}).get("nodes", []):
+        address = node["raft_address"]
+        if address == raft.get("self"):
+            link = "this node"
+        else:
+            link = "connected" if connected.get(address) else "unreachable"
+            if raft.get("state") == "leader" and address in match:
+                lag = (raft.get("commit_index") or 0) - match[address]
+                link += f", {max(lag, 0)} entries behind"
+        voting = "voting" if node["admitted"] else "joining"
+        lines.append(f"  {node['number']:>3}  {node['name']:<16} {address:<22} {voting}, {link}")
+    if cluster.get("failure"):
+        lines.append(f"FAILED:     {cluster['failure']}")
+    return "\n".join(lines)

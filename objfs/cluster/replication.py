@@ -1,0 +1,237 @@
+"""objfs.cluster.replication — the store's records and the catalog's changes through Raft.
+
+`Replicator` stands where the WAL stands on a single node (the store's
+`committer`): `append(record)` proposes the record as a Raft entry and returns
+once this node has applied it, with what applying it returned (or the
+ObjfsError it raised: every node raises the same one, since applying is
+deterministic). `deliver(index, entry)` is called by `objfs.cluster.raft` on
+the event loop for every committed entry, in log order, on every node.
+
+Retries (docs/cluster.md, "Errors"): a proposal refused for want of a leader
+is proposed again, with backoff, for up to `RETRY_S`; then `Unavailable`. An
+entry whose fate is unknown (the leader changed under it, or nothing answered
+for `RESEND_S`) is proposed again with the same tag, and `deliver` applies a
+tag only once, so a retry cannot apply a change twice. If time runs out with the fate still unknown,
+`OutcomeUnknown`: the caller must not free what the entry would reference.
+
+Applying happens inside `deliver`, synchronously: nothing else runs on the
+event loop between two entries, as with the WAL's apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, final
+
+import trio
+
+from objfs.cluster import entries
+from objfs.cluster.catalog import Catalog
+from objfs.cluster.raft import MAYBE_APPENDED, Raft
+from objfs.errors import Corrupted, ObjfsError, OutcomeUnknown, Unavailable
+from objfs.store import Store
+from objfs.store.records import Record
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 5.0  # how long a proposal is retried while there is no leader
+COMMIT_WAIT_S = 15.0  # how long a proposal the leader took may wait to commit
+RESEND_S = 2.0  # a proposal nobody has answered for this long is sent again
+RECENT_TAGS = (
+    100_000  # entries remembered for "apply a tag once" (log order, so alike on every node)
+)
+
+
+@final
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = False
+        self.result: Any = None
+        self.error: ObjfsError | None = None
+        self.failure: tuple[str, str] | None = None
+        self.wake = trio.Event()
+
+    def finish(self, result: Any, error: ObjfsError | None) -> None:
+        self.done, self.result, self.error = True, result, error
+        self.wake.set()
+
+    def failed(self, kind: str, reason: str) -> None:
+        self.failure = (kind, reason)
+        self.wake.set()
+
+
+@final
+class _Round:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: str | None = None
+
+
+@final
+class Replicator:
+    """Args:
+    store: applies records (its index, its space, its watchers).
+    catalog: applies catalog changes.
+    node_number: this node's, written into every entry it proposes.
+    """
+
+    def __init__(self, store: Store, catalog: Catalog, node_number: int) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.node_number = node_number
+        self.raft: Raft | None = None
+        self.applied_index = 0
+        self.applied_entries = 0
+        self.caught_up = trio.Event()
+        self.failure: str | None = None
+        self.on_catalog_change: Callable[[], None] = lambda: None
+        self._waiting: dict[int, _Waiter] = {}
+        self._next_round: _Round | None = None  # barrier callers not yet proposed for
+        self._barrier_wanted = trio.Event()
+        self._recent: OrderedDict[tuple[int, int], None] = OrderedDict()
+
+    # -- the event loop side of the Raft thread ---------------------------------------
+
+    def deliver(self, index: int, raw: bytes) -> None:
+        """Apply one committed entry (event loop, log order, every node)."""
+        self.applied_index = index
+        if self.failure is not None:
+            return
+        try:
+            entry = entries.decode(raw)
+        except Corrupted as exc:  # every node skips it alike
+            log.error("Raft entry %d skipped: %s", index, exc)
+            return
+        key = (entry.origin, entry.tag)
+        if key in self._recent:
+            return  # proposed twice (a retry after a leader change): applied once
+        self._recent[key] = None
+        if len(self._recent) > RECENT_TAGS:
+            self._recent.popitem(last=False)
+        result: Any = None
+        error: ObjfsError | None = None
+        try:
+            if entry.kind == entries.Kind.RECORD:
+                self.store.apply_replicated(entry.record())
+            elif entry.kind == entries.Kind.BARRIER:
+                pass
+            else:
+                result = self.catalog.apply(entry.change())
+                self.on_catalog_change()
+        except ObjfsError as exc:
+            error = exc
+        except Exception as exc:  # a broken invariant: the index may be half changed
+            self.failure = f"applying Raft entry {index} failed: {exc!r}"
+            log.critical(
+                "%s; this node stops applying (restart it to rebuild from the log)", self.failure
+            )
+            error = Unavailable(self.failure)
+        self.applied_entries += 1
+        if entry.origin == self.node_number:
+            waiter = self._waiting.pop(entry.tag, None)
+            if waiter is not None:
+                waiter.finish(result, error)
+
+    def mark_caught_up(self) -> None:
+        if not self.caught_up.is_set():
+            log.info("caught up with the cluster at Raft index %d", self.applied_index)
+            self.caught_up.set()
+
+    # -- proposing ----------------------------------------------------------------------
+
+    async def append(self, record: Record) -> Any:
+        """The store's committer: the record through Raft, applied here, its result."""
+        # Fragments on disk before any record names them (the WAL's before_write).
+        await self.store.datapath.flush_dirty()
+        tag = entries.new_tag()
+        return await self._propose(tag, entries.record_entry(self.node_number, tag, record))
+
+    async def barrier(self) -> None:
+        """Return once this node has applied every entry committed before the call:
+        a read after it sees every write acknowledged (by any node) before it.
+
+        One barrier entry goes through the log per round; every caller that arrived
+        while a round was in flight waits for the next one, so a burst of reads
+        costs two commits, not one each.
+
+        Raises:
+            Unavailable: the cluster could not commit the barrier.
+        """
+        if self._next_round is None:
+            self._next_round = _Round()
+        joined = self._next_round
+        self._barrier_wanted.set()
+        await joined.done.wait()
+        if joined.error is not None:
+            raise Unavailable(joined.error)
+
+    async def run_barriers(self) -> None:
+        """The barrier rounds, for as long as the member runs."""
+        while True:
+            await self._barrier_wanted.wait()
+            self._barrier_wanted = trio.Event()
+            current, self._next_round = self._next_round, None
+            if current is None:
+                continue
+            tag = entries.new_tag()
+            try:
+                await self._propose(tag, entries.barrier_entry(self.node_number, tag))
+            except ObjfsError as exc:
+                current.error = str(exc)
+            current.done.set()
+
+    async def change_catalog(self, change: dict[str, Any]) -> Any:
+        tag = entries.new_tag()
+        return await self._propose(tag, entries.catalog_entry(self.node_number, tag, change))
+
+    async def _propose(self, tag: int, raw: bytes) -> Any:
+        if self.failure is not None:
+            raise Unavailable(self.failure)
+        raft = self.raft
+        if raft is None:
+            raise Unavailable("the cluster member is not running")
+        waiter = _Waiter()
+        self._waiting[tag] = waiter
+        started = trio.current_time()
+        delay = 0.05
+        maybe_appended = False
+        reason = "no answer from the leader"
+        try:
+            with trio.CancelScope(shield=True):  # once proposed, learn the outcome
+                with trio.move_on_at(started + COMMIT_WAIT_S):
+                    while True:
+                        waiter.failure = None
+                        waiter.wake = trio.Event()
+                        raft.propose(raw, waiter.failed)
+                        with trio.move_on_after(RESEND_S):
+                            await waiter.wake.wait()
+                        if waiter.done:
+                            break
+                        if waiter.failure is None:
+                            # No word at all: the forward to the leader may be lost
+                            # on a dead connection. Again (applied once, by tag).
+                            maybe_appended = True
+                            continue
+                        kind, reason = waiter.failure
+                        maybe_appended |= kind == MAYBE_APPENDED
+                        if trio.current_time() + delay > started + RETRY_S:
+                            break
+                        with trio.move_on_after(delay):
+                            waiter.wake = trio.Event()
+                            await waiter.wake.wait()  # it may yet be applied meanwhile
+                        if waiter.done:
+                            break
+                        delay = min(delay * 2, 0.5)
+                if not waiter.done and waiter.failure is None:
+                    maybe_appended = True  # the leader took it and never committed it
+        finally:
+            self._waiting.pop(tag, None)
+        if waiter.done:
+            if waiter.error is not None:
+                raise waiter.error
+            return waiter.result
+        if maybe_appended:
+            raise OutcomeUnknown(f"the cluster did not confirm the change in time ({reason})")
+        raise Unavailable(f"the cluster cannot commit now: {reason}")

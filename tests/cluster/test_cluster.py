@@ -1,0 +1,169 @@
+"""A cluster of three real nodes on loopback: one namespace through every node.
+
+Method: `objfs cluster init` + `objfs cluster join` + `objfs serve` in child
+processes (tests/cluster/cluster_nodes.py), driven by boto3 against each
+node's own S3 port. "Immediately" means the next call, on another node, with
+no sleep between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import random
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from cluster_nodes import Cluster
+
+
+def content(name: str, size: int) -> bytes:
+    return random.Random(hashlib.sha256(name.encode()).digest()).randbytes(size)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_three_nodes_serve_one_namespace(cluster: Cluster) -> None:
+    first, second, third = cluster.start(3, mount_first=True)
+    cluster.wait_for_members(3)
+
+    first.s3().create_bucket(Bucket="shared")
+    assert "shared" in [b["Name"] for b in third.s3().list_buckets()["Buckets"]]
+
+    small = content("small", 50_000)
+    second.s3().put_object(Bucket="shared", Key="dir/small", Body=small)
+    got = third.s3().get_object(Bucket="shared", Key="dir/small")
+    assert got["Body"].read() == small
+    listed = third.s3().list_objects_v2(Bucket="shared", Prefix="dir/")
+    assert [o["Key"] for o in listed["Contents"]] == ["dir/small"]
+
+    # Through node 0's mount, written on node 1 a moment ago.
+    with open(os.path.join(first.mountpoint, "shared", "dir", "small"), "rb") as file:
+        assert file.read() == small
+
+    # A file written through the mount on node 0 is an object on node 2 at once.
+    path = os.path.join(first.mountpoint, "shared", "from-mount")
+    with open(path, "wb") as file:
+        file.write(b"written through FUSE on node 0")
+        file.flush()
+        os.fsync(file.fileno())
+    assert third.s3().get_object(Bucket="shared", Key="from-mount")["Body"].read() == (
+        b"written through FUSE on node 0"
+    )
+
+    # Deletes and overwrites are seen everywhere too.
+    third.s3().put_object(Bucket="shared", Key="dir/small", Body=b"v2")
+    assert second.s3().get_object(Bucket="shared", Key="dir/small")["Body"].read() == b"v2"
+    first.s3().delete_object(Bucket="shared", Key="dir/small")
+    assert "Contents" not in second.s3().list_objects_v2(Bucket="shared", Prefix="dir/")
+
+    # Large objects: erasure-coded on the devices of the node that took the PUT,
+    # read by any other node through that node's internal API, ranges included.
+    large = content("large", 5 << 20)
+    second.s3().put_object(Bucket="shared", Key="large", Body=large)
+    assert third.s3().get_object(Bucket="shared", Key="large")["Body"].read() == large
+    ranged = first.s3().get_object(Bucket="shared", Key="large", Range="bytes=3000000-3100000")
+    assert ranged["Body"].read() == large[3000000:3100001]
+    with open(os.path.join(first.mountpoint, "shared", "large"), "rb") as file:
+        file.seek(4 << 20)
+        assert file.read(65536) == large[4 << 20 : (4 << 20) + 65536]
+
+    status = first.status()
+    assert status["raft"]["state"] == "leader"
+    assert {n["name"] for n in status["catalog"]["nodes"]} == {"node0", "node1", "node2"}
+    shown = first.cli("cluster", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "node2" in shown.stdout and "voting, connected" in shown.stdout
+
+
+def test_every_acknowledged_object_survives_killing_all_nodes(cluster: Cluster) -> None:
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    members[0].s3().create_bucket(Bucket="durable")
+    written = {}
+    for i in range(30):
+        key = f"k{i:03d}"
+        written[key] = content(key, 1000 + i * 997)
+        members[i % 3].s3().put_object(Bucket="durable", Key=key, Body=written[key])
+    for member in members:
+        member.kill()
+    for member in members:
+        member.serve()
+    for member in members:
+        assert member.node is not None
+        member.node.wait_for("READY", timeout=90)
+    for member in members:
+        client = member.s3()
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="durable")["Contents"]]
+        assert keys == sorted(written)
+        for key, body in written.items():
+            assert client.get_object(Bucket="durable", Key=key)["Body"].read() == body
+
+
+def test_a_wrong_secret_cannot_join_and_nothing_is_unpickled(cluster: Cluster) -> None:
+    (first,) = cluster.start(1)
+    stranger = cluster.add()
+    refused = stranger.cli(
+        "cluster",
+        "join",
+        first.api_address,
+        "--raft-address",
+        stranger.raft_address,
+        "--api-address",
+        stranger.api_address,
+        "--device-count",
+        "3",
+        "--device-size",
+        "64M",
+        environ={"OBJFS_CLUSTER_SECRET": "not-the-cluster-secret-at-all-0000"},
+    )
+    assert refused.returncode != 0
+    assert "signature does not match" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not os.path.exists(os.path.join(stranger.data, "cluster.json"))
+
+    # A pickle that would leave a file behind if anyone unpickled it, sent raw to
+    # the Raft port: pysyncobj with a password drops what does not decrypt.
+    marker = os.path.join(cluster.root, "unpickled")
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    payload = pickle.dumps(Exploit())
+    host, port = first.raft_address.split(":")
+    for framed in (payload, len(payload).to_bytes(4, "big") + payload):
+        with socket.create_connection((host, int(port)), timeout=5) as connection:
+            connection.sendall(framed)
+            time.sleep(0.3)
+    time.sleep(1.0)
+    assert not os.path.exists(marker)
+    # The node is still a healthy leader of its one-node cluster.
+    first.s3().create_bucket(Bucket="still-fine")
+    assert first.status()["raft"]["state"] == "leader"
+
+
+def test_the_secret_is_needed_to_join(cluster: Cluster) -> None:
+    (first,) = cluster.start(1)
+    stranger = cluster.add()
+    refused = stranger.cli(
+        "cluster",
+        "join",
+        first.api_address,
+        "--raft-address",
+        stranger.raft_address,
+        "--api-address",
+        stranger.api_address,
+    )
+    assert refused.returncode == 2
+    assert "OBJFS_CLUSTER_SECRET" in refused.stderr

@@ -1,0 +1,195 @@
+"""Nodes of a real three-node cluster killed, hung and restarted under load.
+
+Method: client threads PUT small objects (inline in their records, so the
+Raft log alone holds them) on the nodes left standing and read each back from
+another node, recording every acknowledgement and every failure with its
+time. Then a node is killed with SIGKILL (or stopped with SIGSTOP); the load
+goes on; finally every acknowledged object must read back byte-exact on every
+node, the victim included once it is back. The error window (first to last
+failed request) is printed and bounded.
+
+Objects larger than `store.inline_max_bytes` keep their fragments on the
+devices of the node that took the PUT (docs/cluster.md, build order): they
+are not part of these tests until placement spreads them over nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from cluster_nodes import Cluster, Member
+
+OBJECT_BYTES = 2000  # inline: the record carries the bytes
+
+
+def content(name: str) -> bytes:
+    return random.Random(hashlib.sha256(name.encode()).digest()).randbytes(OBJECT_BYTES)
+
+
+@dataclass
+class Load:
+    targets: list[Member]
+    acked: dict[str, bytes] = field(default_factory=dict)
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, worker: int) -> None:
+        clients = [m.s3(connect_timeout=5, read_timeout=30) for m in self.targets]
+        n = 0
+        while not self.stop.is_set():
+            key = f"w{worker}-{n:05d}"
+            n += 1
+            body = content(key)
+            writer, reader = clients[n % len(clients)], clients[(n + 1) % len(clients)]
+            try:
+                writer.put_object(Bucket="load", Key=key, Body=body)
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append((time.monotonic(), f"PUT {key}: {exc}"))
+                continue
+            with self.lock:
+                self.acked[key] = body
+            try:
+                got = reader.get_object(Bucket="load", Key=key)["Body"].read()
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append((time.monotonic(), f"GET {key}: {exc}"))
+                continue
+            if got != body:
+                self.wrong.append(key)
+
+    def error_window(self) -> float:
+        if not self.failures:
+            return 0.0
+        times = [at for at, _ in self.failures]
+        return max(times) - min(times)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def run_load(load: Load, workers: int, during: float, event: object) -> None:
+    threads = [threading.Thread(target=load.run, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)
+        event()  # type: ignore[operator]
+        time.sleep(during)
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(60)
+
+
+def check_everywhere(members: list[Member], acked: dict[str, bytes]) -> None:
+    for member in members:
+        client = member.s3()
+        keys: list[str] = []
+        token = None
+        while True:
+            page = client.list_objects_v2(
+                Bucket="load", **({"ContinuationToken": token} if token else {})
+            )
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                break
+            token = page["NextContinuationToken"]
+        assert set(acked) <= set(keys), f"node {member.number} lost {set(acked) - set(keys)}"
+        for key in random.Random(member.number).sample(sorted(acked), min(200, len(acked))):
+            assert client.get_object(Bucket="load", Key=key)["Body"].read() == acked[key]
+
+
+def leader_of(members: list[Member]) -> Member:
+    for member in members:
+        if member.status()["raft"]["state"] == "leader":
+            return member
+    raise AssertionError("no leader")
+
+
+def test_killing_the_leader_under_load_loses_nothing(cluster: Cluster) -> None:
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    members[0].s3().create_bucket(Bucket="load")
+    leader = leader_of(members)
+    others = [m for m in members if m is not leader]
+    load = Load(others)
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        killed_at.append(time.monotonic())
+        leader.kill()
+
+    run_load(load, workers=4, during=8.0, event=kill)
+    print(
+        f"\nleader killed: {len(load.acked)} PUTs acknowledged, {len(load.failures)} failed "
+        f"requests, error window {load.error_window():.2f} s"
+    )
+    for _, failure in load.failures[:5]:
+        print("  ", failure)
+    assert not load.wrong
+    assert len(load.acked) > 50
+    assert load.error_window() < 10.0
+    new_leader = leader_of(others)
+    assert new_leader is not leader
+    check_everywhere(others, load.acked)
+
+    leader.serve()
+    assert leader.node is not None
+    leader.node.wait_for("READY", timeout=90)
+    check_everywhere([leader], load.acked)
+
+
+def test_killing_a_follower_under_load_fails_nothing(cluster: Cluster) -> None:
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    members[0].s3().create_bucket(Bucket="load")
+    leader = leader_of(members)
+    victim = next(m for m in members if m is not leader)
+    standing = [m for m in members if m is not victim]
+    load = Load(standing)
+    run_load(load, workers=4, during=4.0, event=victim.kill)
+    print(f"\nfollower killed: {len(load.acked)} PUTs acknowledged, {len(load.failures)} failed")
+    assert not load.wrong
+    assert load.failures == []
+    check_everywhere(standing, load.acked)
+    victim.serve()
+    assert victim.node is not None
+    victim.node.wait_for("READY", timeout=90)
+    check_everywhere([victim], load.acked)
+
+
+def test_a_hung_node_is_carried_on_without_and_rejoins(cluster: Cluster) -> None:
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    members[0].s3().create_bucket(Bucket="load")
+    leader = leader_of(members)
+    victim = next(m for m in members if m is not leader)
+    standing = [m for m in members if m is not victim]
+    load = Load(standing)
+    run_load(load, workers=2, during=30.0, event=lambda: victim.kill(signal.SIGSTOP))
+    assert not load.wrong
+    assert load.failures == []
+    victim.kill(signal.SIGCONT)
+    resumed = time.monotonic()
+    target = leader.status()["raft"]["commit_index"]
+    while victim.status()["raft"]["last_applied"] < target:
+        assert time.monotonic() < resumed + 30, "the resumed node did not catch up in 30 s"
+        time.sleep(0.1)
+    print(f"\nhung node caught up {time.monotonic() - resumed:.2f} s after SIGCONT")
+    check_everywhere(members, load.acked)

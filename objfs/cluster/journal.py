@@ -89,6 +89,13 @@ class JournalFile:
         os.close(self._fd)
 
 
+_MEMBERSHIP = 2  # pysyncobj's _COMMAND_TYPE.MEMBERSHIP, the first byte of such a command
+
+
+def _is_membership(command: bytes) -> bool:
+    return command[:1] == bytes([_MEMBERSHIP])
+
+
 def frame(kind: int, payload: bytes) -> bytes:
     body = bytes([kind]) + payload
     return _HEADER.pack(len(body), crc32c.crc32c(body)) + body
@@ -111,6 +118,7 @@ class DurableJournal(pysyncobj_journal.Journal):  # type: ignore[misc]
         self.group_syncs = False
         self._unsynced = False
         self.syncs = 0
+        self._pending_cut: int | None = None  # see deleteEntriesFrom
         self._replay()
 
     # -- replay and compaction ----------------------------------------------------
@@ -182,34 +190,74 @@ class DurableJournal(pysyncobj_journal.Journal):  # type: ignore[misc]
 
     def add(self, command: bytes | str, idx: int, term: int) -> None:
         raw = command.encode("latin-1") if isinstance(command, str) else bytes(command)
+        cut = self._pending_cut
+        if cut is not None:
+            if cut >= len(self._entries) or self._entries[cut][1] != idx:
+                self._settle()  # not the entry in that place: the cut is over
+            elif self._entries[cut][2] == term:
+                self._pending_cut = cut + 1  # the same entry again: nothing to change
+                return
+            else:
+                self._cut(cut)  # the first real conflict: the tail goes from here
         self._write_entry_change(frame(ENTRY, _ENTRY.pack(idx, term) + raw))
         self._entries.append((raw, idx, term))
 
     def clear(self) -> None:
-        self.deleteEntriesFrom(0)
+        self._settle()
+        self._cut(0)
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        self._write_entry_change(frame(KEEP, _U64.pack(entryFrom)))
-        del self._entries[entryFrom:]
+        """pysyncobj calls this before every AppendEntries' entries, whether or not
+        they conflict with ours. Raft cuts a log only at a conflict (same index,
+        another term): cutting entries that match would drop entries this node has
+        acknowledged, and a resent or reordered AppendEntries does exactly that.
+        So the cut waits: `add` skips entries we already hold and cuts at the first
+        that differs; a tail nothing conflicted with is kept (`_settle`)."""
+        self._settle()
+        if entryFrom < len(self._entries):
+            self._pending_cut = entryFrom
+
+    def _cut(self, position: int) -> None:
+        self._pending_cut = None
+        if position < len(self._entries):
+            self._write_entry_change(frame(KEEP, _U64.pack(position)))
+            del self._entries[position:]
+
+    def _settle(self) -> None:
+        """End a pending cut that met no conflict: keep the tail. Except a tail
+        with a membership change in it: pysyncobj has already undone that change
+        in memory, so the tail is cut as pysyncobj meant (the leader sends it
+        again)."""
+        cut = self._pending_cut
+        if cut is None:
+            return
+        self._pending_cut = None
+        if any(_is_membership(command) for command, _, _ in self._entries[cut:]):
+            self._cut(cut)
 
     def deleteEntriesTo(self, entryTo: int) -> None:
+        self._settle()
         self._write(frame(DROP, _U64.pack(entryTo)))
         del self._entries[:entryTo]
         self._compact_if_worth_it()
 
     def __getitem__(self, item: Any) -> Any:
+        self._settle()
         return self._entries[item]
 
     def __len__(self) -> int:
+        self._settle()
         return len(self._entries)
 
     def _destroy(self) -> None:
+        self._settle()
         if self._commit != self._commit_saved:
             self._write(frame(COMMIT, _U64.pack(self._commit)))
         self._file.close()
 
     def flush(self) -> None:
         """Sync what `group_syncs` left unsynced (nothing otherwise)."""
+        self._settle()
         if self._unsynced:
             self._file.sync()
             self.syncs += 1
@@ -222,6 +270,7 @@ class DurableJournal(pysyncobj_journal.Journal):  # type: ignore[misc]
         return self._commit
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        self._settle()
         vote = "" if votedForNodeId is None else str(votedForNodeId)
         self._write(frame(TERM, _U64.pack(term) + vote.encode()))  # synced: votes at once
         self._term, self._vote = term, vote or None

@@ -35,6 +35,19 @@ log = logging.getLogger(__name__)
 
 journal.install()
 
+
+class _ResentAppendFilter(logging.Filter):
+    """pysyncobj logs a critical "truncating already-applied log entries" before
+    every AppendEntries that overlaps what a follower has, resends included. The
+    DurableJournal cuts only at a real conflict (journal.deleteEntriesFrom), so
+    the message is not true of objfs: it is dropped rather than alarm operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("truncating already-applied log entries")
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_ResentAppendFilter())
+
 # What a failed proposal means for a retry of the same entry.
 NOT_APPENDED = "not appended"  # certainly not in the log: propose again
 MAYBE_APPENDED = "maybe appended"  # it may still commit: propose again, apply once (by tag)
@@ -87,6 +100,38 @@ class _Member(SyncObj):  # type: ignore[misc]
         return index
 
 
+def safe_conf(
+    *, secret: str, journal_path: str, on_ready: Callable[[], None] | None = None
+) -> SyncObjConf:
+    """pysyncobj's configuration as objfs runs it (the module docstring says why)."""
+    assert journal_path.endswith(journal.SUFFIX)
+    return SyncObjConf(
+        password=secret,
+        journalFile=journal_path,
+        appendEntriesUseBatch=False,
+        useFork=False,
+        dynamicMembershipChange=True,
+        logCompactionMinEntries=1 << 62,
+        logCompactionMinTime=1 << 31,
+        onReady=on_ready,
+        connectionRetryTime=1.0,
+        maxBindRetries=3,
+        bindRetryTime=0.5,
+    )
+
+
+def new_member(
+    me: str,
+    others: list[str],
+    *,
+    secret: str,
+    journal_path: str,
+    deliver: Callable[[int, bytes], None],
+) -> SyncObj:
+    """A bare member on pysyncobj's thread, no event loop (benchmarks, tests)."""
+    return _Member(me, others, safe_conf(secret=secret, journal_path=journal_path), deliver)
+
+
 @final
 class Raft:
     """One node's Raft member. Start it inside `trio.run`; `close` it before the run ends.
@@ -117,18 +162,10 @@ class Raft:
         self.me = me
         self._token = token
         self._deliver = deliver
-        conf = SyncObjConf(
-            password=secret,
-            journalFile=journal_path,
-            appendEntriesUseBatch=False,
-            useFork=False,
-            dynamicMembershipChange=True,
-            logCompactionMinEntries=1 << 62,
-            logCompactionMinTime=1 << 31,
-            onReady=lambda: self._soon(on_caught_up),
-            connectionRetryTime=1.0,
-            maxBindRetries=3,
-            bindRetryTime=0.5,
+        conf = safe_conf(
+            secret=secret,
+            journal_path=journal_path,
+            on_ready=lambda: self._soon(on_caught_up),
         )
         self._member = _Member(me, others, conf, lambda i, e: self._soon(deliver, i, e))
 

@@ -81,10 +81,19 @@ def step(journal: DurableJournal, model: Model, rng: random.Random, next_idx: in
         model.entries.append((command, next_idx, term))
         return next_idx + 1
     if roll < 0.7 and model.entries:
-        keep = rng.randint(0, len(model.entries))
+        # pysyncobj cuts before every AppendEntries' entries; the journal cuts only
+        # at a conflict (Raft's rule), so a resent AppendEntries keeps the tail.
+        keep = rng.randint(0, len(model.entries) - 1)
         journal.deleteEntriesFrom(keep)
-        del model.entries[keep:]
-        return model.entries[-1][1] + 1 if model.entries else next_idx
+        if rng.random() < 0.5:  # a resend: some of the same entries again
+            for entry in model.entries[keep : keep + rng.randint(0, 3)]:
+                journal.add(*entry)
+            return next_idx
+        _, idx, term = model.entries[keep]  # a new leader's entry in that place
+        conflicting = (rng.randbytes(rng.randint(0, 50)), idx, term + 1)
+        journal.add(*conflicting)
+        model.entries[keep:] = [conflicting]
+        return idx + 1
     if roll < 0.8 and model.entries:
         drop = rng.randint(0, len(model.entries))
         journal.deleteEntriesTo(drop)
@@ -129,20 +138,43 @@ def test_the_real_file_reopens_with_entries_term_vote_and_commit_hint(tmp_path: 
     journal.add("second", 2, 1)  # pysyncobj may hand str on old paths: latin-1
     journal.setCurrentTerm(3, "127.0.0.1:7001")
     journal.add(b"third", 3, 3)
-    journal.deleteEntriesFrom(2)  # a conflicting tail replaced
-    journal.add(b"other", 3, 3)
+    journal.deleteEntriesFrom(2)  # a conflicting tail replaced (another term)
+    journal.add(b"other", 3, 4)
     journal.setRaftCommitIndex(2)
     journal._destroy()
     again = DurableJournal(path)
     assert [again[i] for i in range(len(again))] == [
         (b"\x00first", 1, 1),
         (b"second", 2, 1),
-        (b"other", 3, 3),
+        (b"other", 3, 4),
     ]
-    assert again[-1] == (b"other", 3, 3)
+    assert again[-1] == (b"other", 3, 4)
     assert again.getCurrentTerm() == 3 and again.getVotedForNodeId() == "127.0.0.1:7001"
     assert again.getRaftCommitIndex() == 2
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    again._destroy()
+
+
+def test_a_resent_append_keeps_acknowledged_entries(tmp_path: Path) -> None:
+    """pysyncobj cuts the log before every AppendEntries' entries. A resent or
+    reordered AppendEntries carrying fewer entries than this node has (and
+    acknowledged) must not shorten it: Raft cuts only at a conflict."""
+    journal = DurableJournal(str(tmp_path / "raft.objfs-journal"))
+    for idx in range(1, 6):
+        journal.add(b"entry %d" % idx, idx, 1)
+    journal.deleteEntriesFrom(1)  # prevLogIdx = 1, entries 2..3 again
+    journal.add(b"entry 2", 2, 1)
+    journal.add(b"entry 3", 3, 1)
+    assert len(journal) == 5  # 4 and 5 stay
+    journal.deleteEntriesFrom(3)  # a heartbeat from an older position: nothing in it
+    journal.flush()
+    assert [journal[i][1] for i in range(len(journal))] == [1, 2, 3, 4, 5]
+    journal.deleteEntriesFrom(3)  # a new leader's entry 4 in term 2: 4 and 5 go
+    journal.add(b"new 4", 4, 2)
+    assert [journal[i][1:] for i in range(len(journal))] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+    journal._destroy()
+    again = DurableJournal(str(tmp_path / "raft.objfs-journal"))
+    assert [again[i][1:] for i in range(len(again))] == [(1, 1), (2, 1), (3, 1), (4, 2)]
     again._destroy()
 
 

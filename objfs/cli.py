@@ -22,6 +22,7 @@ from objfs.cluster.commands import (
     DEFAULT_API_ADDRESS,
     DEFAULT_RAFT_ADDRESS,
     SECRET_VARIABLE,
+    NodeOptions,
     cluster_init,
     cluster_join,
     cluster_status,
@@ -312,17 +313,17 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
 async def _cluster(args: argparse.Namespace, config: NodeConfig) -> int:
     if args.cluster_command == "status":
         return await cluster_status(config, as_json=args.json)
-    options = {
-        "name": args.name,
-        "raft_address": args.raft_address,
-        "api_address": args.api_address,
-        "secret_file": args.secret_file,
-        "device_count": args.device_count,
-        "device_size_bytes": args.device_size,
-    }
+    options = NodeOptions(
+        name=args.name,
+        raft_address=args.raft_address,
+        api_address=args.api_address,
+        secret_file=args.secret_file,
+        device_count=args.device_count,
+        device_size_bytes=args.device_size,
+    )
     if args.cluster_command == "init":
-        return await cluster_init(config, **options)
-    return await cluster_join(config, args.address, **options)
+        return await cluster_init(config, options)
+    return await cluster_join(config, args.address, options)
 
 
 async def _format(args: argparse.Namespace, config: NodeConfig) -> int:

@@ -22,8 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, final
 
 from objfs.errors import InvalidArgument, ObjfsError
-
-MAX_NODES = 256
+from objfs.store.types import MAX_NODE_NUMBER
 
 
 class NotInCluster(ObjfsError):
@@ -115,8 +114,10 @@ class Catalog:
         if self.cluster_id is None:
             raise InvalidArgument("the cluster is not initialised")
         number = self.next_number
-        if number >= MAX_NODES:
-            raise InvalidArgument(f"the cluster has numbered {MAX_NODES} nodes, the most it can")
+        if number > MAX_NODE_NUMBER:
+            raise InvalidArgument(
+                f"the cluster has numbered {MAX_NODE_NUMBER + 1} nodes, the most it can"
+            )
         self.next_number += 1
         self.nodes[number] = NodeEntry(number, name, raft_address, api_address, False)
         return number

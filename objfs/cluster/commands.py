@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -28,6 +28,7 @@ from objfs.config import NodeConfig
 from objfs.errors import UsageError
 from objfs.store import open_store
 from objfs.store.format import create_data_dir
+from objfs.store.superblock import Superblock
 
 SECRET_VARIABLE = "OBJFS_CLUSTER_SECRET"
 DEFAULT_RAFT_ADDRESS = "127.0.0.1:9100"
@@ -62,115 +63,112 @@ async def _refuse_if_member(data_dir: str) -> None:
         )
 
 
-async def cluster_init(
-    config: NodeConfig,
-    *,
-    name: str | None,
-    raft_address: str,
-    api_address: str,
-    secret_file: str | None,
-    device_count: int,
-    device_size_bytes: int | None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What `cluster init` and `cluster join` are told about the node they make."""
+
+    name: str | None
+    raft_address: str
+    api_address: str
+    secret_file: str | None
+    device_count: int
+    device_size_bytes: int | None
+
+    @property
+    def node_name(self) -> str:
+        return self.name or socket.gethostname()
+
+    async def check(self, config: NodeConfig) -> None:
+        """Raises UsageError: already a member, or an address that is not HOST:PORT."""
+        await _refuse_if_member(config.store.data_dir)
+        _check_address("--raft-address", self.raft_address)
+        _check_address("--api-address", self.api_address)
+
+    async def format(self, config: NodeConfig, node_number: int) -> list[Superblock]:
+        return await create_data_dir(
+            config.store.data_dir,
+            device_count=self.device_count,
+            device_size_bytes=self.device_size_bytes,
+            buffered=config.store.buffered_io,
+            node_number=node_number,
+        )
+
+
+async def cluster_init(config: NodeConfig, options: NodeOptions) -> int:
     data_dir = config.store.data_dir
-    await _refuse_if_member(data_dir)
-    _check_address("--raft-address", raft_address)
-    _check_address("--api-address", api_address)
+    await options.check(config)
     if config.store.device_paths():
         async with open_store(
             replace(config.store, read_only=True), background_jobs=False
         ) as store:
             buckets = store.index.buckets()
-            cluster_id = str(store.superblocks[min(store.superblocks)].cluster_id)
-            if min(store.superblocks) >= 256:
-                raise UsageError(f"{data_dir} was formatted as another cluster's node")
+            first = store.superblocks[min(store.superblocks)]
+        if first.node_number != 0:
+            raise UsageError(f"{data_dir} was formatted as node {first.node_number} of a cluster")
         if buckets:
             raise UsageError(
                 f"{data_dir} holds {len(buckets)} bucket(s); a cluster starts from an empty "
                 "store (its index comes from the cluster's log). Format a new data directory"
             )
     else:
-        superblocks = await create_data_dir(
-            data_dir,
-            device_count=device_count,
-            device_size_bytes=device_size_bytes,
-            buffered=config.store.buffered_io,
-        )
-        cluster_id = str(superblocks[0].cluster_id)
-    given = read_secret(secret_file)
-    secret = given or new_secret()
+        first = (await options.format(config, 0))[0]
+    cluster_id = str(first.cluster_id)
+    given = read_secret(options.secret_file)
     state = ClusterState(
         cluster_id=cluster_id,
         node_number=0,
-        name=name or socket.gethostname(),
-        raft_address=raft_address,
-        api_address=api_address,
-        secret=secret,
+        name=options.node_name,
+        raft_address=options.raft_address,
+        api_address=options.api_address,
+        secret=given or new_secret(),
         admitted=True,
     )
     await trio.to_thread.run_sync(save, data_dir, state)
     print(f"cluster {cluster_id}: {data_dir} is node 0 ({state.name})")
-    print(f"  Raft on {raft_address}, internal API on {api_address}; start it with `objfs serve`")
-    if given is None:
-        print(f"  cluster secret (shown once; also in {state_path(data_dir)}): {secret}")
     print(
-        f"  add nodes with `objfs cluster join {api_address}` and the secret in ${SECRET_VARIABLE}"
+        f"  Raft on {state.raft_address}, internal API on {state.api_address}; "
+        "start it with `objfs serve`"
+    )
+    if given is None:
+        print(f"  cluster secret (shown once; also in {state_path(data_dir)}): {state.secret}")
+    print(
+        f"  add nodes with `objfs cluster join {state.api_address}` and the secret in "
+        f"${SECRET_VARIABLE}"
     )
     return 0
 
 
-async def cluster_join(
-    config: NodeConfig,
-    address: str,
-    *,
-    name: str | None,
-    raft_address: str,
-    api_address: str,
-    secret_file: str | None,
-    device_count: int,
-    device_size_bytes: int | None,
-) -> int:
+async def cluster_join(config: NodeConfig, address: str, options: NodeOptions) -> int:
     data_dir = config.store.data_dir
-    await _refuse_if_member(data_dir)
+    await options.check(config)
     _check_address("ADDRESS", address)
-    _check_address("--raft-address", raft_address)
-    _check_address("--api-address", api_address)
     if config.store.device_paths():
         raise UsageError(f"{data_dir} already has devices; a node joins with a new data directory")
-    secret = read_secret(secret_file)
+    secret = read_secret(options.secret_file)
     if secret is None:
         raise UsageError(
             f"joining needs the cluster secret: --secret-file FILE or ${SECRET_VARIABLE}"
         )
-    node_name = name or socket.gethostname()
+    request = {
+        "name": options.node_name,
+        "raft_address": options.raft_address,
+        "api_address": options.api_address,
+    }
     answer: dict[str, Any] = await trio.to_thread.run_sync(
-        functools.partial(
-            peers.call,
-            address,
-            secret,
-            "POST",
-            "/cluster/v1/join",
-            {"name": node_name, "raft_address": raft_address, "api_address": api_address},
-        )
+        functools.partial(peers.call, address, secret, "POST", "/cluster/v1/join", request)
     )
     number = int(answer["node_number"])
-    await create_data_dir(
-        data_dir,
-        device_count=device_count,
-        device_size_bytes=device_size_bytes,
-        buffered=config.store.buffered_io,
-        node_number=number,
-    )
+    await options.format(config, number)
     state = ClusterState(
         cluster_id=str(answer["cluster_id"] or uuid.UUID(int=0)),
         node_number=number,
-        name=node_name,
-        raft_address=raft_address,
-        api_address=api_address,
+        name=options.node_name,
+        raft_address=options.raft_address,
+        api_address=options.api_address,
         secret=secret,
     ).with_peers(list(answer["peers"]), list(answer["peer_apis"]))
     await trio.to_thread.run_sync(save, data_dir, state)
-    print(f"joined cluster {state.cluster_id} as node {number} ({node_name})")
+    print(f"joined cluster {state.cluster_id} as node {number} ({state.name})")
     print("  start it with `objfs serve`: it becomes a voting member when it first runs")
     return 0
 

@@ -34,6 +34,7 @@ from objfs.cluster.replication import Replicator
 from objfs.cluster.state import ClusterState, journal_path, save
 from objfs.errors import InvalidArgument, ObjfsError, Unavailable
 from objfs.store import Store
+from objfs.store.types import device_node_number
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ class ClusterMember:
         self.catalog = Catalog()
         self.replicator = Replicator(store, self.catalog, state.node_number)
         self.raft: Raft | None = None
-        self.api_addresses: list[str] = []
         self.waiting_for = "starting the Raft member"
         self._peers_changed = trio.Event()
         self._remote: dict[int, RemoteDevice] = {}
@@ -80,9 +80,7 @@ class ClusterMember:
         self.store.datapath.remote = self.remote_device
         try:
             async with trio.open_nursery() as nursery:
-                self.api_addresses = await nursery.start(
-                    listen, create_cluster_app(self), state.api_address
-                )
+                await nursery.start(listen, create_cluster_app(self), state.api_address)
                 if not state.admitted:
                     self.waiting_for = "admission into the cluster"
                     await self._ask_admission()
@@ -219,7 +217,7 @@ class ClusterMember:
     async def read_local(self, device_index: int, ranges: list[tuple[int, int]]) -> bytes:
         """Bytes of this node's device for another node's reader (which checks them)."""
         device = self.store.devices.get(device_index)
-        if device is None or device_index >> 8 != self.state.node_number:
+        if device is None or device_node_number(device_index) != self.state.node_number:
             raise InvalidArgument(f"device {device_index} is not an open device of this node")
         if sum(length for _, length in ranges) > MAX_READ_BYTES or any(
             offset < 0 or length < 0 or offset + length > device.size_bytes
@@ -232,7 +230,7 @@ class ClusterMember:
 
     def remote_device(self, device_index: int) -> RemoteDevice | None:
         """Another node's device, to read fragments from (None: ours, or no such node)."""
-        number = device_index >> 8
+        number = device_node_number(device_index)
         node = self.catalog.nodes.get(number)
         if node is None or number == self.state.node_number:
             return None

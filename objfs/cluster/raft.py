@@ -158,7 +158,6 @@ class Raft:
     ) -> None:
         """Blocks (reads the journal, binds the port): call it off the event loop,
         as `start_raft` does."""
-        assert journal_path.endswith(journal.SUFFIX)
         self.me = me
         self._token = token
         self._deliver = deliver

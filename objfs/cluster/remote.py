@@ -27,6 +27,7 @@ import trio
 from objfs.cluster import peers
 from objfs.errors import DeviceError
 from objfs.store.device import DeviceStatistics, WriteData
+from objfs.store.types import device_node_number
 
 MAX_READ_BYTES = 64 << 20  # one request's ranges at most (a node refuses more)
 _TIMEOUT_S = 30.0
@@ -37,7 +38,8 @@ class RemoteDevice:
     def __init__(self, device_index: int, api_address: str, secret: str) -> None:
         self.device_index = device_index
         self.api_address = api_address
-        self.path = f"node {device_index >> 8} at {api_address}, device {device_index}"
+        node = device_node_number(device_index)
+        self.path = f"node {node} at {api_address}, device {device_index}"
         self.size_bytes = 0  # unknown here, and never needed: nothing allocates on it
         self._secret = secret
         self._limiter = trio.CapacityLimiter(4)

@@ -83,7 +83,6 @@ class Replicator:
         self.node_number = node_number
         self.raft: Raft | None = None
         self.applied_index = 0
-        self.applied_entries = 0
         self.caught_up = trio.Event()
         self.failure: str | None = None
         self.on_catalog_change: Callable[[], None] = lambda: None
@@ -128,7 +127,6 @@ class Replicator:
                 "%s; this node stops applying (restart it to rebuild from the log)", self.failure
             )
             error = Unavailable(self.failure)
-        self.applied_entries += 1
         if entry.origin == self.node_number:
             waiter = self._waiting.pop(entry.tag, None)
             if waiter is not None:

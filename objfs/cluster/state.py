@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, replace
 
 from objfs.errors import ConfigError
 from objfs.store.device import read_small_file, write_file_atomically
+from objfs.store.types import MAX_NODE_NUMBER
 
 STATE_FILE = "cluster.json"
 JOURNAL_FILE = "raft.objfs-journal"
 MIN_SECRET_CHARS = 16
-MAX_NODES = 256  # node numbers 0..255: the high byte of a 16-bit device index
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ def load(data_dir: str) -> ClusterState | None:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not an objfs cluster state ({exc!r})") from exc
-    if not 0 <= state.node_number < MAX_NODES:
+    if not 0 <= state.node_number <= MAX_NODE_NUMBER:
         raise ConfigError(f"{path}: node_number {state.node_number} is out of range")
     check_secret(state.secret, path)
     return state

@@ -69,6 +69,11 @@ class Member:
         self.node = ServiceNode(self.directory, self.data, args, f"serve{self.starts}")
         return self.node
 
+    def ready(self, timeout: float = 90.0) -> None:
+        """Until the node last served says READY=1 (a restart replays the whole log)."""
+        assert self.node is not None
+        self.node.wait_for("READY", timeout=timeout)
+
     def s3(self, **options: Any) -> Any:
         return s3_client(f"http://{self.s3_address}", **options)
 

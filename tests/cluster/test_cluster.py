@@ -14,23 +14,12 @@ import pickle
 import random
 import socket
 import time
-from collections.abc import Iterator
 
-import pytest
 from cluster_nodes import Cluster
 
 
 def content(name: str, size: int) -> bytes:
     return random.Random(hashlib.sha256(name.encode()).digest()).randbytes(size)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def test_three_nodes_serve_one_namespace(cluster: Cluster) -> None:
@@ -100,8 +89,7 @@ def test_every_acknowledged_object_survives_killing_all_nodes(cluster: Cluster) 
     for member in members:
         member.serve()
     for member in members:
-        assert member.node is not None
-        member.node.wait_for("READY", timeout=90)
+        member.ready()
     for member in members:
         client = member.s3()
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="durable")["Contents"]]

@@ -20,10 +20,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import pytest
 from cluster_nodes import Cluster, Member
 
 OBJECT_BYTES = 2000  # inline: the record carries the bytes
@@ -73,15 +71,6 @@ class Load:
             return 0.0
         times = [at for at, _ in self.failures]
         return max(times) - min(times)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def run_load(load: Load, workers: int, during: float, event: object) -> None:
@@ -140,8 +129,7 @@ def test_killing_a_follower_then_the_leader_under_load_loses_nothing(cluster: Cl
     assert first.failures == []
     check_everywhere(standing, first.acked)
     victim.serve()
-    assert victim.node is not None
-    victim.node.wait_for("READY", timeout=90)
+    victim.ready()
     check_everywhere([victim], first.acked)
 
     # The leader killed: a bounded error window, nothing acknowledged lost.
@@ -162,8 +150,7 @@ def test_killing_a_follower_then_the_leader_under_load_loses_nothing(cluster: Cl
     acked = {**first.acked, **second.acked}
     check_everywhere(others, acked)
     leader.serve()
-    assert leader.node is not None
-    leader.node.wait_for("READY", timeout=90)
+    leader.ready()
     check_everywhere([leader], acked)
 
 

@@ -10,12 +10,12 @@ dump): the state, the term and the ability to commit come back.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_nodes import free_ports
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from objfs.cluster import journal
@@ -43,16 +43,6 @@ class Counter(SyncObj):  # type: ignore[misc]
     def add_v1(self, amount: int) -> int:
         self.value += amount
         return self.value
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
 
 
 def wait_for(condition: object, timeout: float = 15.0) -> None:

@@ -7,6 +7,7 @@ the admin API. Every request must be signed with the cluster secret
     POST /cluster/v1/join     {name, raft_address, api_address} -> {cluster_id, node_number, peers}
     POST /cluster/v1/admit    {number}   make a joined node a voting Raft member
     POST /cluster/v1/read     {device, ranges}  fragment bytes (objfs.cluster.remote)
+    POST /cluster/v1/write?device=D&size=N&crc=C  a fragment -> {offset, length}
     GET  /cluster/v1/status   the catalog and this node's view of Raft
 """
 
@@ -22,7 +23,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from objfs.cluster import peers
-from objfs.errors import InvalidArgument, ObjfsError
+from objfs.cluster.remote import MAX_FRAGMENT_BYTES
+from objfs.errors import InvalidArgument, NoSpace, ObjfsError
 
 if TYPE_CHECKING:
     from objfs.cluster.member import ClusterMember
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 def create_cluster_app(member: ClusterMember) -> QuartTrio:
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["MAX_CONTENT_LENGTH"] = MAX_FRAGMENT_BYTES
     app.config["RESPONSE_TIMEOUT"] = None  # a large read may take its time
 
     def answer(body: Any, status: int = 200) -> quart.Response:
@@ -86,6 +88,19 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         data = await member.read_local(device_index, ranges)
         return quart.Response(data, content_type="application/octet-stream")
 
+    @app.post("/cluster/v1/write")
+    async def write() -> quart.Response:
+        try:
+            device_index = int(request.args["device"])
+            size = int(request.args["size"])
+            crc = int(request.args["crc"])
+        except (KeyError, ValueError):
+            raise InvalidArgument("a write needs device, size and crc") from None
+        data = await request.get_data(cache=True, as_text=False)
+        assert isinstance(data, bytes)
+        extent = await member.write_local(device_index, data, size, crc)
+        return answer({"offset": extent.offset_bytes, "length": extent.length_bytes})
+
     @app.get("/cluster/v1/status")
     async def status() -> quart.Response:
         return answer(member.status())
@@ -96,6 +111,11 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
 
     @app.errorhandler(ObjfsError)
     async def objfs_error(exc: ObjfsError) -> quart.Response:
-        return answer({"error": str(exc)}, 400 if isinstance(exc, InvalidArgument) else 503)
+        status = 503
+        if isinstance(exc, InvalidArgument):
+            status = 400
+        elif isinstance(exc, NoSpace):
+            status = 507
+        return answer({"error": str(exc)}, status)
 
     return app

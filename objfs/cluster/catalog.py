@@ -1,8 +1,10 @@
 """objfs.cluster.catalog — the cluster's own state, changed only through the Raft log.
 
-The catalog is the list of nodes: number, name, addresses, and whether each
-is a voting Raft member yet. (Buckets and their settings are object-index
-records and travel as records; users and keys join the catalog later.)
+The catalog is the list of nodes: number, name, addresses, whether each is a
+voting Raft member yet, and each node's devices (global device indexes, which
+placement spreads fragments over; objfs.cluster.placement). Buckets and their
+settings are object-index records and travel as records; users and keys join
+the catalog later.
 Every node applies every change in log order with `apply`, a pure function of
 the change and the catalog before it: no clock, no randomness, no I/O. A
 change that does not fit raises an `ObjfsError` on every node alike and
@@ -14,6 +16,7 @@ Changes are JSON objects with an `op` naming their version, never reused:
     add_node_v1  {name, raft_address, api_address}  -> the new node's number
     admitted_v1  {number}                            the node votes now
     remove_node_v1 {number}
+    devices_v1   {number, devices: [global device index, ...]}   a node's devices
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, final
 
 from objfs.errors import InvalidArgument, ObjfsError
-from objfs.store.types import MAX_NODE_NUMBER
+from objfs.store.types import MAX_NODE_NUMBER, device_node_number
 
 
 class NotInCluster(ObjfsError):
@@ -36,6 +39,7 @@ class NodeEntry:
     raft_address: str
     api_address: str
     admitted: bool
+    devices: tuple[int, ...] = ()  # global device indexes, ascending
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,7 @@ class NodeEntry:
             "raft_address": self.raft_address,
             "api_address": self.api_address,
             "admitted": self.admitted,
+            "devices": list(self.devices),
         }
 
 
@@ -59,6 +64,10 @@ class Catalog:
     def members(self) -> list[NodeEntry]:
         """The nodes that vote (Raft members), by number."""
         return [n for _, n in sorted(self.nodes.items()) if n.admitted]
+
+    def devices(self) -> dict[int, tuple[int, ...]]:
+        """Node number -> its devices, for the voting members that have told theirs."""
+        return {n.number: n.devices for n in self.members() if n.devices}
 
     def node(self, number: int) -> NodeEntry:
         try:
@@ -88,6 +97,13 @@ class Catalog:
             if op == "admitted_v1":
                 number = int(change["number"])
                 self.nodes[number] = replace(self.node(number), admitted=True)
+                return number
+            if op == "devices_v1":
+                number = int(change["number"])
+                devices = tuple(sorted({int(i) for i in change["devices"]}))
+                if any(device_node_number(i) != number for i in devices):
+                    raise InvalidArgument(f"devices {devices} are not all node {number}'s")
+                self.nodes[number] = replace(self.node(number), devices=devices)
                 return number
             if op == "remove_node_v1":
                 number = int(change["number"])

@@ -8,8 +8,13 @@
 3. serves the internal API (join, admit, status) on `api_address`;
 4. a node that joined but does not vote yet asks a peer to admit it;
 5. waits until it has applied what the leader had committed (its index is
-   then rebuilt from the whole log), gives the store its space map back, and
-   on the first node's first start writes the catalog's first entry;
+   then rebuilt from the whole log), gives the store its space map back, takes
+   back the fragments still pending from before a restart
+   (objfs.cluster.pending), and on the first node's first start writes the
+   catalog's first entry;
+6. tells the catalog its devices, and from then on places every new stripe
+   over the cluster's nodes (objfs.cluster.placement), with the policy the
+   catalog's devices allow;
 
 and only then reports started, so S3 and the mount open over a store that is
 current. Leaving closes the Raft member (its journal is durable throughout).
@@ -19,27 +24,32 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, final
 
+import crc32c
 import trio
 
 from objfs.cluster import peers
 from objfs.cluster.api import create_cluster_app
 from objfs.cluster.catalog import Catalog
+from objfs.cluster.pending import PendingFragments
+from objfs.cluster.placement import Placement, choose_cluster_policy, survives_node_loss
 from objfs.cluster.raft import Raft, start_raft
-from objfs.cluster.remote import MAX_READ_BYTES, RemoteDevice
+from objfs.cluster.remote import MAX_FRAGMENT_BYTES, MAX_READ_BYTES, RemoteDevice
 from objfs.cluster.replication import Replicator
 from objfs.cluster.state import ClusterState, journal_path, save
-from objfs.errors import InvalidArgument, ObjfsError, Unavailable
+from objfs.errors import DeviceError, InvalidArgument, ObjfsError, Unavailable
 from objfs.store import Store
-from objfs.store.types import device_node_number
+from objfs.store.types import Extent, device_node_number
 
 log = logging.getLogger(__name__)
 
 Listen = Callable[..., Awaitable[Any]]
 ADMIT_RETRY_S = 1.0
+UNREACHABLE_S = 10.0  # a node that failed a call is skipped (reads, placement) this long
 
 
 @final
@@ -54,6 +64,19 @@ class ClusterMember:
         self.waiting_for = "starting the Raft member"
         self._peers_changed = trio.Event()
         self._remote: dict[int, RemoteDevice] = {}
+        self._unreachable_until: dict[int, float] = {}  # node -> monotonic time
+        self.pending = PendingFragments(data_dir, store.space)
+        self.placement = Placement(
+            store.datapath,
+            self.pending,
+            state.node_number,
+            shape=store.config.ec_policy,
+            backend=store.config.ec_backend,
+            devices=self.catalog.devices,
+            live=self.reachable,
+            remote=self._device_of,
+        )
+        self._taking_fragments = False  # the space map is rebuilt: fragment writes welcome
 
     # -- running --------------------------------------------------------------------------
 
@@ -66,7 +89,9 @@ class ClusterMember:
         """`listen(app, address, task_status=)` serves the internal API (for
         `nursery.start`; started with the listening addresses)."""
         state = self.state
-        self.replicator.on_catalog_change = self._peers_changed.set
+        self.replicator.on_catalog_change = self._catalog_changed
+        self.replicator.placement = self.placement
+        self.store.on_new_segments = self.pending.claim
         self.raft = await start_raft(
             me=state.raft_address,
             others=list(state.peers),
@@ -87,6 +112,8 @@ class ClusterMember:
                 self.waiting_for = "catching up with the cluster's log"
                 await self.replicator.caught_up.wait()
                 self.store.rebuild_space()
+                await self.pending.restore()
+                self._taking_fragments = True
                 if state.node_number == 0 and self.catalog.cluster_id is None:
                     await self.replicator.change_catalog(
                         {
@@ -100,6 +127,8 @@ class ClusterMember:
                 await self._save_peers()
                 nursery.start_soon(self._keep_peers)
                 nursery.start_soon(self.replicator.run_barriers)
+                nursery.start_soon(self.pending.run)
+                await self._tell_devices()
                 self.waiting_for = ""
                 log.info(
                     "in cluster %s as node %d (%s); Raft on %s",
@@ -145,6 +174,52 @@ class ClusterMember:
             n.api_address for n in self.catalog.nodes.values() if n.number != self.state.node_number
         ]
         return known or list(self.state.peer_apis)
+
+    async def _tell_devices(self) -> None:
+        """Put this node's devices (all formatted ones, missing ones included) into
+        the catalog if it does not list them so; then placement can begin."""
+        own = tuple(sorted(self.store.health.device_indexes))
+        entry = self.catalog.nodes.get(self.state.node_number)
+        if entry is None or entry.devices != own:
+            await self.replicator.change_catalog(
+                {"op": "devices_v1", "number": self.state.node_number, "devices": list(own)}
+            )
+        self._update_placement()
+
+    def _catalog_changed(self) -> None:
+        self._peers_changed.set()
+        self._update_placement()
+
+    def _update_placement(self) -> None:
+        """New stripes are placed over the nodes once the catalog lists this node's
+        devices, with the policy the catalog's devices allow."""
+        devices = self.catalog.devices()
+        if self.state.node_number not in devices or not self._taking_fragments:
+            return
+        counts = {n: len(d) for n, d in devices.items()}
+        config = self.store.config
+        policy = choose_cluster_policy(config.ec_policy, config.ec_backend, counts)
+        datapath = self.store.datapath
+        if datapath.placer is None or datapath.policy != policy:
+            log.info(
+                "new stripes: %s over %d nodes (%d devices)%s",
+                policy.describe(),
+                len(counts),
+                sum(counts.values()),
+                "" if survives_node_loss(policy, counts) else "; losing a node can lose data",
+            )
+        datapath.policy = policy
+        datapath.placer = self.placement
+
+    def reachable(self, node_number: int) -> bool:
+        """Whether `node_number` has not failed a call in the last `UNREACHABLE_S`."""
+        until = self._unreachable_until.get(node_number)
+        return until is None or time.monotonic() >= until
+
+    def _mark_unreachable(self, node_number: int) -> None:
+        if self.reachable(node_number):
+            log.warning("node %d is not answering; skipped for %.0f s", node_number, UNREACHABLE_S)
+        self._unreachable_until[node_number] = time.monotonic() + UNREACHABLE_S
 
     async def _keep_peers(self) -> None:
         while True:
@@ -228,8 +303,48 @@ class ClusterMember:
             )
         return b"".join(await device.read_many(ranges))
 
+    async def write_local(self, device_index: int, data: bytes, size: int, crc: int) -> Extent:
+        """Store a fragment another node's stripe placed on this node's device:
+        checked, written, flushed and pending before this returns its extent.
+
+        Raises:
+            InvalidArgument: not this node's device, or the bytes do not match.
+            Unavailable: this node is not ready to take fragments yet.
+            NoSpace: the device is full.
+            DeviceError: the device is down or failed.
+        """
+        if device_node_number(device_index) != self.state.node_number:
+            raise InvalidArgument(f"device {device_index} is not a device of this node")
+        if not 0 < size <= MAX_FRAGMENT_BYTES or len(data) != size:
+            raise InvalidArgument(
+                f"a fragment of {len(data)} bytes (said {size}; at most {MAX_FRAGMENT_BYTES})"
+            )
+        if crc32c.crc32c(data) != crc:
+            raise InvalidArgument("the fragment does not match its CRC32C (damaged on the way)")
+        if not self._taking_fragments:
+            raise Unavailable("this node is still catching up with the cluster")
+        store = self.store
+        extent = await store.datapath.store_fragment(device_index, data, size)
+        try:
+            try:
+                await store.devices[device_index].flush()
+            except OSError as exc:
+                store.health.mark_down(device_index, f"flush failed: {exc}")
+                raise DeviceError(f"device {device_index}: flush failed: {exc}") from None
+            await self.pending.add([extent])
+        except BaseException:
+            store.space.free_extent(extent)
+            raise
+        return extent
+
     def remote_device(self, device_index: int) -> RemoteDevice | None:
-        """Another node's device, to read fragments from (None: ours, or no such node)."""
+        """Another node's device, to read fragments from (None: ours, no such node,
+        or its node did not answer lately)."""
+        if not self.reachable(device_node_number(device_index)):
+            return None
+        return self._device_of(device_index)
+
+    def _device_of(self, device_index: int) -> RemoteDevice | None:
         number = device_node_number(device_index)
         node = self.catalog.nodes.get(number)
         if node is None or number == self.state.node_number:
@@ -237,7 +352,7 @@ class ClusterMember:
         device = self._remote.get(device_index)
         if device is None or device.api_address != node.api_address:
             device = self._remote[device_index] = RemoteDevice(
-                device_index, node.api_address, self.state.secret
+                device_index, node.api_address, self.state.secret, self._mark_unreachable
             )
         return device
 
@@ -254,4 +369,22 @@ class ClusterMember:
             "failure": self.replicator.failure,
             "raft": {} if raft is None else raft.status(),
             "catalog": self.catalog.describe(),
+            "placement": self._placement_status(),
+        }
+
+    def _placement_status(self) -> dict[str, Any]:
+        datapath = self.store.datapath
+        counts = {n: len(d) for n, d in self.catalog.devices().items()}
+        return {
+            "active": datapath.placer is not None,
+            "policy": datapath.policy.describe(),
+            "policy_now": self.placement.policy().describe(),  # for the nodes up
+            "survives_node_loss": survives_node_loss(datapath.policy, counts),
+            "fragments_sent": self.placement.fragments_sent,
+            "bytes_sent": self.placement.bytes_sent,
+            "fragments_replaced": self.placement.replaced,
+            "stripes_replanned": self.placement.replanned,
+            "pending_fragments": len(self.pending),
+            "reclaimed_fragments": self.pending.reclaimed,
+            "unreachable": sorted(n for n in self._unreachable_until if not self.reachable(n)),
         }

@@ -1,4 +1,4 @@
-"""objfs.cluster.remote — another node's device, for reading fragments over the internal API.
+"""objfs.cluster.remote — another node's device: fragments read and written through its node.
 
 A record names a fragment by device index; in a cluster the node number is in
 that index (`objfs.store.types`), and the catalog says where each node's
@@ -7,10 +7,19 @@ internal API listens. `RemoteDevice` reads fragments there:
     POST /cluster/v1/read  {"device": D, "ranges": [[offset, length], ...]}
     -> the ranges' bytes, one after another
 
-signed like every internal request. The bytes are checked by the reader
+    POST /cluster/v1/write?device=D&size=N&crc=C   the fragment's bytes
+    -> {"offset": O, "length": L}
+
+signed like every internal request. The bytes read are checked by the reader
 against each fragment's CRC32C, exactly as a local read is: a node that
-answers wrongly makes a degraded read, never wrong bytes. Remote devices are
-never written: fragments are written by the node that owns the device.
+answers wrongly makes a degraded read, never wrong bytes. A write is not an
+offset chosen here: the owning node allocates the extent, checks the CRC,
+writes, fdatasyncs, keeps the extent pending (objfs.cluster.pending) and
+answers with it. The generic `write` of a device is refused.
+
+A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`) is
+reported through `unreachable(node number)`, so reads and placement skip it
+for a while instead of waiting on it again (objfs.cluster.member).
 """
 
 from __future__ import annotations
@@ -19,32 +28,50 @@ import functools
 import http.client
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import final
 
 import trio
 
 from objfs.cluster import peers
-from objfs.errors import DeviceError
+from objfs.errors import DeviceError, NoSpace
 from objfs.store.device import DeviceStatistics, WriteData
-from objfs.store.types import device_node_number
+from objfs.store.types import Extent, device_node_number
 
 MAX_READ_BYTES = 64 << 20  # one request's ranges at most (a node refuses more)
-_TIMEOUT_S = 30.0
+MAX_FRAGMENT_BYTES = 8 << 20  # one written fragment at most (a node refuses more)
+TIMEOUT_S = 5.0  # a node silent this long (connect, or between bytes) counts as down
+
+
+class _Refused(DeviceError):
+    """The node answered, with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"answered {status}: {message}")
+        self.status = status
 
 
 @final
 class RemoteDevice:
-    def __init__(self, device_index: int, api_address: str, secret: str) -> None:
+    def __init__(
+        self,
+        device_index: int,
+        api_address: str,
+        secret: str,
+        unreachable: Callable[[int], None] = lambda node: None,
+    ) -> None:
         self.device_index = device_index
+        self.node_number = device_node_number(device_index)
+        self._unreachable = unreachable
         self.api_address = api_address
-        node = device_node_number(device_index)
-        self.path = f"node {node} at {api_address}, device {device_index}"
-        self.size_bytes = 0  # unknown here, and never needed: nothing allocates on it
+        self.path = f"node {self.node_number} at {api_address}, device {device_index}"
+        self.size_bytes = 0  # unknown here, and never needed: its node allocates
         self._secret = secret
         self._limiter = trio.CapacityLimiter(4)
         self.reads = 0
         self.read_bytes = 0
+        self.writes = 0
+        self.written_bytes = 0
         self.io_errors = 0
 
     async def read(self, offset_bytes: int, length_bytes: int) -> bytes:
@@ -53,13 +80,7 @@ class RemoteDevice:
     async def read_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes]:
         """Raises DeviceError: the node cannot be reached or refused."""
         body = json.dumps({"device": self.device_index, "ranges": [list(r) for r in requests]})
-        try:
-            raw = await trio.to_thread.run_sync(
-                functools.partial(self._post, body.encode()), limiter=self._limiter
-            )
-        except (OSError, http.client.HTTPException, DeviceError) as exc:
-            self.io_errors += 1
-            raise DeviceError(f"{self.path}: {exc}") from None
+        raw = await self._call("/cluster/v1/read", body.encode(), "application/json")
         expected = sum(length for _, length in requests)
         if len(raw) != expected:
             self.io_errors += 1
@@ -72,18 +93,54 @@ class RemoteDevice:
             position += length
         return parts
 
-    def _post(self, body: bytes) -> bytes:
-        target = "/cluster/v1/read"
+    async def store(self, payload: bytes, crc: int) -> Extent:
+        """Write one fragment to this device through its node; the extent it took.
+
+        Raises:
+            NoSpace: the device is full.
+            DeviceError: the node cannot be reached, or refused.
+        """
+        target = f"/cluster/v1/write?device={self.device_index}&size={len(payload)}&crc={crc}"
+        try:
+            answer = json.loads(await self._call(target, payload, "application/octet-stream"))
+            extent = Extent(self.device_index, int(answer["offset"]), int(answer["length"]))
+            if extent.length_bytes < len(payload) or extent.offset_bytes < 0:
+                raise ValueError(f"{extent} cannot hold {len(payload)} bytes")
+        except _Refused as exc:
+            if exc.status == 507:
+                raise NoSpace(f"{self.path}: {exc}") from None
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            self.io_errors += 1
+            raise DeviceError(f"{self.path}: a malformed answer to a write: {exc!r}") from None
+        self.writes += 1
+        self.written_bytes += len(payload)
+        return extent
+
+    async def _call(self, target: str, body: bytes, content_type: str) -> bytes:
+        try:
+            return await trio.to_thread.run_sync(
+                functools.partial(self._post, target, body, content_type), limiter=self._limiter
+            )
+        except _Refused as exc:
+            self.io_errors += 1
+            raise _Refused(exc.status, f"{self.path}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.io_errors += 1
+            self._unreachable(self.node_number)
+            raise DeviceError(f"{self.path}: {exc!r}") from None
+
+    def _post(self, target: str, body: bytes, content_type: str) -> bytes:
         when = int(time.time())
         host, _, port = self.api_address.rpartition(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=_TIMEOUT_S)
+        connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
         try:
             connection.request(
                 "POST",
                 target,
                 body=body,
                 headers={
-                    "Content-Type": "application/json",
+                    "Content-Type": content_type,
                     peers.TIME_HEADER: str(when),
                     peers.SIGNATURE_HEADER: peers.signature(
                         self._secret, "POST", target, body, when
@@ -93,7 +150,7 @@ class RemoteDevice:
             response = connection.getresponse()
             data = response.read()
             if response.status != 200:
-                raise DeviceError(f"answered {response.status}: {data[:200]!r}")
+                raise _Refused(response.status, repr(data[:200]))
             return data
         finally:
             connection.close()
@@ -118,8 +175,8 @@ class RemoteDevice:
             size_bytes=0,
             reads=self.reads,
             read_bytes=self.read_bytes,
-            writes=0,
-            written_bytes=0,
+            writes=self.writes,
+            written_bytes=self.written_bytes,
             flushes=0,
             direct_io=False,
             io_errors=self.io_errors,

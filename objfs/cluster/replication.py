@@ -29,10 +29,11 @@ import trio
 
 from objfs.cluster import entries
 from objfs.cluster.catalog import Catalog
+from objfs.cluster.placement import Placement
 from objfs.cluster.raft import MAYBE_APPENDED, Raft
 from objfs.errors import Corrupted, ObjfsError, OutcomeUnknown, Unavailable
 from objfs.store import Store
-from objfs.store.records import Record
+from objfs.store.records import Record, new_segments
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Replicator:
         self.caught_up = trio.Event()
         self.failure: str | None = None
         self.on_catalog_change: Callable[[], None] = lambda: None
+        self.placement: Placement | None = None  # checks fragment ages before a commit
         self._waiting: dict[int, _Waiter] = {}
         self._next_round: _Round | None = None  # barrier callers not yet proposed for
         self._barrier_wanted = trio.Event()
@@ -141,6 +143,8 @@ class Replicator:
 
     async def append(self, record: Record) -> Any:
         """The store's committer: the record through Raft, applied here, its result."""
+        if self.placement is not None:
+            self.placement.check_age(new_segments(record))
         # Fragments on disk before any record names them (the WAL's before_write).
         await self.store.datapath.flush_dirty()
         tag = entries.new_tag()

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
 
 import crc32c
 import trio
@@ -41,8 +41,27 @@ T = TypeVar("T")
 
 _SPLIT_READS_ABOVE_BYTES = 2 * 1024 * 1024  # reads smaller than this stay in one hop
 _CHECKSUM_OFF_LOOP_BYTES = 256 * 1024  # verify larger reads in a worker thread
+_PLACEMENT_TRIES = 3  # a stripe encoded again for the nodes up, at most this often
 
 PersistOwed = Callable[[int], Awaitable[None]]  # writes the owed mask to the superblocks
+
+
+class Placer(Protocol):
+    """In a cluster: the shape of a new stripe and where its fragments go
+    (objfs.cluster.placement).
+
+    `policy` is the shape for the next stripe (it depends on which nodes are
+    up). `place` stores each payload on a device of its choosing, this node's
+    (through `DataPath.store_fragment`) or another node's, and returns the
+    extents in fragment order; None when a node turned out to be down while
+    placing (the stripe is then encoded again for the nodes still up); it
+    raises (having undone what it could) if it cannot place them all."""
+
+    def policy(self) -> erasure.Policy: ...
+
+    async def place(
+        self, policy: erasure.Policy, payloads: list[WriteData], sizes: list[int]
+    ) -> list[Extent] | None: ...
 
 
 @dataclass(slots=True)
@@ -94,6 +113,8 @@ class DataPath:
         # In a cluster: another node's device by index, to read fragments through
         # that node (objfs.cluster.remote); None for this node's own devices.
         self.remote: Callable[[int], BlockDevice | None] = lambda device_index: None
+        # In a cluster: places each stripe's fragments over the nodes (and sets `policy`).
+        self.placer: Placer | None = None
         self.space = space
         self.policy = policy or erasure.Policy(1, 0, erasure.SCHEME_REPLICAS)
         self.fragment_size_bytes = fragment_size_bytes
@@ -203,6 +224,8 @@ class DataPath:
     ) -> Segment:
         """Write one stripe of up to all of `view`; return its segment (maybe shorter)."""
         policy = self.policy
+        if self.placer is not None:
+            return await self._write_placed_stripe(self.placer, buffer, view, whole_crc)
         up = [i for i in self.health.up if i in self.devices]
         if len(up) < policy.write_quorum:
             raise Unavailable(
@@ -231,14 +254,66 @@ class DataPath:
                 self.space.free_extent(extent)
             raise
 
-    async def _encode_and_write(
+    async def _write_placed_stripe(
+        self, placer: Placer, buffer: AlignedBuffer | None, view: memoryview, whole_crc: int | None
+    ) -> Segment:
+        """A cluster's stripe: encoded here, its fragments placed by `placer`."""
+        for _ in range(_PLACEMENT_TRIES):
+            policy = placer.policy()
+            size = min(len(view), policy.data_fragments * self.fragment_size_bytes)
+            if size < len(view):
+                buffer, whole_crc = None, None
+            payloads, crcs, sizes = await self._encode(policy, buffer, view[:size], whole_crc)
+            extents = await placer.place(policy, payloads, sizes)
+            if extents is not None:
+                break
+        else:
+            raise Unavailable(f"nodes failed while a stripe was placed, {_PLACEMENT_TRIES} times")
+        return Segment(
+            size,
+            tuple(
+                Fragment(extent, fragment_size, crc)
+                for extent, fragment_size, crc in zip(extents, sizes, crcs, strict=True)
+            ),
+            policy.data_fragments,
+            policy.scheme,
+        )
+
+    async def store_fragment(
+        self, device_index: int, payload: WriteData, size_bytes: int
+    ) -> Extent:
+        """One fragment on one of this node's devices (a cluster's placement): an
+        extent allocated on it and written, not flushed (`flush_dirty` does that,
+        as for any fragment). Nothing references the extent yet.
+
+        Raises:
+            NoSpace: the device has no room for it.
+            DeviceError: the device is not open here, is down, or failed the write
+                (it is then marked down).
+        """
+        if not self.usable(device_index):
+            raise DeviceError(f"device {device_index} is not an open, up device of this node")
+        extent = self.space.allocate_on(device_index, round_up(size_bytes))
+        try:
+            await self.devices[device_index].write(extent.offset_bytes, payload)
+        except NoSpace:
+            self.space.free_extent(extent)
+            raise
+        except (OSError, ObjfsError) as exc:
+            self.space.free_extent(extent)
+            self.health.mark_down(device_index, f"write failed: {exc}")
+            raise DeviceError(f"device {device_index}: write failed: {exc}") from None
+        self._dirty.add(device_index)
+        return extent
+
+    async def _encode(
         self,
+        policy: erasure.Policy,
         buffer: AlignedBuffer | None,
         view: memoryview,
         whole_crc: int | None,
-        extents: list[Extent],
-    ) -> Segment:
-        policy = self.policy
+    ) -> tuple[list[WriteData], list[int], list[int]]:
+        """The stripe's fragments with `policy`: (payloads, CRC32Cs, sizes)."""
         size = len(view)
         payloads: list[WriteData]
         if policy.scheme == erasure.SCHEME_REPLICAS:
@@ -260,6 +335,18 @@ class DataPath:
             self.encode_seconds.observe(seconds)
             payloads = list(fragments)
             sizes = [len(f) for f in fragments]
+        return payloads, crcs, sizes
+
+    async def _encode_and_write(
+        self,
+        buffer: AlignedBuffer | None,
+        view: memoryview,
+        whole_crc: int | None,
+        extents: list[Extent],
+    ) -> Segment:
+        policy = self.policy
+        size = len(view)
+        payloads, crcs, sizes = await self._encode(policy, buffer, view, whole_crc)
         written = await self._write_fragments(list(zip(extents, payloads, strict=True)))
         if written < policy.write_quorum:
             raise DeviceError(

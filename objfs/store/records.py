@@ -230,6 +230,17 @@ Record = (
 )
 
 
+def new_segments(record: Record) -> list[Segment]:
+    """The segments a record puts into the index (a new version, a write in place)."""
+    if isinstance(record, PutVersion):
+        pieces: tuple[Piece, ...] = record.version.pieces
+    elif isinstance(record, WriteAt):
+        pieces = record.pieces
+    else:
+        return []
+    return [piece.source for piece in pieces if isinstance(piece.source, Segment)]
+
+
 def change_of(record: Record) -> Change | None:
     """What a face needs to know of an applied record (None: nothing a face shows)."""
     match record:

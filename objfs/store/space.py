@@ -121,6 +121,24 @@ class Space:
         self._next_device = (start + 1) % len(indexes)
         return extents
 
+    def allocate_on(self, device_index: int, length_bytes: int) -> Extent:
+        """One extent of `length_bytes` on one device (a cluster's placement chose
+        it), keeping a metadata device's reserve.
+
+        Raises:
+            NoSpace: the device has no room for it.
+        """
+        allocator = self.allocators.get(device_index)
+        if allocator is None:
+            raise NoSpace(f"device {device_index} is not one of this node's")
+        reserve = self.reserve_bytes if device_index in self._reserve_devices else 0
+        if allocator.free_bytes - length_bytes < reserve:
+            raise NoSpace(
+                f"device {device_index}: {allocator.free_bytes} bytes free, {reserve} kept "
+                f"in reserve; no room for {length_bytes}"
+            )
+        return allocator.allocate(length_bytes, min_length_bytes=length_bytes)
+
     def allocate_run(self, device_index: int, length_bytes: int, max_extents: int) -> list[Extent]:
         """Extents on one device adding up to `length_bytes` (for a checkpoint body).
 

@@ -56,6 +56,7 @@ from objfs.store.records import (
     Truncate,
     WriteAt,
     change_of,
+    new_segments,
 )
 from objfs.store.recovery import rebuild_allocators
 from objfs.store.scrub import Scrubber
@@ -128,6 +129,9 @@ class Store:
         self._locks = KeyLocks()
         self._watchers: list[Callable[[Change], None]] = []
         self._committer: Committer | None = None  # a cluster's log, instead of the WAL
+        # In a cluster: told of the segments each applied record references (the
+        # node's pending fragments are then claimed; objfs.cluster.pending).
+        self.on_new_segments: Callable[[list[Segment]], None] = lambda segments: None
         self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
@@ -200,6 +204,7 @@ class Store:
                 node raises the same).
         """
         self._space.free_segments(self._index.apply(record))
+        self.on_new_segments(new_segments(record))
         self._tell_watchers(record)
 
     def rebuild_space(self) -> None:

@@ -9,13 +9,18 @@ no sleep between.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import pickle
 import random
 import socket
 import time
 
-from cluster_nodes import Cluster
+import crc32c
+from cluster_nodes import SECRET, Cluster
+
+from objfs.cluster import peers
 
 
 def content(name: str, size: int) -> bytes:
@@ -56,10 +61,17 @@ def test_three_nodes_serve_one_namespace(cluster: Cluster) -> None:
     first.s3().delete_object(Bucket="shared", Key="dir/small")
     assert "Contents" not in second.s3().list_objects_v2(Bucket="shared", Prefix="dir/")
 
-    # Large objects: erasure-coded on the devices of the node that took the PUT,
-    # read by any other node through that node's internal API, ranges included.
+    # Large objects: 4+2 stripes placed over the three nodes (two fragments on
+    # each), read by any node through the others' internal APIs, ranges included.
     large = content("large", 5 << 20)
     second.s3().put_object(Bucket="shared", Key="large", Body=large)
+    for member in (first, second, third):
+        placement = member.status()["placement"]
+        assert placement["active"], placement
+        assert placement["policy"].startswith("4+2") and placement["survives_node_loss"]
+    sent = second.status()["placement"]
+    # Two stripes (4 MiB and 1 MiB of data), four of each six fragments sent away.
+    assert sent["fragments_sent"] >= 8 and sent["bytes_sent"] >= 5 << 20, sent
     assert third.s3().get_object(Bucket="shared", Key="large")["Body"].read() == large
     ranged = first.s3().get_object(Bucket="shared", Key="large", Range="bytes=3000000-3100000")
     assert ranged["Body"].read() == large[3000000:3100001]
@@ -145,3 +157,39 @@ def test_a_wrong_secret_cannot_join_and_nothing_is_unpickled(cluster: Cluster) -
     # The node is still a healthy leader of its one-node cluster.
     first.s3().create_bucket(Bucket="still-fine")
     assert first.status()["raft"]["state"] == "leader"
+
+    # The fragment API: unsigned or wrongly signed writes are refused before the
+    # body is used; a damaged fragment is refused; a good one is stored, pending.
+    fragment = content("fragment", 100_000)
+    target = f"/cluster/v1/write?device=0&size={len(fragment)}&crc={crc32c.crc32c(fragment)}"
+    assert post(first.api_address, target, fragment, secret=None)[0] == 401
+    assert post(first.api_address, target, fragment, secret="another-secret-000000000000")[0] == 401
+    damaged = fragment[:-1] + b"\0"
+    status, body = post(first.api_address, target, damaged, secret=SECRET)
+    assert status == 400 and b"CRC32C" in body
+    assert first.status()["placement"]["pending_fragments"] == 0
+    status, body = post(first.api_address, target, fragment, secret=SECRET)
+    assert status == 200, body
+    stored = json.loads(body)
+    assert stored["length"] >= len(fragment)
+    assert first.status()["placement"]["pending_fragments"] == 1
+    read = json.dumps({"device": 0, "ranges": [[stored["offset"], len(fragment)]]}).encode()
+    assert post(first.api_address, "/cluster/v1/read", read, secret=SECRET) == (200, fragment)
+
+
+def post(address: str, target: str, body: bytes, *, secret: str | None) -> tuple[int, bytes]:
+    host, port = address.split(":")
+    headers = {}
+    if secret is not None:
+        when = int(time.time())
+        headers = {
+            peers.TIME_HEADER: str(when),
+            peers.SIGNATURE_HEADER: peers.signature(secret, "POST", target, body, when),
+        }
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -1,16 +1,15 @@
 """Nodes of a real three-node cluster killed, hung and restarted under load.
 
-Method: client threads PUT small objects (inline in their records, so the
-Raft log alone holds them) on the nodes left standing and read each back from
-another node, recording every acknowledgement and every failure with its
-time. Then a node is killed with SIGKILL (or stopped with SIGSTOP); the load
-goes on; finally every acknowledged object must read back byte-exact on every
-node, the victim included once it is back. The error window (first to last
-failed request) is printed and bounded.
-
-Objects larger than `store.inline_max_bytes` keep their fragments on the
-devices of the node that took the PUT (docs/cluster.md, build order): they
-are not part of these tests until placement spreads them over nodes.
+Method: client threads PUT objects on the nodes left standing and read each
+back from another node, recording every acknowledgement and every failure with
+its time. Two in three objects are small (inline in their records, so the Raft
+log alone holds them); one in three is larger than `store.inline_max_bytes`,
+so its 4+2 stripe is placed over the three nodes, two fragments each, and
+reading it while a node is down decodes it from the other four. Then a node
+is killed with SIGKILL (or stopped with SIGSTOP); the load goes on; finally
+every acknowledged object must read back byte-exact on every node, the victim
+included once it is back. The error window (first to last failed request) is
+printed and bounded.
 """
 
 from __future__ import annotations
@@ -24,11 +23,13 @@ from dataclasses import dataclass, field
 
 from cluster_nodes import Cluster, Member
 
-OBJECT_BYTES = 2000  # inline: the record carries the bytes
+SMALL_BYTES = 2000  # inline: the record carries the bytes
+LARGE_BYTES = 200_000  # a placed stripe
 
 
 def content(name: str) -> bytes:
-    return random.Random(hashlib.sha256(name.encode()).digest()).randbytes(OBJECT_BYTES)
+    chooser = random.Random(hashlib.sha256(name.encode()).digest())
+    return chooser.randbytes(LARGE_BYTES if chooser.random() < 1 / 3 else SMALL_BYTES)
 
 
 @dataclass

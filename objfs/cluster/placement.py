@@ -1,27 +1,27 @@
 """objfs.cluster.placement — the cluster's stripe shape, and the devices each stripe goes to.
 
-**Shape.** With `store.ec_policy = "auto"` a cluster picks the widest of 4+2,
-3+2, 2+2, 2+1, 1+1 whose k+m fragments fit on distinct devices with at most m
-on any one node, so that losing a whole node loses at most m fragments of any
-stripe (`cluster_shape`). 3 nodes of 3 devices: 4+2, two fragments per node;
-2 such nodes: 2+2. When no shape fits (one node, or nodes of one device each
-and too few of them) the node's own default for the cluster's device count is
-used, and a node loss can then cost a stripe more than m fragments: `objfs
-cluster status` says so (`survives_node_loss`). An explicit "K+M" is used as
-given when the cluster has that many devices.
+**Shape.** With `store.ec_policy = "auto"` a stripe takes the widest of 4+2,
+3+2, 2+2, 2+1, 1+1 whose k+m fragments fit on distinct devices of the nodes
+that are up with at most m on any one node, so that losing a node loses at
+most m fragments of any stripe (`cluster_shape`): three nodes of three devices
+give 4+2, two such nodes 2+2. A stripe written while a node is down thus still
+survives losing one more. When no shape fits (one node, or too few devices)
+the node's own default for the device count is used and a node loss can cost
+a stripe more than m fragments: `objfs cluster status` says so
+(`survives_node_loss`). An explicit "K+M" is used as given where it fits.
 
 **Placement.** Rendezvous hashing: each stripe gets a key (node number and a
-counter), every device of a live node gets the score hash(key, device), and
-fragments go to the devices with the highest scores, taking at most
-ceil((k+m) / live nodes) from any one node (more only when too few nodes are
-up to place them otherwise). A device added later takes over only the stripes
-it now scores highest for, the property that makes rendezvous worth having
-when stripes are moved (rebalancing is not built yet). A fragment that cannot
-be stored where it was meant to go (node unreachable, device down or full) goes
-to the next device by score, on the node holding the fewest of the stripe's
-fragments so far. Fragments for this node's devices are stored directly; the
-others are sent to their nodes (objfs.cluster.remote). All are pending
-(objfs.cluster.pending) until the record naming them is applied.
+counter), every device of a node that is up gets the score hash(key, device),
+and fragments go to the highest scores, at most m per node (as evenly as
+possible when the shape cannot keep that). A device added later takes over
+only the stripes it now scores highest for, the property that makes moving
+stripes cheap once there is rebalancing. A fragment refused by a device
+(full, down) goes to the next device by score within the per-node limit. A
+node that does not answer is marked unreachable (objfs.cluster.member), and the
+stripe is given up and encoded again for the nodes still up (`place` returns
+None). This node's fragments are stored directly, the others sent to their
+nodes (objfs.cluster.remote); all are pending (objfs.cluster.pending) until
+the record naming them is applied.
 
 **Age.** A coordinator must not commit a record whose fragments other nodes may
 already have reclaimed: `Placement.check_age` (called by the Replicator before

@@ -219,7 +219,34 @@ def render_cluster(cluster: dict[str, Any]) -> str:
                 lag = (raft.get("commit_index") or 0) - match[address]
                 link += f", {max(lag, 0)} entries behind"
         voting = "voting" if node["admitted"] else "joining"
-        lines.append(f"  {node['number']:>3}  {node['name']:<16} {address:<22} {voting}, {link}")
+        devices = len(node.get("devices") or ())
+        lines.append(
+            f"  {node['number']:>3}  {node['name']:<16} {address:<22} {voting}, {link}, "
+            f"{devices} devices"
+        )
+    placement = cluster.get("placement") or {}
+    if placement:
+        if not placement.get("active"):
+            lines.append("stripes:    on this node's devices (placement starts once caught up)")
+        else:
+            lines.append(
+                f"stripes:    {placement.get('policy')} over the nodes"
+                + (
+                    ""
+                    if placement.get("policy_now") == placement.get("policy")
+                    else f"; {placement.get('policy_now')} while some are unreachable"
+                )
+                + (
+                    ""
+                    if placement.get("survives_node_loss")
+                    else "; WARNING: losing one node can lose data (too few nodes or devices)"
+                )
+            )
+        lines.append(
+            f"fragments:  {placement.get('fragments_sent', 0)} sent to other nodes, "
+            f"{placement.get('pending_fragments', 0)} pending here, "
+            f"{placement.get('reclaimed_fragments', 0)} reclaimed"
+        )
     if cluster.get("failure"):
         lines.append(f"FAILED:     {cluster['failure']}")
     return "\n".join(lines)

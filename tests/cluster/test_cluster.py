@@ -85,6 +85,7 @@ def test_three_nodes_serve_one_namespace(cluster: Cluster) -> None:
     shown = first.cli("cluster", "status")
     assert shown.returncode == 0, shown.stderr
     assert "node2" in shown.stdout and "voting, connected" in shown.stdout
+    assert "stripes:    4+2" in shown.stdout and "WARNING" not in shown.stdout, shown.stdout
 
 
 def test_every_acknowledged_object_survives_killing_all_nodes(cluster: Cluster) -> None:

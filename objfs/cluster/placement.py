@@ -278,6 +278,16 @@ class Placement:
             if extent is not None and device_node_number(extent.device_index) == self.node_number:
                 self.pending.forget(extent)
 
+    def discard(self, segments: Sequence[Segment]) -> None:
+        """Placed segments no record will name (a failed commit, an aborted write):
+        free this node's fragments now, if still pending (never twice: a reclaimed
+        one is no longer pending); other nodes' are freed there at their bound."""
+        for segment in segments:
+            for fragment in segment.fragments:
+                self._written.pop(fragment.extent, None)
+                if device_node_number(fragment.extent.device_index) == self.node_number:
+                    self.pending.forget(fragment.extent)
+
     def check_age(self, segments: Iterable[Segment]) -> None:
         """Before a record naming `segments` is proposed: refuse it if any of their
         fragments this node placed is so old that its node may reclaim it first.

@@ -59,6 +59,10 @@ class Placer(Protocol):
 
     def policy(self) -> erasure.Policy: ...
 
+    def discard(self, segments: Sequence[Segment]) -> None:
+        """Placed segments no record will name: this node frees its fragments (if
+        still pending); other nodes' wait out their bound."""
+
     async def place(
         self, policy: erasure.Policy, payloads: list[WriteData], sizes: list[int]
     ) -> list[Extent] | None: ...
@@ -398,6 +402,9 @@ class DataPath:
 
     def discard(self, segments: Sequence[Segment]) -> None:
         """Free segments that were written but never made it into the index."""
+        if self.placer is not None:
+            self.placer.discard(segments)  # pending on their nodes: freed there, once
+            return
         for segment in segments:
             for fragment in segment.fragments:
                 self.space.free_extent(fragment.extent)

@@ -5,11 +5,18 @@ space map and a real file, with a clock the test moves."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, cast
 
 import trio
 
 from objfs.cluster.pending import PendingFragments
-from objfs.cluster.placement import cluster_shape, pick, rendezvous, survives_node_loss
+from objfs.cluster.placement import (
+    Placement,
+    cluster_shape,
+    pick,
+    rendezvous,
+    survives_node_loss,
+)
 from objfs.store import erasure
 from objfs.store.extents import ExtentAllocator
 from objfs.store.space import Space
@@ -115,5 +122,39 @@ def test_a_pending_extent_no_longer_free_after_a_restart_is_left_alone(tmp_path:
         rebuilt.allocators[device].reserve(Extent(device, extent.offset_bytes, 3 * MIB))
         again = PendingFragments(str(tmp_path), rebuilt, bound_s=600, clock=lambda: 60.0)
         assert await again.restore() == 0
+
+    trio.run(main)
+
+
+def test_a_discarded_stripe_is_freed_once_not_again_at_its_bound(tmp_path: object) -> None:
+    """A record that fails to apply (or an aborted write) discards its segments:
+    this node's pending fragments are freed then, and the reclaim at the bound
+    must not free them a second time (by then the blocks may be someone else's)."""
+    mine, theirs = global_device_index(1, 0), global_device_index(2, 0)
+    now = [0.0]
+
+    async def main() -> None:
+        space = space_of([mine])
+        pending = PendingFragments(str(tmp_path), space, bound_s=600, clock=lambda: now[0])
+        placement = Placement(
+            cast(Any, None),
+            pending,
+            1,
+            shape="auto",
+            backend="auto",
+            devices=dict,
+            live=lambda node: True,
+            remote=lambda device: None,
+        )
+        extent = space.allocate_on(mine, MIB)
+        await pending.add([extent])
+        remote = Fragment(Extent(theirs, 0, MIB), MIB, 0)
+        placement.discard([Segment(MIB, (Fragment(extent, MIB, 0), remote))])
+        assert space.allocators[mine].is_free(extent) and len(pending) == 0
+        reused = space.allocate_on(mine, MIB)  # the blocks go to another fragment
+        assert reused == extent
+        now[0] += 601
+        assert await pending.reclaim() == 0
+        assert space.allocators[mine].is_allocated(reused)
 
     trio.run(main)

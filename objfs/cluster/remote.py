@@ -17,9 +17,11 @@ offset chosen here: the owning node allocates the extent, checks the CRC,
 writes, fdatasyncs, keeps the extent pending (objfs.cluster.pending) and
 answers with it. The generic `write` of a device is refused.
 
-A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`) is
-reported through `unreachable(node number)`, so reads and placement skip it
-for a while instead of waiting on it again (objfs.cluster.member).
+A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`), or
+that answers a write with 503 (still catching up after a start, or its
+device is down), is reported through `unreachable(node number)`, so reads and
+placement skip it for a while instead of waiting on it again
+(objfs.cluster.member).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class RemoteDevice:
         except _Refused as exc:
             if exc.status == 507:
                 raise NoSpace(f"{self.path}: {exc}") from None
+            if exc.status == 503:  # catching up after a start, or its device is down:
+                self._unreachable(self.node_number)  # place without it for a while
             raise
         except (ValueError, KeyError, TypeError) as exc:
             self.io_errors += 1

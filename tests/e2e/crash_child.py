@@ -1,8 +1,9 @@
 """The victim of test_crash_kill9.py: random object traffic on a real store, forever.
 
-Run as `python crash_child.py DATA_DIR SEED`. It opens the store in DATA_DIR,
-checks that the store holds exactly the state the parent recorded in
-DATA_DIR/state.json (the state the parent verified after the previous kill), then
+Run as `python crash_child.py DATA_DIR SEED`, then write `go` to its stdin (it
+imports meanwhile). It opens the store in DATA_DIR, checks that the store holds
+exactly the state the parent recorded in DATA_DIR/state.json (the state the
+parent verified after the previous kill), then
 runs `TASKS` concurrent trio tasks doing puts, overwrites, deletes and renames on
 the keys `KEYS` of bucket `BUCKET` until it is killed.
 
@@ -46,7 +47,9 @@ MAX_OBJECT_BYTES = 600 * KiB
 STATE_FILE = "state.json"  # {"key": "token", ...}: what the store holds at the start
 LOG_FILE = "ack.log"
 READY_LINE = "ready"
+GO_LINE = "go"  # on stdin: the state file is written, start
 EXIT_STATE_MISMATCH = 3
+EXIT_NOT_STARTED = 4  # stdin closed without GO_LINE: a child the parent did not need
 
 
 def store_config(
@@ -183,6 +186,10 @@ async def run(data_dir: str, seed: int, model: dict[str, str], log_fd: int) -> i
 
 
 def main(data_dir: str, seed: int) -> int:
+    # The parent starts the next child while it still checks the store the last one
+    # left, so that the imports overlap the check: "go" on stdin says it is done.
+    if sys.stdin.readline().strip() != GO_LINE:
+        return EXIT_NOT_STARTED
     with open(os.path.join(data_dir, STATE_FILE)) as file:
         model: dict[str, str] = json.load(file)
     log_path = os.path.join(data_dir, LOG_FILE)

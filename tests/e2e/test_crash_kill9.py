@@ -11,6 +11,9 @@ and creates one bucket. Then, for up to `MAX_CYCLES` cycles (bounded by
 ~600 KB, inline and multi-segment with 64 KiB segments, overwrites, deletes and
 renames over 48 keys, checkpoints every 300 ms so the WAL is trimmed and wraps),
 waits for it to report ready, lets it run a random 0.2-1.5 s and SIGKILLs it.
+Each child is started while the previous cycle is still being checked and waits
+for "go" on stdin before it touches the data dir, so its Python imports (half a
+second) overlap the check instead of adding to every cycle.
 
 The checker stays exact and simple because of three choices:
 - State carried across cycles is a JSON file, `state.json` (key -> token), that
@@ -56,6 +59,7 @@ import trio
 from crash_child import (
     BUCKET,
     EXIT_STATE_MISMATCH,
+    GO_LINE,
     LOG_FILE,
     READY_LINE,
     STATE_FILE,
@@ -312,14 +316,32 @@ def child_output(path: str) -> str:
         return file.read()[-4000:]
 
 
-def run_child_until_killed(data_dir: str, seed: int, run_s: float, output: str) -> None:
-    """Start the child, wait until it is ready, let it run `run_s` seconds, SIGKILL it."""
-    log_path = os.path.join(data_dir, LOG_FILE)
+def start_child(data_dir: str, seed: int, output: str) -> subprocess.Popen[bytes]:
+    """Start a child; it imports, then waits for `go_and_kill` (see crash_child.main)."""
     with open(output, "wb") as out:
-        child = subprocess.Popen(
-            [sys.executable, CHILD, data_dir, str(seed)], stdout=out, stderr=subprocess.STDOUT
+        return subprocess.Popen(
+            [sys.executable, CHILD, data_dir, str(seed)],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
+
+
+def stop_child(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    if child.stdin is not None:
+        child.stdin.close()
+
+
+def go_and_kill(child: subprocess.Popen[bytes], data_dir: str, run_s: float, output: str) -> None:
+    """Let a started child go, wait until it is ready, let it run `run_s` seconds,
+    SIGKILL it."""
+    log_path = os.path.join(data_dir, LOG_FILE)
     try:
+        assert child.stdin is not None
+        child.stdin.write(f"{GO_LINE}\n".encode())
+        child.stdin.flush()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not (os.path.exists(log_path) and READY_LINE in read_log(log_path)[:1]):
             code = child.poll()
@@ -332,8 +354,7 @@ def run_child_until_killed(data_dir: str, seed: int, run_s: float, output: str) 
         code = child.poll()
         assert code is None, f"child died by itself (exit {code}):\n{child_output(output)}"
     finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        stop_child(child)
 
 
 def test_kill9_loop(disk_dir: str) -> None:
@@ -343,11 +364,17 @@ def test_kill9_loop(disk_dir: str) -> None:
     data_dir = tempfile.mkdtemp(prefix="crash-", dir=disk_dir)
     started = time.monotonic()
     print(f"seed {seed}, data dir {data_dir}")
+    child: subprocess.Popen[bytes] | None = None
     try:
+
+        def output(cycle: int) -> str:  # two: the next child starts while one is read
+            return os.path.join(data_dir, f"child{cycle % 2}.out")
+
         trio.run(format_store, data_dir)
         state: Model = {}
         stats = CycleStats()
         cycle = 0
+        child = start_child(data_dir, seed * 1000 + cycle, output(cycle))
         while cycle < MAX_CYCLES and (
             cycle < MIN_CYCLES or time.monotonic() - started < TIME_BUDGET_S
         ):
@@ -357,10 +384,12 @@ def test_kill9_loop(disk_dir: str) -> None:
             if os.path.exists(log_path):
                 os.unlink(log_path)
             run_s = rng.uniform(*RUN_SECONDS)
-            output = os.path.join(data_dir, "child.out")
             read_only = cycle % 2 == 1
             try:
-                run_child_until_killed(data_dir, seed * 1000 + cycle, run_s, output)
+                go_and_kill(child, data_dir, run_s, output(cycle))
+                # The next child imports while this cycle's store is checked; it
+                # touches nothing before its "go".
+                child = start_child(data_dir, seed * 1000 + cycle + 1, output(cycle + 1))
                 expected = replay(state, read_log(log_path))
                 check = functools.partial(check_store, read_only=read_only)
                 state, stats = trio.run(check, data_dir, expected)
@@ -378,5 +407,7 @@ def test_kill9_loop(disk_dir: str) -> None:
         print(f"{cycle} cycles in {time.monotonic() - started:.1f} s")
         assert stats.wal_position > WAL_SIZE_BYTES, "the WAL never wrapped while children ran"
     finally:
+        if child is not None:
+            stop_child(child)  # the one started for a cycle that did not come
         if not os.environ.get("OBJFS_KEEP_DATA"):
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ pinned, a cut PUT must free what its writer stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -47,10 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from s3_node import ROOT_KEY, ROOT_SECRET, WORK_DIR, Node, boto3_client
+
+from objfs.store.format import create_data_dir
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -70,7 +74,8 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    """`objfs format` then `objfs serve` in a subprocess; stopped with SIGINT (Ctrl-C)."""
+    """Format (as `objfs format` does), then `objfs serve` in a subprocess; stopped with
+    SIGINT (Ctrl-C)."""
     os.makedirs(WORK_DIR, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="large-", dir=WORK_DIR))
     data, config, log_path = root / "data", root / "objfs.toml", root / "node.log"
@@ -87,12 +92,10 @@ def server() -> Iterator[ServerProcess]:
         OBJFS_ROOT_SECRET_KEY=ROOT_SECRET,
     )
     objfs = [sys.executable, "-m", "objfs", "--data", str(data), "--config", str(config)]
-    subprocess.run(
-        [*objfs, "format", "--device-count", "3", "--device-size", "2G"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
+    # What `objfs format --device-count 3 --device-size 2G` does, in this process
+    # (starting `objfs` costs a second of imports; serve below is the one that counts).
+    trio.run(
+        functools.partial(create_data_dir, str(data), device_count=3, device_size_bytes=2 * GiB)
     )
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -6,6 +6,7 @@ must print one line and exit non-zero, never a traceback.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -121,13 +122,17 @@ def test_user_create_list_delete_and_mistakes(disk_dir: str) -> None:
     names = [line.split("\t")[0] for line in listed.stdout.splitlines()]
     assert names == ["alice", "root"] and "ALICEKEY01" in listed.stdout
     assert "generated root" not in listed.stdout  # shown once
-    for args, words in [
+    mistakes = [
         (("user", "create", "alice"), "exists"),
         (("user", "delete", "root"), "root cannot be deleted"),
         (("user", "create", "bob", "--access-key", "k!"), "access key"),
         (("user", "delete", "nobody"), "no user"),
-    ]:
-        failed = run(*args)
+    ]
+    # At once (each refused command changes nothing, so none depends on another):
+    # every run spends a second starting Python.
+    with concurrent.futures.ThreadPoolExecutor(len(mistakes)) as pool:
+        results = list(pool.map(lambda mistake: run(*mistake[0]), mistakes))
+    for (_, words), failed in zip(mistakes, results, strict=True):
         assert failed.returncode == 2 and words in failed.stderr, failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
     assert run("user", "delete", "alice").returncode == 0

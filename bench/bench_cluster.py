@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -31,17 +31,13 @@ from _util import Summary, percentile, scratch_dir
 from objfs.cluster import journal
 from objfs.cluster.raft import new_member
 
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "cluster")
+)
+
+from cluster_nodes import free_ports
+
 SECRET = "bench-cluster-secret-0123456789"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
 
 
 def fdatasync_latency(directory: str, count: int = 200) -> list[float]:

@@ -23,8 +23,8 @@ The file is text, one line per extent written, appended:
 A torn last line (a crash mid-append) does not parse and is skipped. Claims
 are not written: after a restart an already-claimed extent is in use in the
 rebuilt map and is skipped, and one claimed and since freed is held until it
-expires (a short leak, never a double use). The file is rewritten (temporary
-file, fsync, rename) when it holds many more lines than pending extents.
+expires (a short leak, never a double use). The file is rewritten
+(`write_file_atomically`) when it holds many more lines than pending extents.
 
 The file's syscalls run in worker threads, one at a time (`_lock`).
 """
@@ -39,6 +39,7 @@ from typing import final
 
 import trio
 
+from objfs.store.device import read_small_file, write_file_atomically
 from objfs.store.space import Space
 from objfs.store.types import Extent, Segment
 
@@ -167,7 +168,7 @@ class PendingFragments:
         async with self._lock:
             snapshot = list(self.extents.items())
             text = "".join(_line(extent, expiry) for extent, expiry in snapshot).encode()
-            await trio.to_thread.run_sync(_replace, self.path, text)
+            await trio.to_thread.run_sync(write_file_atomically, self.path, text)
             self._lines = len(snapshot)
 
 
@@ -192,11 +193,7 @@ def _parse(line: bytes) -> tuple[Extent, float] | None:
 
 
 def _read_lines(path: str) -> list[bytes]:
-    try:
-        with open(path, "rb") as file:
-            return file.readlines()
-    except FileNotFoundError:
-        return []
+    return (read_small_file(path) or b"").splitlines(keepends=True)
 
 
 def _append(path: str, text: bytes) -> None:
@@ -206,22 +203,6 @@ def _append(path: str, text: bytes) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-
-
-def _replace(path: str, text: bytes) -> None:
-    temporary = path + ".new"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _write_all(fd: int, text: bytes) -> None:

@@ -273,15 +273,7 @@ class DataPath:
                 break
         else:
             raise Unavailable(f"nodes failed while a stripe was placed, {_PLACEMENT_TRIES} times")
-        return Segment(
-            size,
-            tuple(
-                Fragment(extent, fragment_size, crc)
-                for extent, fragment_size, crc in zip(extents, sizes, crcs, strict=True)
-            ),
-            policy.data_fragments,
-            policy.scheme,
-        )
+        return _segment(policy, size, extents, sizes, crcs)
 
     async def store_fragment(
         self, device_index: int, payload: WriteData, size_bytes: int
@@ -357,15 +349,7 @@ class DataPath:
                 f"only {written} of {policy.width} fragments of a stripe could be written "
                 f"({policy.write_quorum} needed); devices down: {sorted(self.health.down)}"
             )
-        return Segment(
-            size,
-            tuple(
-                Fragment(extent, fragment_size, crc)
-                for extent, fragment_size, crc in zip(extents, sizes, crcs, strict=True)
-            ),
-            policy.data_fragments,
-            policy.scheme,
-        )
+        return _segment(policy, size, extents, sizes, crcs)
 
     async def _write_fragments(self, writes: list[tuple[Extent, WriteData]]) -> int:
         """Write each fragment to its device, all at once; return how many were written.
@@ -747,6 +731,21 @@ def _codec_of(segment: Segment) -> erasure.PyECLib:
     )
     assert isinstance(codec, erasure.PyECLib)
     return codec
+
+
+def _segment(
+    policy: erasure.Policy, size: int, extents: list[Extent], sizes: list[int], crcs: list[int]
+) -> Segment:
+    """The segment of a stripe stored with `policy`: fragment n at extents[n]."""
+    return Segment(
+        size,
+        tuple(
+            Fragment(extent, fragment_size, crc)
+            for extent, fragment_size, crc in zip(extents, sizes, crcs, strict=True)
+        ),
+        policy.data_fragments,
+        policy.scheme,
+    )
 
 
 def _fragment_bytes(policy: erasure.Policy, size_bytes: int) -> int:

@@ -113,17 +113,22 @@ def leader_of(members: list[Member]) -> Member:
     raise AssertionError("no leader")
 
 
-def test_killing_a_follower_then_the_leader_under_load_loses_nothing(cluster: Cluster) -> None:
-    """One cluster, two faults in turn (a cluster start is the slow part)."""
+def three_nodes_and_a_victim(cluster: Cluster) -> tuple[list[Member], Member, Member, list[Member]]:
+    """A started cluster with the "load" bucket: (members, leader, a follower to
+    fault, the others)."""
     members = cluster.start(3)
     cluster.wait_for_members(3)
     members[0].s3().create_bucket(Bucket="load")
-
-    # A follower killed, and started again while the load goes on (it replays
-    # the log and refuses fragments until caught up): no request fails at all.
     leader = leader_of(members)
     victim = next(m for m in members if m is not leader)
-    standing = [m for m in members if m is not victim]
+    return members, leader, victim, [m for m in members if m is not victim]
+
+
+def test_killing_a_follower_then_the_leader_under_load_loses_nothing(cluster: Cluster) -> None:
+    """One cluster, two faults in turn (a cluster start is the slow part)."""
+    # A follower killed, and started again while the load goes on (it replays
+    # the log and refuses fragments until caught up): no request fails at all.
+    members, leader, victim, standing = three_nodes_and_a_victim(cluster)
     first = Load(standing, prefix="f")
 
     def kill_and_restart() -> None:
@@ -162,12 +167,7 @@ def test_killing_a_follower_then_the_leader_under_load_loses_nothing(cluster: Cl
 
 
 def test_a_hung_node_is_carried_on_without_and_rejoins(cluster: Cluster) -> None:
-    members = cluster.start(3)
-    cluster.wait_for_members(3)
-    members[0].s3().create_bucket(Bucket="load")
-    leader = leader_of(members)
-    victim = next(m for m in members if m is not leader)
-    standing = [m for m in members if m is not victim]
+    members, leader, victim, standing = three_nodes_and_a_victim(cluster)
     load = Load(standing)
     run_load(load, workers=2, during=30.0, event=lambda: victim.kill(signal.SIGSTOP))
     assert not load.wrong

@@ -8,6 +8,7 @@ the admin API. Every request must be signed with the cluster secret
     POST /cluster/v1/admit    {number}   make a joined node a voting Raft member
     POST /cluster/v1/read     {device, ranges}  fragment bytes (objfs.cluster.remote)
     POST /cluster/v1/write?device=D&size=N&crc=C  a fragment -> {offset, length}
+    POST /cluster/v1/heal     {segments}  heal this node's fragments of these (found damaged)
     GET  /cluster/v1/status   the catalog and this node's view of Raft
 """
 
@@ -23,7 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from objfs.cluster import peers
-from objfs.cluster.remote import MAX_FRAGMENT_BYTES
+from objfs.cluster.remote import MAX_FRAGMENT_BYTES, MAX_HEAL_HINTS
 from objfs.errors import InvalidArgument, NoSpace, ObjfsError
 
 if TYPE_CHECKING:
@@ -100,6 +101,17 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         assert isinstance(data, bytes)
         extent = await member.write_local(device_index, data, size, crc)
         return answer({"offset": extent.offset_bytes, "length": extent.length_bytes})
+
+    @app.post("/cluster/v1/heal")
+    async def heal() -> quart.Response:
+        body = await json_body()
+        try:
+            segment_ids = [int(each) for each in body["segments"]]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument("a heal needs a list of segment ids") from None
+        if len(segment_ids) > MAX_HEAL_HINTS:
+            raise InvalidArgument(f"at most {MAX_HEAL_HINTS} segments per heal")
+        return answer({"queued": member.heal_hint(segment_ids)})
 
     @app.get("/cluster/v1/status")
     async def status() -> quart.Response:

@@ -15,6 +15,9 @@
 6. tells the catalog its devices, and from then on places every new stripe
    over the cluster's nodes (objfs.cluster.placement), with the policy the
    catalog's devices allow;
+7. starts the scrubber over its own devices' fragments (rebuilt, when
+   damaged, from fragments read on other nodes too), and tells other nodes of
+   their damaged fragments its reads meet, so they heal them;
 
 and only then reports started, so S3 and the mount open over a store that is
 current. Leaving closes the Raft member (its journal is durable throughout).
@@ -38,18 +41,24 @@ from objfs.cluster.catalog import Catalog
 from objfs.cluster.pending import PendingFragments
 from objfs.cluster.placement import Placement, choose_cluster_policy, survives_node_loss
 from objfs.cluster.raft import Raft, start_raft
-from objfs.cluster.remote import MAX_FRAGMENT_BYTES, MAX_READ_BYTES, RemoteDevice
+from objfs.cluster.remote import (
+    MAX_FRAGMENT_BYTES,
+    MAX_HEAL_HINTS,
+    MAX_READ_BYTES,
+    RemoteDevice,
+)
 from objfs.cluster.replication import Replicator
 from objfs.cluster.state import ClusterState, journal_path, save
 from objfs.errors import DeviceError, InvalidArgument, ObjfsError, Unavailable
 from objfs.store import Store
-from objfs.store.types import Extent, device_node_number
+from objfs.store.types import Extent, Segment, device_node_number
 
 log = logging.getLogger(__name__)
 
 Listen = Callable[..., Awaitable[Any]]
 ADMIT_RETRY_S = 1.0
 UNREACHABLE_S = 10.0  # a node that failed a call is skipped (reads, placement) this long
+_DAMAGE_BATCH_S = 1.0  # damage reports to other nodes go out at most this often
 
 
 @final
@@ -77,6 +86,14 @@ class ClusterMember:
             remote=self._device_of,
         )
         self._taking_fragments = False  # the space map is rebuilt: fragment writes welcome
+        # Called on the event loop after every catalog change is applied (the
+        # node keeps its S3 users in step with the catalog's: objfs.node).
+        self.on_catalog_change: Callable[[], None] = lambda: None
+        # Other nodes' fragments reads here found damaged, by device: told to
+        # their nodes by `_send_damage`, which heal their own.
+        self._damaged: dict[int, set[int]] = {}
+        self._damage_found = trio.Event()
+        self.damage_reports_sent = 0
 
     # -- running --------------------------------------------------------------------------
 
@@ -103,6 +120,7 @@ class ClusterMember:
         self.replicator.raft = self.raft
         self.store.replicate_with(self.replicator)
         self.store.datapath.remote = self.remote_device
+        self.store.datapath.on_remote_damage = self._remote_damage
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(listen, create_cluster_app(self), state.api_address)
@@ -128,6 +146,18 @@ class ClusterMember:
                 nursery.start_soon(self._keep_peers)
                 nursery.start_soon(self.replicator.run_barriers)
                 nursery.start_soon(self.pending.run)
+                nursery.start_soon(self._send_damage)
+                # Scrub and heal only now: the index they walk is the log's, and
+                # each node checks and heals the fragments on its own devices.
+                config = self.store.config
+                if not config.read_only:
+                    nursery.start_soon(
+                        functools.partial(
+                            self.store.scrubber.run,
+                            config.scrub_interval_ms,
+                            background_scrub=config.scrub_rate_bytes_per_s > 0,
+                        )
+                    )
                 await self._tell_devices()
                 self.waiting_for = ""
                 log.info(
@@ -189,6 +219,7 @@ class ClusterMember:
     def _catalog_changed(self) -> None:
         self._peers_changed.set()
         self._update_placement()
+        self.on_catalog_change()
 
     def _update_placement(self) -> None:
         """New stripes are placed over the nodes once the catalog lists this node's
@@ -336,6 +367,45 @@ class ClusterMember:
             store.space.free_extent(extent)
             raise
         return extent
+
+    def heal_hint(self, segment_ids: list[int]) -> int:
+        """Reads on another node found this node's fragments of these segments
+        damaged: queue each segment still referenced for heal; how many were."""
+        queued = 0
+        for segment_id in segment_ids:
+            segment = self.store.index.segment(segment_id)
+            if segment is not None and any(
+                device_node_number(f.extent.device_index) == self.state.node_number
+                for f in segment.fragments
+            ):
+                self.store.health.queue_heal(segment)
+                queued += 1
+        return queued
+
+    def _remote_damage(self, segment: Segment, number: int) -> None:
+        device_index = segment.fragments[number].extent.device_index
+        self._damaged.setdefault(device_index, set()).add(segment.segment_id)
+        self._damage_found.set()
+
+    async def _send_damage(self) -> None:
+        """Tell each node which of its fragments reads here found damaged, in
+        batches; a node out of reach is told nothing (its scrub finds them)."""
+        while True:
+            await self._damage_found.wait()
+            self._damage_found = trio.Event()
+            damaged, self._damaged = self._damaged, {}
+            for device_index, segment_ids in sorted(damaged.items()):
+                device = self.remote_device(device_index)
+                if device is None:
+                    continue
+                ids = sorted(segment_ids)[:MAX_HEAL_HINTS]
+                try:
+                    await device.report_damage(ids)
+                except DeviceError as exc:
+                    log.warning("could not report damaged fragments to %s: %s", device.path, exc)
+                    continue
+                self.damage_reports_sent += len(ids)
+            await trio.sleep(_DAMAGE_BATCH_S)
 
     def remote_device(self, device_index: int) -> RemoteDevice | None:
         """Another node's device, to read fragments from (None: ours, no such node,

@@ -10,12 +10,15 @@ internal API listens. `RemoteDevice` reads fragments there:
     POST /cluster/v1/write?device=D&size=N&crc=C   the fragment's bytes
     -> {"offset": O, "length": L}
 
+    POST /cluster/v1/heal  {"segments": [segment id, ...]}  -> {"queued": N}
+
 signed like every internal request. The bytes read are checked by the reader
 against each fragment's CRC32C, exactly as a local read is: a node that
 answers wrongly makes a degraded read, never wrong bytes. A write is not an
 offset chosen here: the owning node allocates the extent, checks the CRC,
 writes, fdatasyncs, keeps the extent pending (objfs.cluster.pending) and
-answers with it. The generic `write` of a device is refused.
+answers with it. The generic `write` of a device is refused. A fragment a
+reader finds damaged is healed by its own node, which is told so (`heal`).
 
 A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`), or
 that answers a write with 503 (still catching up after a start, or its
@@ -42,6 +45,7 @@ from objfs.store.types import Extent, device_node_number
 
 MAX_READ_BYTES = 64 << 20  # one request's ranges at most (a node refuses more)
 MAX_FRAGMENT_BYTES = 8 << 20  # one written fragment at most (a node refuses more)
+MAX_HEAL_HINTS = 1000  # segments named in one heal request at most
 TIMEOUT_S = 5.0  # a node silent this long (connect, or between bytes) counts as down
 
 
@@ -120,6 +124,21 @@ class RemoteDevice:
         self.writes += 1
         self.written_bytes += len(payload)
         return extent
+
+    async def report_damage(self, segment_ids: list[int]) -> int:
+        """Tell this device's node that reads found its fragments of these segments
+        damaged (it heals its own); how many it queued.
+
+        Raises:
+            DeviceError: the node cannot be reached, or refused.
+        """
+        body = json.dumps({"segments": segment_ids}).encode()
+        try:
+            return int(
+                json.loads(await self._call("/cluster/v1/heal", body, "application/json"))["queued"]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeviceError(f"{self.path}: a malformed answer to a heal: {exc!r}") from None
 
     async def _call(self, target: str, body: bytes, content_type: str) -> bytes:
         try:

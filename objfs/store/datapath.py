@@ -117,6 +117,9 @@ class DataPath:
         # In a cluster: another node's device by index, to read fragments through
         # that node (objfs.cluster.remote); None for this node's own devices.
         self.remote: Callable[[int], BlockDevice | None] = lambda device_index: None
+        # In a cluster: told of a damaged fragment on another node's device (that
+        # node heals it: each node heals only its own devices' fragments).
+        self.on_remote_damage: Callable[[Segment, int], None] = lambda segment, number: None
         # In a cluster: places each stripe's fragments over the nodes (and sets `policy`).
         self.placer: Placer | None = None
         self.space = space
@@ -144,9 +147,14 @@ class DataPath:
         """One of this node's devices, open and up: readable and writable here."""
         return device_index in self.devices and device_index not in self.health.down
 
+    def own(self, device_index: int) -> bool:
+        """One of this node's devices (open, down or missing): its fragments are
+        this node's to check and heal."""
+        return device_index in self.devices or device_index in self.health.device_indexes
+
     def readable(self, device_index: int) -> bool:
         """Usable, or (in a cluster) another node's device read through that node."""
-        if device_index in self.devices or device_index in self.health.device_indexes:
+        if self.own(device_index):
             return self.usable(device_index)
         return self.remote(device_index) is not None
 
@@ -562,8 +570,12 @@ class DataPath:
             segment.fragments[number].size_bytes,
             why,
         )
-        if len(segment.fragments) > 1:
+        if len(segment.fragments) <= 1:
+            return
+        if self.own(extent.device_index):
             self.health.queue_heal(segment)
+        else:
+            self.on_remote_damage(segment, number)
 
     async def _decode_all(
         self, segments: Sequence[Segment], good: list[dict[int, bytes]]
@@ -606,11 +618,13 @@ class DataPath:
     async def check_segment(
         self, segment: Segment, *, repair: bool, devices: set[int] | None = None
     ) -> SegmentCheck:
-        """Read and verify the fragments of a segment on devices that are up (only
-        those on `devices`, if given: owed devices, whose missing fragments are
-        expected and not reported as damage); with `repair`, rebuild the damaged
-        ones from intact ones (read as needed) and write them back in place: same
-        extent, same bytes, same checksum. `flush_healed` makes them durable.
+        """Read and verify the fragments of a segment on this node's devices that
+        are up (only those on `devices`, if given: owed devices, whose missing
+        fragments are expected and not reported as damage); with `repair`, rebuild
+        the damaged ones from intact ones (read as needed, in a cluster from other
+        nodes too) and write them back in place: same extent, same bytes, same
+        checksum. `flush_healed` makes them durable. Other nodes' fragments are
+        theirs to check: each node heals only its own.
 
         The caller pins the segment, so its extents cannot be freed and reused
         while this writes to them.
@@ -619,7 +633,7 @@ class DataPath:
         targets: list[int] = []
         for number, fragment in enumerate(segment.fragments):
             device_index = fragment.extent.device_index
-            if devices is not None and device_index not in devices:
+            if not self.own(device_index) or (devices is not None and device_index not in devices):
                 continue
             if self.usable(device_index):
                 targets.append(number)
@@ -634,14 +648,24 @@ class DataPath:
         others = [
             n
             for n in range(len(segment.fragments))
-            if n not in targets and self.usable(segment.fragments[n].extent.device_index)
+            if n not in targets and self.readable(segment.fragments[n].extent.device_index)
         ]
         while len(intact) < segment.data_fragments and others:
             batch = others[: segment.data_fragments - len(intact)]
             others = others[len(batch) :]
             await self._check_fragments(segment, batch, intact, check)
         if len(intact) < segment.data_fragments:
-            check.unrecoverable = True
+            # Lost, unless enough of it is on nodes out of reach for now.
+            away = [
+                n
+                for n in range(len(segment.fragments))
+                if not self.own(segment.fragments[n].extent.device_index)
+                and not self.readable(segment.fragments[n].extent.device_index)
+            ]
+            if len(intact) + len(away) >= segment.data_fragments:
+                check.skipped.extend(away)
+            else:
+                check.unrecoverable = True
             return check
         if repair and check.bad:
             await self._rebuild(segment, intact, check)
@@ -672,7 +696,11 @@ class DataPath:
     ) -> None:
         parity = len(segment.fragments) - segment.data_fragments
         codec = erasure.codec(segment.scheme, segment.data_fragments, parity)
-        bad = list(check.bad)
+        # Another node's damaged fragment (met while reading for this one) is
+        # that node's to heal: it has been told.
+        bad = [n for n in check.bad if self.usable(segment.fragments[n].extent.device_index)]
+        if not bad:
+            return
 
         def rebuild() -> list[bytes]:
             return codec.reconstruct(intact, bad)

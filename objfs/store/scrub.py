@@ -159,10 +159,12 @@ class Scrubber:
                 segment = self._index.segment(segment_id)
                 if segment is None:
                     continue  # deleted since the pass began
-                if devices is not None and not any(
-                    f.extent.device_index in devices for f in segment.fragments
+                if not any(
+                    self._datapath.own(f.extent.device_index)
+                    and (devices is None or f.extent.device_index in devices)
+                    for f in segment.fragments
                 ):
-                    continue
+                    continue  # none of its fragments is this node's to check
                 await self._throttle(report.bytes_read, started)
                 await slots.acquire()
                 nursery.start_soon(check_one, segment)  # it checks the segment is still there

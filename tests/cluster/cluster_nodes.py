@@ -41,7 +41,7 @@ def free_ports(count: int) -> list[int]:
 class Member:
     """One node: its directory, ports and (while it runs) its process."""
 
-    def __init__(self, root: str, number: int) -> None:
+    def __init__(self, root: str, number: int, extra_config: str = "") -> None:
         self.number = number
         self.directory = os.path.join(root, f"node{number}")
         os.makedirs(self.directory)
@@ -52,7 +52,7 @@ class Member:
         self.api_address = f"127.0.0.1:{api}"
         self.mountpoint = os.path.join(self.directory, "mnt")
         os.makedirs(self.mountpoint)
-        self.config = write_config(self.directory, graceful_timeout_ms=5_000)
+        self.config = write_config(self.directory, extra_config, graceful_timeout_ms=5_000)
         self.node: ServiceNode | None = None
         self.starts = 0
 
@@ -102,9 +102,12 @@ class Cluster:
         os.makedirs(WORK_DIR, exist_ok=True)
         self.root = tempfile.mkdtemp(dir=WORK_DIR, prefix="cluster-")
         self.members: list[Member] = []
+        # Node number -> lines added to its objfs.toml (after [node]), for nodes added later.
+        self.extra_config: dict[int, str] = {}
 
     def add(self) -> Member:
-        member = Member(self.root, len(self.members))
+        number = len(self.members)
+        member = Member(self.root, number, self.extra_config.get(number, ""))
         self.members.append(member)
         return member
 

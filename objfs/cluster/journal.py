@@ -62,6 +62,9 @@ class JournalFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # It holds the cluster's users and their secret keys (catalog entries):
+        # owner-only even if an older objfs, or a copy, left it wider.
+        os.fchmod(self._fd, 0o600)
 
     def read_all(self) -> bytes:
         size = os.fstat(self._fd).st_size
@@ -81,7 +84,7 @@ class JournalFile:
 
     def replace(self, data: bytes) -> None:
         """Make `data` the whole file, atomically across a crash."""
-        write_file_atomically(self.path, data)
+        write_file_atomically(self.path, data, mode=0o600)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
 

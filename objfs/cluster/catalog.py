@@ -2,13 +2,13 @@
 
 The catalog is the list of nodes: number, name, addresses, whether each is a
 voting Raft member yet, and each node's devices (global device indexes, which
-placement spreads fragments over; objfs.cluster.placement). Buckets and their
-settings are object-index records and travel as records; users and keys join
-the catalog later.
+placement spreads fragments over; objfs.cluster.placement); and the S3 users
+with their keys (objfs.s3.users), which every node serves from. Buckets and
+their settings are object-index records and travel as records.
 Every node applies every change in log order with `apply`, a pure function of
-the change and the catalog before it: no clock, no randomness, no I/O. A
-change that does not fit raises an `ObjfsError` on every node alike and
-changes nothing.
+the change and the catalog before it: no clock, no randomness, no I/O (a new
+user's keys are made by the node that proposes it). A change that does not
+fit raises an `ObjfsError` on every node alike and changes nothing.
 
 Changes are JSON objects with an `op` naming their version, never reused:
 
@@ -17,6 +17,17 @@ Changes are JSON objects with an `op` naming their version, never reused:
     admitted_v1  {number}                            the node votes now
     remove_node_v1 {number}
     devices_v1   {number, devices: [global device index, ...]}   a node's devices
+    users_seed_v1 {users: [USER, ...]}   the first users, root among them; only
+                                         into a catalog with none -> whether it did
+    user_add_v1  USER                    a new user (the same again: a no-op)
+    user_delete_v1 {name}                a user other than root
+
+    USER = name, access_key, secret_key, canonical_id, display_name   (strings)
+
+Users are refused alike on every node (InvalidArgument) for a malformed
+field, an access key another user has, root added or deleted by these changes,
+or a user change before the seed; a taken name is AlreadyExists, an unknown
+one NotFound.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, final
 
-from objfs.errors import InvalidArgument, ObjfsError
+from objfs.errors import AlreadyExists, InvalidArgument, NotFound, ObjfsError
+from objfs.s3.users import ROOT, User, user_from_fields
 from objfs.store.types import MAX_NODE_NUMBER, device_node_number
 
 
@@ -60,6 +72,11 @@ class Catalog:
         # Never reused: a removed node's device indexes may still be named by
         # records until its fragments are healed elsewhere.
         self.next_number = 1
+        self.users: dict[str, User] = {}  # by name; empty until seeded
+        self.users_version = 0  # counts the changes to `users` (alike on every node)
+
+    def user_list(self) -> list[User]:
+        return sorted(self.users.values(), key=lambda user: user.name)
 
     def members(self) -> list[NodeEntry]:
         """The nodes that vote (Raft members), by number."""
@@ -110,6 +127,12 @@ class Catalog:
                 self.node(number)
                 del self.nodes[number]
                 return number
+            if op == "users_seed_v1":
+                return self._seed_users(change["users"])
+            if op == "user_add_v1":
+                return self._add_user({k: v for k, v in change.items() if k != "op"})
+            if op == "user_delete_v1":
+                return self._delete_user(change["name"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"a malformed catalog change {change!r}: {exc!r}") from None
         raise InvalidArgument(f"an unknown catalog change {op!r}")
@@ -137,6 +160,53 @@ class Catalog:
         self.next_number += 1
         self.nodes[number] = NodeEntry(number, name, raft_address, api_address, False)
         return number
+
+    def _seed_users(self, listed: Any) -> bool:
+        if not isinstance(listed, list):
+            raise InvalidArgument("users_seed_v1 needs a list of users")
+        users = [user_from_fields(fields) for fields in listed]
+        if len({u.name for u in users}) != len(users):
+            raise InvalidArgument("users_seed_v1 names a user twice")
+        if len({u.access_key for u in users}) != len(users):
+            raise InvalidArgument("users_seed_v1 gives two users one access key")
+        if ROOT not in {u.name for u in users}:
+            raise InvalidArgument("users_seed_v1 has no root user")
+        if self.users:
+            return False  # seeded already (by another node's proposal): the first stays
+        self.users = {u.name: u for u in users}
+        self.users_version += 1
+        return True
+
+    def _add_user(self, fields: dict[str, Any]) -> str:
+        user = user_from_fields(fields)
+        if not self.users:
+            raise InvalidArgument(
+                "the cluster has no users yet: the first node adds its own when it first runs"
+            )
+        if user.name == ROOT:
+            raise InvalidArgument("root is not added: it comes with the cluster's first users")
+        existing = self.users.get(user.name)
+        if existing == user:
+            return user.name  # the same change again: nothing to do
+        if existing is not None:
+            raise AlreadyExists(f"user {user.name!r} exists")
+        holder = next((u for u in self.users.values() if u.access_key == user.access_key), None)
+        if holder is not None:
+            raise InvalidArgument(f"access key {user.access_key!r} is taken")
+        self.users[user.name] = user
+        self.users_version += 1
+        return user.name
+
+    def _delete_user(self, name: Any) -> str:
+        if not isinstance(name, str):
+            raise InvalidArgument("user_delete_v1 needs a user name")
+        if name == ROOT:
+            raise InvalidArgument("root cannot be deleted")
+        if name not in self.users:
+            raise NotFound(f"no user {name!r}")
+        del self.users[name]
+        self.users_version += 1
+        return name
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -299,8 +299,10 @@ def create_app(
         logs.request_id.set(request_id)  # on every log line of this request
         resource = request.scope.get("raw_path", b"/").decode("latin-1") or "/"
         try:
+            # In a cluster: see every write acknowledged before this, users and
+            # keys included, so before the signature is checked.
+            await store.barrier()
             s3 = _parse(context, request_id)
-            await store.barrier()  # in a cluster: see every write acknowledged before this
             handler = handlers.route(s3)
             cast(dict[str, Any], request.scope)[OPERATION_SCOPE_KEY] = getattr(
                 handler, "__name__", "unknown"

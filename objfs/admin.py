@@ -12,11 +12,19 @@ authentication or its load:
     GET    /admin/buckets        buckets as JSON
     PUT    /admin/buckets/NAME   create (?owner=USER, default root)
     DELETE /admin/buckets/NAME   delete an empty bucket
+    GET    /admin/users          users as JSON (name, access key, canonical id; no secrets)
+    POST   /admin/users          a cluster node: create {"name", "access_key"?, "secret_key"?}
+                                 through the cluster's catalog; 201 with the keys, once
+                                 applied on this node
+    DELETE /admin/users/NAME     a cluster node: delete a user (not root), likewise
+
+A single node's users are `DATA_DIR/users.json`, which `objfs user` edits
+itself: POST and DELETE /admin/users answer 400 there.
 
 /admin/* need `Authorization: Bearer TOKEN`, the token the node writes to
 `DATA_DIR/node.json` (mode 0600) at start: whoever may read the data directory
 may run the node's admin commands, nobody else. Errors are JSON
-`{"error": message}` with 400/401/404/409.
+`{"error": message}` with 400/401/404/409, 503 when the cluster cannot commit.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import os
 import platform
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import quart
@@ -39,9 +47,16 @@ from werkzeug.exceptions import HTTPException
 from objfs import __version__
 from objfs.cluster.member import ClusterMember
 from objfs.config import NodeConfig
-from objfs.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ObjfsError
+from objfs.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    ObjfsError,
+    UsageError,
+)
 from objfs.metrics import CONTENT_TYPE, Metrics
-from objfs.s3.users import Users
+from objfs.s3.users import Users, new_user
 from objfs.store import Store
 from objfs.store.device import write_file_atomically
 from objfs.store.superblock import FORMAT_VERSION
@@ -271,6 +286,37 @@ def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
         await _store(state).delete_bucket(name)
         return answer({"deleted": name})
 
+    @app.get("/admin/users")
+    async def list_users() -> quart.Response:
+        if state.users is None:
+            raise _NotRecovered("the node has no users loaded yet")
+        return answer(
+            [
+                {"name": u.name, "access_key": u.access_key, "canonical_id": u.canonical_id}
+                for u in state.users.all()
+            ]
+        )
+
+    @app.post("/admin/users")
+    async def create_user() -> quart.Response:
+        member = _cluster_member(state)
+        body = await request.get_json(force=True, silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise UsageError('a user to create is a JSON object {"name": ...}')
+        keys = [body.get("access_key"), body.get("secret_key")]
+        if not all(key is None or isinstance(key, str) for key in keys):
+            raise UsageError("access_key and secret_key are strings when given")
+        # Keys are made here, by the proposer: applying the change is pure.
+        user = new_user(body["name"], *keys)
+        await member.replicator.change_catalog({"op": "user_add_v1", **asdict(user)})
+        return answer(asdict(user), 201)
+
+    @app.delete("/admin/users/<path:name>")
+    async def delete_user(name: str) -> quart.Response:
+        member = _cluster_member(state)
+        await member.replicator.change_catalog({"op": "user_delete_v1", "name": name})
+        return answer({"deleted": name})
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> quart.Response:
         return answer({"error": f"{request.method} {request.path}: {exc.name}"}, exc.code or 500)
@@ -283,7 +329,7 @@ def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
             else 409
             if isinstance(exc, AlreadyExists | Conflict)
             else 400
-            if isinstance(exc, InvalidArgument)
+            if isinstance(exc, InvalidArgument | UsageError)
             else 503
         )
         return answer({"error": str(exc)}, code)
@@ -298,6 +344,15 @@ def _owner_name(state: NodeState, canonical_id: str) -> str:
 
 class _NotRecovered(ObjfsError):
     """The store is not open yet (or any more)."""
+
+
+def _cluster_member(state: NodeState) -> ClusterMember:
+    if state.cluster is None:
+        raise UsageError(
+            "this node is not in a cluster: its users are DATA_DIR/users.json, which "
+            "`objfs user` changes itself"
+        )
+    return state.cluster
 
 
 def _store(state: NodeState) -> Store:

@@ -27,6 +27,7 @@ from objfs.cluster.commands import (
     cluster_join,
     cluster_status,
 )
+from objfs.cluster.state import ClusterState
 from objfs.cluster.state import load as load_cluster_state
 from objfs.config import NodeConfig, default_config_path, load_config
 from objfs.errors import ConfigError, DeviceError, ObjfsError, UsageError
@@ -431,6 +432,9 @@ async def _device_replace(args: argparse.Namespace, config: NodeConfig) -> int:
 
 
 async def _user(args: argparse.Namespace, config: NodeConfig) -> int:
+    state = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
+    if state is not None:
+        return await _cluster_user(args, config, state)
     users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
     if generated:
         root = users.get("root")
@@ -448,6 +452,52 @@ async def _user(args: argparse.Namespace, config: NodeConfig) -> int:
     else:
         await trio.to_thread.run_sync(users.delete, args.name)
         print(f"user {args.name} deleted")
+    return 0
+
+
+async def _cluster_user(args: argparse.Namespace, config: NodeConfig, state: ClusterState) -> int:
+    """A cluster node's users live in the cluster's catalog: changed through the
+    running node (which proposes the change through Raft); listed from it, or
+    from its cache (DATA/users.json) while it is stopped."""
+    data_dir = config.store.data_dir
+    node = await trio.to_thread.run_sync(client.find_node, data_dir)
+    if node is None:
+        if args.user_command != "list":
+            raise UsageError(
+                f"objfs user {args.user_command}: {data_dir} is node {state.node_number} of "
+                f"cluster {state.cluster_id}, whose users live in the cluster's catalog; "
+                "start the node (objfs serve) and run this again, here or on any other node"
+            )
+        cached = await trio.to_thread.run_sync(Users.read, data_dir)
+        if not cached.all():
+            raise UsageError(
+                f"{cached.path}: no users cached yet; start the node (objfs serve) once"
+            )
+        print(
+            f"objfs: node {state.node_number} is not running; its last copy of the "
+            "cluster's users:",
+            file=sys.stderr,
+        )
+        listed = [(u.name, u.access_key, u.canonical_id) for u in cached.all()]
+    elif args.user_command == "create":
+        body = {"name": args.name, "access_key": args.access_key, "secret_key": args.secret_key}
+        made = await trio.to_thread.run_sync(node.call, "POST", "/admin/users", body)
+        print(
+            f"user {made['name']}\n  access key: {made['access_key']}\n"
+            f"  secret key: {made['secret_key']}"
+        )
+        print(f"  canonical id: {made['canonical_id']}")
+        return 0
+    elif args.user_command == "delete":
+        path = f"/admin/users/{quote(args.name, safe='')}"
+        await trio.to_thread.run_sync(node.call, "DELETE", path)
+        print(f"user {args.name} deleted")
+        return 0
+    else:
+        answered = await trio.to_thread.run_sync(node.call, "GET", "/admin/users")
+        listed = [(u["name"], u["access_key"], u["canonical_id"]) for u in answered]
+    for name, access_key, canonical_id in listed:
+        print(f"{name}\t{access_key}\t{canonical_id}")
     return 0
 
 

@@ -27,17 +27,21 @@ class NodeClient:
     address: str  # the admin listener's URL, as hypercorn reported it (http://host:port)
     token: str
 
-    def call(self, method: str, path: str) -> Any:
-        """One admin request; its JSON answer.
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One admin request (with `body` as JSON, if given); its JSON answer.
 
         Raises:
             UsageError: the node refused it (the node's own message).
             ObjfsError: the node did not answer.
         """
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         request = urllib.request.Request(
             f"{self.address}{path}",
             method=method,
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers=headers,
+            data=None if body is None else json.dumps(body).encode(),
         )
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:

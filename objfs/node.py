@@ -5,7 +5,9 @@ means "serving":
 
 1. the admin listener (/health answers 503 "store recovery" from here on),
 2. store recovery (`open_store`: replays the WAL, starts the checkpointer and
-   the scrubber) — before anything that serves data listens,
+   the scrubber) — before anything that serves data listens; on a cluster
+   node, then the cluster member (objfs.cluster.member), after which the S3
+   users are the catalog's (`CatalogUsers`),
 3. the S3 listener,
 4. the FUSE mount (when configured), which counts as up once it answers a stat,
 
@@ -25,12 +27,15 @@ never a half-alive process.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
+import os
 import signal
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import asdict
+from typing import Any, final
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -39,14 +44,16 @@ from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.admin import NodeState, create_admin_app, remove_runtime_file, write_runtime_file
+from objfs.cluster.catalog import Catalog
 from objfs.cluster.member import ClusterMember
+from objfs.cluster.state import ClusterState
 from objfs.cluster.state import load as load_cluster_state
 from objfs.config import NodeConfig
 from objfs.errors import ConfigError, ObjfsError
 from objfs.fuse.mount import check_mount_config, mount_answers, run_mount, stop_mount
 from objfs.metrics import Metrics
 from objfs.s3.app import create_app
-from objfs.s3.users import Users
+from objfs.s3.users import ROOT, Users
 from objfs.sdnotify import Notifier
 from objfs.store import Store, erasure, open_store
 
@@ -148,18 +155,15 @@ async def run_node(
     """
     erasure.tune_malloc()  # a no-op after the CLI's call; before any worker thread exists
     notifier = Notifier() if notifier is None else notifier
+    cluster = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
     users, generated = await trio.to_thread.run_sync(Users.load, config.store.data_dir)
-    if generated:
-        root = users.get("root")
-        assert root is not None
-        print(
-            "objfs: generated the root user's keys (shown once; also in "
-            f"{users.path}):\n  access key: {root.access_key}\n"
-            f"  secret key: {root.secret_key}",
-            flush=True,
-        )
+    if generated and cluster is None:
+        _show_generated_root(users)
     stop = trio.Event() if stop is None else stop
     state = NodeState(config, users=users)
+    # A cluster node's users are the catalog's (CatalogUsers); users.json is
+    # only their cache there, which no one else writes, so nothing to watch.
+    catalog_users = None if cluster is None else CatalogUsers(users, generated=generated)
     metrics = Metrics()
     try:
         async with trio.open_nursery() as helpers:
@@ -167,10 +171,13 @@ async def run_node(
             # not turn into a KeyboardInterrupt in the middle of the final checkpoint.
             if handle_signals:
                 helpers.start_soon(_stop_on_signal, stop)
-            helpers.start_soon(_watch_users, users)
+            if catalog_users is None:
+                helpers.start_soon(_watch_users, users)
             if notifier.watchdog_interval_s is not None:
                 helpers.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
-            await _serve(state, metrics, stop, notifier, on_ready, freeze_index)
+            await _serve(
+                state, cluster, catalog_users, metrics, stop, notifier, on_ready, freeze_index
+            )
             helpers.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(remove_runtime_file, state)
@@ -180,6 +187,8 @@ async def run_node(
 
 async def _serve(
     state: NodeState,
+    cluster: ClusterState | None,
+    catalog_users: CatalogUsers | None,
     metrics: Metrics,
     stop: trio.Event,
     notifier: Notifier,
@@ -200,7 +209,6 @@ async def _serve(
                 _listen, "node.admin_address", app, server, admin_stop.wait
             )
         notifier.status("recovering the store")
-        cluster = await trio.to_thread.run_sync(load_cluster_state, config.store.data_dir)
         try:
             # A cluster node's index comes from the cluster's log: nothing local to
             # freeze, and no scrub until scrub knows whose fragments are whose.
@@ -214,9 +222,16 @@ async def _serve(
                 try:
                     async with trio.open_nursery() as member_nursery:
                         if cluster is not None:
+                            assert catalog_users is not None
                             notifier.status("joining the cluster")
-                            state.cluster = ClusterMember(store, cluster, config.store.data_dir)
-                            await member_nursery.start(state.cluster.run, _cluster_listener(config))
+                            member = ClusterMember(store, cluster, config.store.data_dir)
+                            state.cluster = member
+                            member.on_catalog_change = functools.partial(
+                                catalog_users.catalog_changed, member.catalog
+                            )
+                            await member_nursery.start(member.run, _cluster_listener(config))
+                            await catalog_users.adopt(member)
+                            member_nursery.start_soon(catalog_users.keep_cache)
                         await _serve_faces(state, metrics, stop, notifier, on_ready)
                         member_nursery.cancel_scope.cancel()
                 finally:
@@ -350,6 +365,80 @@ async def _watchdog(notifier: Notifier, interval_s: float) -> None:
     while True:
         notifier.watchdog()
         await trio.sleep(interval_s)
+
+
+def _show_generated_root(users: Users) -> None:
+    root = users.get(ROOT)
+    assert root is not None
+    print(
+        "objfs: generated the root user's keys (shown once; also in "
+        f"{users.path}):\n  access key: {root.access_key}\n"
+        f"  secret key: {root.secret_key}",
+        flush=True,
+    )
+
+
+@final
+class CatalogUsers:
+    """A cluster node's S3 users, kept equal to the catalog's (docs/cluster.md, "Users").
+
+    `catalog_changed` runs on the event loop after every catalog change the
+    node applies, catch-up included: when the users changed, the S3 face's
+    list is replaced at once and `keep_cache` rewrites `users.json` (in a
+    thread), the cache `objfs user list` reads while the node is stopped.
+    `adopt`, once the member is caught up, seeds the catalog with this node's
+    users if it has none (the first node's first start), else checks the
+    catalog's root against OBJFS_ROOT_*.
+    """
+
+    def __init__(self, users: Users, *, generated: bool) -> None:
+        self.users = users
+        # A root made at this start is shown only if it becomes the cluster's.
+        self._generated_root = users.get(ROOT) if generated else None
+        self._version = 0  # of the catalog's users last copied
+        self._dirty = trio.Event()
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        if catalog.users_version == self._version:
+            return
+        self._version = catalog.users_version
+        self.users.replace_all(catalog.user_list())
+        self._dirty.set()
+
+    async def adopt(self, member: ClusterMember) -> None:
+        catalog = member.catalog
+        if not catalog.users and member.state.node_number == 0:
+            seed = [asdict(user) for user in self.users.all()]
+            await member.replicator.change_catalog({"op": "users_seed_v1", "users": seed})
+            log.info("the cluster's users are this node's: %d, root among them", len(seed))
+        if not catalog.users:  # the first node has not run since it was made
+            log.warning("the cluster's catalog has no users yet: serving this node's own")
+            return
+        self.catalog_changed(catalog)
+        root = catalog.users.get(ROOT)
+        key = os.environ.get("OBJFS_ROOT_ACCESS_KEY")
+        secret = os.environ.get("OBJFS_ROOT_SECRET_KEY")
+        if root is not None and key and (key, secret) != (root.access_key, root.secret_key):
+            log.warning(
+                "OBJFS_ROOT_ACCESS_KEY/OBJFS_ROOT_SECRET_KEY differ from the root user in the "
+                "cluster's catalog; the catalog's root (access key %s) is used: a cluster's "
+                "users live in its catalog",
+                root.access_key,
+            )
+        if self._generated_root is not None and self._generated_root == root:
+            _show_generated_root(self.users)
+
+    async def keep_cache(self) -> None:
+        """Rewrite users.json after each change, and once more on the way out."""
+        try:
+            while True:
+                await self._dirty.wait()
+                self._dirty = trio.Event()
+                await trio.to_thread.run_sync(self.users.save)
+        finally:
+            if self._dirty.is_set():
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self.users.save)
 
 
 async def _watch_users(users: Users) -> None:

@@ -53,7 +53,7 @@ from objfs.errors import ConfigError, ObjfsError
 from objfs.fuse.mount import check_mount_config, mount_answers, run_mount, stop_mount
 from objfs.metrics import Metrics
 from objfs.s3.app import create_app
-from objfs.s3.users import ROOT, Users
+from objfs.s3.users import ROOT, User, Users
 from objfs.sdnotify import Notifier
 from objfs.store import Store, erasure, open_store
 
@@ -395,13 +395,15 @@ class CatalogUsers:
         self.users = users
         # A root made at this start is shown only if it becomes the cluster's.
         self._generated_root = users.get(ROOT) if generated else None
-        self._version = 0  # of the catalog's users last copied
+        # The catalog's users last copied. Compared whole, not by a counter: a
+        # catalog rebuilt from a snapshot may count its changes differently.
+        self._copied: dict[str, User] = {}
         self._dirty = trio.Event()
 
     def catalog_changed(self, catalog: Catalog) -> None:
-        if catalog.users_version == self._version:
+        if catalog.users == self._copied:
             return
-        self._version = catalog.users_version
+        self._copied = dict(catalog.users)
         self.users.replace_all(catalog.user_list())
         self._dirty.set()
 

@@ -52,6 +52,9 @@ class StoreConfig:
     # this fast (0: no background scrub; `objfs scrub` still runs on demand).
     scrub_interval_ms: int = 7 * 86_400_000
     scrub_rate_bytes_per_s: int = 64 * MiB
+    # In a cluster: snapshot the state (the index, the catalog) and drop the Raft
+    # log behind it once the log holds this many entries (docs/cluster.md).
+    snapshot_entries: int = 100_000
     read_only: bool = False
 
     def __post_init__(self) -> None:
@@ -68,6 +71,7 @@ class StoreConfig:
         _check_range("store.checkpoint_interval_ms", self.checkpoint_interval_ms, 100, 86_400_000)
         _check_range("store.scrub_interval_ms", self.scrub_interval_ms, 1000, 365 * 86_400_000)
         _check_range("store.scrub_rate_bytes_per_s", self.scrub_rate_bytes_per_s, 0, 1 << 40)
+        _check_range("store.snapshot_entries", self.snapshot_entries, 100, 1 << 40)
 
     def device_paths(self) -> tuple[str, ...]:
         """The configured devices, or the embedded default's files in the data directory."""

@@ -67,6 +67,9 @@ class NodeEntry:
 @final
 class Catalog:
     def __init__(self) -> None:
+        # Every change applied, in order: a Raft snapshot keeps the catalog as
+        # these (a few per node and per user), replayed by `restore`.
+        self.history: list[dict[str, Any]] = []
         self.cluster_id: str | None = None
         self.nodes: dict[int, NodeEntry] = {}
         # Never reused: a removed node's device indexes may still be named by
@@ -93,6 +96,18 @@ class Catalog:
             raise NotInCluster(f"no node number {number} in the cluster") from None
 
     def apply(self, change: dict[str, Any]) -> Any:
+        """Apply one change; what it returns. A change that raises changes nothing."""
+        result = self._apply(change)
+        self.history.append(change)
+        return result
+
+    def restore(self, history: list[dict[str, Any]]) -> None:
+        """Become the catalog these changes made (a Raft snapshot's), in place."""
+        self.__init__()  # every field back to a new catalog's
+        for change in history:
+            self.apply(change)
+
+    def _apply(self, change: dict[str, Any]) -> Any:
         op = change.get("op")
         try:
             if op == "init_v1":

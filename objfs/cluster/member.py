@@ -48,7 +48,8 @@ from objfs.cluster.remote import (
     RemoteDevice,
 )
 from objfs.cluster.replication import Replicator
-from objfs.cluster.state import ClusterState, journal_path, save
+from objfs.cluster.snapshot import RaftSnapshots
+from objfs.cluster.state import ClusterState, journal_path, save, snapshot_path
 from objfs.errors import DeviceError, InvalidArgument, ObjfsError, Unavailable
 from objfs.store import Store
 from objfs.store.types import Extent, Segment, device_node_number
@@ -86,6 +87,11 @@ class ClusterMember:
             remote=self._device_of,
         )
         self._taking_fragments = False  # the space map is rebuilt: fragment writes welcome
+        self.snapshots = RaftSnapshots(
+            snapshot_path(data_dir),
+            capture=self.replicator.capture,
+            install=self.replicator.install,
+        )
         # Called on the event loop after every catalog change is applied (the
         # node keeps its S3 users in step with the catalog's: objfs.node).
         self.on_catalog_change: Callable[[], None] = lambda: None
@@ -109,26 +115,33 @@ class ClusterMember:
         self.replicator.on_catalog_change = self._catalog_changed
         self.replicator.placement = self.placement
         self.store.on_new_segments = self.pending.claim
-        self.raft = await start_raft(
-            me=state.raft_address,
-            others=list(state.peers),
-            journal_path=journal_path(self.data_dir),
-            secret=state.secret,
-            deliver=self.replicator.deliver,
-            on_caught_up=self.replicator.mark_caught_up,
-        )
-        self.replicator.raft = self.raft
         self.store.replicate_with(self.replicator)
         self.store.datapath.remote = self.remote_device
         self.store.datapath.on_remote_damage = self._remote_damage
         try:
             async with trio.open_nursery() as nursery:
+                # Snapshots are written and installed from here; pysyncobj may
+                # load one as soon as it starts.
+                self.snapshots.nursery = self.replicator.nursery = nursery
+                self.raft = await start_raft(
+                    me=state.raft_address,
+                    others=list(state.peers),
+                    journal_path=journal_path(self.data_dir),
+                    secret=state.secret,
+                    deliver=self.replicator.deliver,
+                    on_caught_up=self.replicator.mark_caught_up,
+                    snapshots=self.snapshots,
+                    snapshot_entries=self.store.config.snapshot_entries,
+                )
+                self.replicator.raft = self.raft
                 await nursery.start(listen, create_cluster_app(self), state.api_address)
                 if not state.admitted:
                     self.waiting_for = "admission into the cluster"
                     await self._ask_admission()
                 self.waiting_for = "catching up with the cluster's log"
                 await self.replicator.caught_up.wait()
+                if self.replicator.failure is not None:
+                    raise Unavailable(self.replicator.failure)
                 self.store.rebuild_space()
                 await self.pending.restore()
                 self._taking_fragments = True
@@ -172,7 +185,8 @@ class ClusterMember:
             with trio.CancelScope(shield=True):
                 raft, self.raft = self.raft, None
                 self.replicator.raft = None
-                await trio.to_thread.run_sync(raft.close)
+                if raft is not None:
+                    await trio.to_thread.run_sync(raft.close)
 
     async def _ask_admission(self) -> None:
         """Ask the peers, in turn, until one has made this node a voting member."""
@@ -440,6 +454,12 @@ class ClusterMember:
             "raft": {} if raft is None else raft.status(),
             "catalog": self.catalog.describe(),
             "placement": self._placement_status(),
+            "snapshots": {
+                "taken": self.snapshots.taken,
+                "installed": self.replicator.snapshots_installed,
+                "last_index": self.snapshots.last_index,
+                "last_bytes": self.snapshots.last_bytes,
+            },
         }
 
     def _placement_status(self) -> dict[str, Any]:

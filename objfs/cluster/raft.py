@@ -9,8 +9,8 @@ Owns the SyncObj: its thread, its camelCase, its configuration made safe
 - the journal is `DurableJournal` (fdatasynced before a reply counts);
 - `appendEntriesUseBatch=False` (~1 ms commits instead of ~100 ms),
   `useFork=False`, dynamic membership on;
-- log compaction is off until snapshots are the store's own (issue 7, step 6):
-  the journal holds the whole history, and a node rebuilds its index from it.
+- log compaction writes snapshots of the store's own state, off the Raft
+  thread (objfs.cluster.snapshot), once the log holds `snapshot_entries`.
 
 Everything pysyncobj calls back runs on its thread; this module hands each
 call to the event loop with `trio_token.run_sync_soon`, which runs callbacks in
@@ -29,6 +29,7 @@ import trio
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from objfs.cluster import journal
+from objfs.cluster.snapshot import RaftSnapshots
 from objfs.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,16 @@ _REASONS = {
 @final
 class _Member(SyncObj):  # type: ignore[misc]
     def __init__(
-        self, me: str, others: list[str], conf: SyncObjConf, deliver: Callable[[int, bytes], None]
+        self,
+        me: str,
+        others: list[str],
+        conf: SyncObjConf,
+        deliver: Callable[[int, bytes], None],
+        snapshots: RaftSnapshots | None = None,
     ) -> None:
         self._objfs_deliver = deliver
+        if snapshots is not None:  # the journal is made in SyncObj.__init__, used later
+            snapshots.journal = lambda: getattr(self, "_SyncObj__raftLog", None)
         super().__init__(me, others, conf=conf)
         # pysyncobj's tick thread stops when the thread that built the SyncObj ends.
         # That is a trio worker (the journal is read off the event loop), which
@@ -101,22 +109,37 @@ class _Member(SyncObj):  # type: ignore[misc]
 
 
 def safe_conf(
-    *, secret: str, journal_path: str, on_ready: Callable[[], None] | None = None
+    *,
+    secret: str,
+    journal_path: str,
+    on_ready: Callable[[], None] | None = None,
+    snapshots: RaftSnapshots | None = None,
+    snapshot_entries: int = 100_000,
 ) -> SyncObjConf:
-    """pysyncobj's configuration as objfs runs it (the module docstring says why)."""
+    """pysyncobj's configuration as objfs runs it (the module docstring says why).
+    Without `snapshots` the log is never compacted (benchmarks, journal tests)."""
     assert journal_path.endswith(journal.SUFFIX)
+    compaction: dict[str, Any] = {"logCompactionMinEntries": 1 << 62}
+    if snapshots is not None:
+        compaction = {
+            "logCompactionMinEntries": snapshot_entries,
+            "fullDumpFile": snapshots.path,
+            "serializer": snapshots.serialize,
+            "serializeChecker": snapshots.check,
+            "deserializer": snapshots.deserialize,
+        }
     return SyncObjConf(
         password=secret,
         journalFile=journal_path,
         appendEntriesUseBatch=False,
         useFork=False,
         dynamicMembershipChange=True,
-        logCompactionMinEntries=1 << 62,
-        logCompactionMinTime=1 << 31,
+        logCompactionMinTime=1 << 31,  # by entries only
         onReady=on_ready,
         connectionRetryTime=1.0,
         maxBindRetries=3,
         bindRetryTime=0.5,
+        **compaction,
     )
 
 
@@ -155,18 +178,24 @@ class Raft:
         deliver: Callable[[int, bytes], None],
         on_caught_up: Callable[[], None],
         token: trio.lowlevel.TrioToken,
+        snapshots: RaftSnapshots | None = None,
+        snapshot_entries: int = 100_000,
     ) -> None:
         """Blocks (reads the journal, binds the port): call it off the event loop,
         as `start_raft` does."""
         self.me = me
         self._token = token
         self._deliver = deliver
+        if snapshots is not None:
+            snapshots.token = token
         conf = safe_conf(
             secret=secret,
             journal_path=journal_path,
             on_ready=lambda: self._soon(on_caught_up),
+            snapshots=snapshots,
+            snapshot_entries=snapshot_entries,
         )
-        self._member = _Member(me, others, conf, lambda i, e: self._soon(deliver, i, e))
+        self._member = _Member(me, others, conf, lambda i, e: self._soon(deliver, i, e), snapshots)
 
     def _soon(self, function: Callable[..., None], *args: Any) -> None:
         """From the Raft thread: run `function(*args)` on the event loop, in order."""
@@ -264,6 +293,8 @@ async def start_raft(
     secret: str,
     deliver: Callable[[int, bytes], None],
     on_caught_up: Callable[[], None],
+    snapshots: RaftSnapshots | None = None,
+    snapshot_entries: int = 100_000,
 ) -> Raft:
     """Build the member off the event loop (the journal is read whole).
 
@@ -280,6 +311,8 @@ async def start_raft(
             deliver=deliver,
             on_caught_up=on_caught_up,
             token=token,
+            snapshots=snapshots,
+            snapshot_entries=snapshot_entries,
         )
     )
     if not await trio.to_thread.run_sync(raft.bound):

@@ -16,23 +16,31 @@ tag only once, so a retry cannot apply a change twice. If time runs out with the
 
 Applying happens inside `deliver`, synchronously: nothing else runs on the
 event loop between two entries, as with the WAL's apply.
+
+Snapshots (objfs.cluster.snapshot): `capture` gives the state at the entry
+applied last; `install` replaces the state with a snapshot's. Reading and
+decoding a snapshot takes a worker thread, so from the moment `install` is
+called, entries delivered after it wait in a backlog, in order, and are applied
+once the snapshot is in; "caught up" waits for them too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, final
 
 import trio
 
-from objfs.cluster import entries
+from objfs.cluster import entries, snapshot
 from objfs.cluster.catalog import Catalog
 from objfs.cluster.placement import Placement
 from objfs.cluster.raft import MAYBE_APPENDED, Raft
 from objfs.errors import Corrupted, ObjfsError, OutcomeUnknown, Unavailable
 from objfs.store import Store
+from objfs.store.device import remove_file
+from objfs.store.index import ObjectIndex
 from objfs.store.records import Record, new_segments
 
 log = logging.getLogger(__name__)
@@ -92,11 +100,23 @@ class Replicator:
         self._next_round: _Round | None = None  # barrier callers not yet proposed for
         self._barrier_wanted = trio.Event()
         self._recent: OrderedDict[tuple[int, int], None] = OrderedDict()
+        # While a snapshot installs: what was delivered after it, in order
+        # ("entry", index, raw) or ("install", path, index); None otherwise.
+        self._backlog: deque[tuple[str, Any, Any]] | None = None
+        self._caught_up_waiting = False
+        self.nursery: trio.Nursery | None = None  # where snapshots are installed from
+        self.snapshots_installed = 0
 
     # -- the event loop side of the Raft thread ---------------------------------------
 
     def deliver(self, index: int, raw: bytes) -> None:
         """Apply one committed entry (event loop, log order, every node)."""
+        if self._backlog is not None:
+            self._backlog.append(("entry", index, raw))
+            return
+        self._apply(index, raw)
+
+    def _apply(self, index: int, raw: bytes) -> None:
         self.applied_index = index
         if self.failure is not None:
             return
@@ -135,9 +155,89 @@ class Replicator:
                 waiter.finish(result, error)
 
     def mark_caught_up(self) -> None:
+        if self._backlog is not None:
+            self._caught_up_waiting = True  # once the backlog is applied
+            return
         if not self.caught_up.is_set():
             log.info("caught up with the cluster at Raft index %d", self.applied_index)
             self.caught_up.set()
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def capture(self, index: int) -> snapshot.State | None:
+        """The state now, if it is the state at Raft index `index` (else None)."""
+        if index != self.applied_index or self._backlog is not None or self.failure is not None:
+            log.warning(
+                "no Raft snapshot at index %d: this node is at %d%s",
+                index,
+                self.applied_index,
+                " and installing one" if self._backlog is not None else "",
+            )
+            return None
+        return snapshot.State(
+            self.store.index.snapshot(), list(self.catalog.history), list(self._recent)
+        )
+
+    def install(self, path: str, index: int) -> None:
+        """Replace the state with the snapshot in `path` (a link of the dump file,
+        removed when done) whose last entry is `index`, after what was delivered
+        before this call; "" if the node's snapshot cannot be read."""
+        if not path:
+            self.failure = (
+                "the Raft snapshot in the data directory cannot be read: this node "
+                "cannot rebuild its state (see the log); remove it from the cluster "
+                "and join it again with an empty data directory"
+            )
+            return
+        if self._backlog is None:
+            self._backlog = deque()
+            if self.nursery is None:
+                self.failure = "a Raft snapshot arrived before the member could install it"
+                return
+            self.nursery.start_soon(self._drain)
+        self._backlog.append(("install", path, index))
+
+    async def _drain(self) -> None:
+        """Install snapshots and apply entries in the order they came, until none wait."""
+        backlog = self._backlog
+        assert backlog is not None
+        while backlog:
+            kind, first, second = backlog.popleft()
+            if kind == "entry":
+                self._apply(first, second)
+            else:
+                await self._install(first, second)
+        self._backlog = None
+        if self._caught_up_waiting:
+            self._caught_up_waiting = False
+            self.mark_caught_up()
+
+    async def _install(self, path: str, index: int) -> None:
+        def load() -> tuple[int, snapshot.State, ObjectIndex]:
+            last, state = snapshot.read(path)
+            return last, state, ObjectIndex.from_snapshot(state.index)
+
+        try:
+            last, state, new_index = await trio.to_thread.run_sync(load)
+        except Corrupted as exc:
+            self.failure = f"the Raft snapshot at index {index} cannot be installed: {exc}"
+            log.critical("%s; this node stops applying", self.failure)
+            return
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(remove_file, path)
+        self.store.install_index(new_index)
+        self.catalog.restore(state.catalog)
+        self._recent = OrderedDict.fromkeys(state.recent)
+        self.applied_index = last
+        self.snapshots_installed += 1
+        log.info(
+            "Raft snapshot at index %d installed: %d objects, %d catalog changes",
+            last,
+            new_index.object_count(),
+            len(state.catalog),
+        )
+        self.on_catalog_change()
 
     # -- proposing ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from objfs.store.types import MAX_NODE_NUMBER
 
 STATE_FILE = "cluster.json"
 JOURNAL_FILE = "raft.objfs-journal"
+SNAPSHOT_FILE = "raft-snapshot"
 MIN_SECRET_CHARS = 16
 
 
@@ -49,6 +50,11 @@ def state_path(data_dir: str) -> str:
 
 def journal_path(data_dir: str) -> str:
     return os.path.join(data_dir, JOURNAL_FILE)
+
+
+def snapshot_path(data_dir: str) -> str:
+    """The Raft snapshot: the index, catalog and tags at one log index (objfs.cluster.snapshot)."""
+    return os.path.join(data_dir, SNAPSHOT_FILE)
 
 
 def new_secret() -> str:

@@ -495,3 +495,46 @@ def file_stamp(path: str) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def read_file_part(path: str, offset: int = 0, length: int = -1) -> bytes:
+    """`length` bytes of a file from `offset` (-1: to its end); fewer at its end. Blocking.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read(length)
+
+
+def sync_file(path: str) -> None:
+    """Make a file another writer renamed into place durable: fsync it and its
+    directory. Blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    parent = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(parent)
+    finally:
+        os.close(parent)
+
+
+def link_file(path: str, link: str) -> None:
+    """A second name for a file, replacing any file by that name. Blocking."""
+    try:
+        os.unlink(link)
+    except FileNotFoundError:
+        pass
+    os.link(path, link)
+
+
+def remove_file(path: str) -> None:
+    """Remove a file if it is there. Blocking."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -118,6 +118,9 @@ _DECODED_ENTRIES = 64  # ...for this many keys
 @final
 class ObjectIndex:
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._buckets: dict[str, BucketInfo] = {}
         # (bucket, key) -> the key's versions, packed (packing.py): a few hundred
         # bytes per key instead of a tree of objects; decoded when asked for.
@@ -261,6 +264,21 @@ class ObjectIndex:
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> ObjectIndex:
         index = cls()
+        index._load(snapshot)
+        return index
+
+    def adopt(self, other: ObjectIndex) -> None:
+        """Become `other`, in place: a cluster node installing a Raft snapshot
+        builds the new index in a worker thread, then swaps it in on the event
+        loop while everyone holding this index keeps holding it."""
+        vars(self).update(vars(other))
+
+    def packed_segments(self) -> dict[SegmentId, bytes]:
+        """Every referenced segment, packed, by id (a copy)."""
+        return dict(self._segments)
+
+    def _load(self, snapshot: Snapshot) -> None:
+        index = self
         index._buckets = {info.name: info for info in snapshot.buckets}
         index._objects = SortedDict(snapshot.values)
         segments, extra = index._segments, index._extra_refs
@@ -274,7 +292,6 @@ class ObjectIndex:
                     extra[segment_id] = extra.get(segment_id, 0) + 1
                 else:
                     segments[segment_id] = packed_segment
-        return index
 
     # -- references ------------------------------------------------------------------
 

@@ -195,6 +195,17 @@ class Space:
                 self._deferred.pop(segment.segment_id, None)
                 self._free_segment_now(segment)
 
+    def take_segments(self, segments: Iterable[Segment]) -> None:
+        """Mark the extents of segments the index now references in use, where they
+        are this node's and still free (a cluster node that installed a Raft
+        snapshot naming fragments written while it was away)."""
+        for segment in segments:
+            for fragment in segment.fragments:
+                extent = fragment.extent
+                allocator = self.allocators.get(extent.device_index)
+                if allocator is not None and allocator.is_free(extent):
+                    allocator.reserve(extent)
+
     def _free_segment_now(self, segment: Segment) -> None:
         for fragment in segment.fragments:
             self.free_extent(fragment.extent)

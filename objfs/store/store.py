@@ -39,6 +39,7 @@ from objfs.store.health import Health
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
 from objfs.store.listing import VersionsPage, list_page, list_versions_page
+from objfs.store.packing import unpack_segment
 from objfs.store.reader import ObjectReader
 from objfs.store.records import (
     CreateBucket,
@@ -132,6 +133,7 @@ class Store:
         # In a cluster: told of the segments each applied record references (the
         # node's pending fragments are then claimed; objfs.cluster.pending).
         self.on_new_segments: Callable[[list[Segment]], None] = lambda segments: None
+        self._space_rebuilt = False  # a cluster node's, from the replayed log (rebuild_space)
         self.replayed_records = replayed_records
 
     # -- checkpoints ----------------------------------------------------------------
@@ -214,6 +216,30 @@ class Store:
         self._space.rebuild(
             rebuild_allocators(self._superblocks, self._index, reserved, foreign_devices=True)
         )
+        self._space_rebuilt = True
+
+    def install_index(self, index: ObjectIndex) -> None:
+        """A cluster node's index becomes `index` (a Raft snapshot's), in place.
+
+        Before `rebuild_space` there is nothing more to do. After it (a node that
+        fell behind while serving), segments no longer referenced are freed (when
+        their readers are done) and this node's extents of newly referenced ones
+        are marked in use. The faces' caches are not told: a mount's kernel
+        cache may show the old state until its entries expire.
+        """
+        before = self._index.packed_segments()
+        self._index.adopt(index)
+        if not self._space_rebuilt:
+            return
+        after = self._index.packed_segments()
+        self._space.free_segments(
+            unpack_segment(packed) for key, packed in before.items() if after.get(key) != packed
+        )
+        added = [
+            unpack_segment(packed) for key, packed in after.items() if before.get(key) != packed
+        ]
+        self._space.take_segments(added)
+        self.on_new_segments(added)
 
     def watch(self, watcher: Callable[[Change], None]) -> Callable[[], None]:
         """Call `watcher(change)` after every committed change, in the committing

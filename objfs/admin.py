@@ -12,6 +12,7 @@ authentication or its load:
     GET    /admin/buckets        buckets as JSON
     PUT    /admin/buckets/NAME   create (?owner=USER, default root)
     DELETE /admin/buckets/NAME   delete an empty bucket
+    POST   /admin/scrub          one scrub pass now {"repair"?, "rate"?} -> {"report", "clean"}
     GET    /admin/users          users as JSON (name, access key, canonical id; no secrets)
     POST   /admin/users          a cluster node: create {"name", "access_key"?, "secret_key"?}
                                  through the cluster's catalog; 201 with the keys, once
@@ -224,6 +225,7 @@ def status_of(state: NodeState) -> dict[str, Any]:
 
 def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
     app = QuartTrio(__name__)
+    app.config["RESPONSE_TIMEOUT"] = None  # a scrub the operator asked for takes its time
 
     def answer(body: Any, status: int = 200) -> quart.Response:
         return quart.Response(
@@ -285,6 +287,22 @@ def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
     async def delete_bucket(name: str) -> quart.Response:
         await _store(state).delete_bucket(name)
         return answer({"deleted": name})
+
+    @app.post("/admin/scrub")
+    async def scrub() -> quart.Response:
+        """One scrub pass now, at `rate` bytes/s (0: full speed); the report."""
+        store = _store(state)
+        body = await request.get_json(force=True, silent=True) or {}
+        repair, rate = body.get("repair", True), body.get("rate", 0)
+        if not isinstance(repair, bool) or not isinstance(rate, int) or rate < 0:
+            raise UsageError('a scrub is {"repair": true|false, "rate": bytes per second}')
+        scrubber = store.scrubber
+        background, scrubber.rate_bytes_per_s = scrubber.rate_bytes_per_s, rate
+        try:
+            report = await scrubber.scrub(repair=repair)
+        finally:
+            scrubber.rate_bytes_per_s = background
+        return answer({"report": report.render(), "clean": report.clean})
 
     @app.get("/admin/users")
     async def list_users() -> quart.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -265,7 +266,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 # Commands that open the store's devices themselves. On a cluster node the
 # index lives in the cluster's log, not on the devices: these would see an empty
 # store, and a write would bypass the log.
-_OFFLINE_STORE_COMMANDS = {"scrub", "device", "fsck"}
+_OFFLINE_STORE_COMMANDS = {"fsck"}  # scrub and device replace say what they do instead
 
 
 async def _refuse_offline_in_cluster(config: NodeConfig, what: str) -> None:
@@ -407,6 +408,16 @@ class _ProgressBar:
 
 
 async def _scrub(args: argparse.Namespace, config: NodeConfig) -> int:
+    node = await trio.to_thread.run_sync(client.find_node, config.store.data_dir)
+    if node is not None:  # the running node scrubs (a cluster node: its own fragments)
+        print(f"objfs: the node at {node.address} is scrubbing...", flush=True)
+        body = {"repair": not args.no_repair, "rate": args.rate}
+        done = await trio.to_thread.run_sync(
+            functools.partial(node.call, "POST", "/admin/scrub", body, timeout_s=None)
+        )
+        print(done["report"])
+        return 0 if done["clean"] else EXIT_PROBLEMS
+    await _refuse_offline_in_cluster(config, "objfs scrub on a stopped node")
     async with open_store(config.store, background_jobs=False) as store:
         store.scrubber.rate_bytes_per_s = args.rate
         report = await store.scrubber.scrub(
@@ -421,6 +432,14 @@ async def _device_replace(args: argparse.Namespace, config: NodeConfig) -> int:
     path, created = await replace_device(store_config, args.index, args.path, force=args.force)
     if created:
         print(f"objfs: created {path} ({created} bytes)")
+    cluster = await trio.to_thread.run_sync(load_cluster_state, store_config.data_dir)
+    if cluster is not None:  # the index is the cluster's log: the running node heals
+        print(
+            f"objfs: {path} is device {args.index} now; node {cluster.node_number} heals "
+            "onto it from its other devices and the other nodes once it runs and has "
+            "caught up with the cluster (objfs serve; `objfs status` shows it owed until then)"
+        )
+        return 0
     print(f"objfs: {path} is device {args.index} now; healing onto it")
     async with open_store(store_config, background_jobs=False) as store:
         store.scrubber.rate_bytes_per_s = 0  # the operator is waiting: full speed

@@ -27,8 +27,16 @@ class NodeClient:
     address: str  # the admin listener's URL, as hypercorn reported it (http://host:port)
     token: str
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One admin request (with `body` as JSON, if given); its JSON answer.
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = _TIMEOUT_S,
+    ) -> Any:
+        """One admin request (with `body` as JSON, if given); its JSON answer
+        (waiting at most `timeout_s` between bytes; None: as long as it takes).
 
         Raises:
             UsageError: the node refused it (the node's own message).
@@ -44,7 +52,7 @@ class NodeClient:
             data=None if body is None else json.dumps(body).encode(),
         )
         try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             try:

@@ -211,11 +211,12 @@ async def _serve(
         notifier.status("recovering the store")
         try:
             # A cluster node's index comes from the cluster's log: nothing local to
-            # freeze, and no scrub until scrub knows whose fragments are whose.
+            # freeze or checkpoint, and its member starts the scrubber once caught up.
             async with open_store(
                 config.store,
                 freeze_index=freeze_index and cluster is None,
                 background_jobs=cluster is None,
+                replicated=cluster is not None,
             ) as store:
                 state.store = store
                 metrics.watch_store(store)

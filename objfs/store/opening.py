@@ -257,6 +257,7 @@ async def open_store(
     clock: Clock = time.time_ns,
     freeze_index: bool = False,
     background_jobs: bool = True,
+    replicated: bool = False,
 ) -> AsyncIterator[Store]:
     """Open and recover a store, run its WAL committer and checkpointer, yield it.
 
@@ -268,6 +269,9 @@ async def open_store(
             config's device paths are opened.
         background_jobs: run the scrubber (heal owed devices, heal queue, periodic
             scrub); off for commands that run a pass themselves.
+        replicated: a cluster node's store, whose index the cluster's log
+            rebuilds: no local checkpoint is written (extents it took would
+            clash with the fragments the log names).
 
     Raises:
         UsageError: no devices configured or found.
@@ -310,7 +314,7 @@ async def open_store(
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(_run_wal, store.wal, wal_stopped)
-            if not config.read_only:
+            if not config.read_only and not replicated:
                 nursery.start_soon(store.checkpointer.run, config.checkpoint_interval_ms)
                 health = store.health
                 if any(superblocks[i].holds_metadata for i in health.owed - health.down):

@@ -132,3 +132,47 @@ def test_each_node_heals_its_own_fragments_from_the_others(cluster: Cluster) -> 
         for key, body in objects.items():
             assert client.get_object(Bucket="heal", Key=key)["Body"].read() == body
     assert [checks(each)["bad_fragments"] for each in members] == bad_before
+
+
+def test_a_replaced_device_is_healed_from_the_other_nodes(cluster: Cluster) -> None:
+    """A node loses a device file while stopped; `objfs device replace` adopts a
+    fresh one and, once the node runs, it heals onto it from its other devices
+    and the other nodes. Proof: with another node then stopped, every object
+    still reads right, which needs the replaced device's fragments."""
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    s3 = members[0].s3()
+    s3.create_bucket(Bucket="replace")
+    rng = random.Random(20_261_122)
+    objects = {f"object-{n}": rng.randbytes(4 * MiB) for n in range(6)}
+    for key, body in objects.items():
+        s3.put_object(Bucket="replace", Key=key, Body=body)
+    victim = members[2]
+    lost = 2 * 256 + 1  # node 2's second device, by its cluster-wide index
+    victim.kill()
+    os.remove(device_files(victim)[1])
+    replaced = victim.cli("device", "replace", str(lost))
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    assert "heals onto it" in replaced.stdout
+    victim.serve()
+    victim.ready()
+
+    def state_of_lost() -> str:
+        assert victim.node is not None
+        code, body = victim.node.admin("/admin/status")
+        assert code == 200, body
+        return next(str(d["state"]) for d in json.loads(body)["devices"] if d["index"] == lost)
+
+    deadline = time.monotonic() + 60
+    while state_of_lost() != "up":  # owed until its heal pass finished clean
+        assert time.monotonic() < deadline, "the replaced device was not healed in 60 s"
+        time.sleep(0.2)
+    assert checks(victim)["healed_fragments"] > 0
+    # `objfs scrub` on a running cluster node: a pass over its own fragments, clean.
+    scrubbed = victim.cli("scrub")
+    assert scrubbed.returncode == 0, scrubbed.stdout + scrubbed.stderr
+    assert scrubbed.stdout.splitlines()[-1] == "  clean: full redundancy", scrubbed.stdout
+    members[1].kill()  # 4+2 with node 1 gone: node 2's two fragments of each are needed
+    client = members[0].s3()
+    for key, body in objects.items():
+        assert client.get_object(Bucket="replace", Key=key)["Body"].read() == body

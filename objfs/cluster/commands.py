@@ -247,6 +247,18 @@ def render_cluster(cluster: dict[str, Any]) -> str:
             f"{placement.get('pending_fragments', 0)} pending here, "
             f"{placement.get('reclaimed_fragments', 0)} reclaimed"
         )
+    snapshots = cluster.get("snapshots") or {}
+    if snapshots:
+        log_entries = raft.get("log_entries")
+        lines.append(
+            f"log:        {log_entries if log_entries is not None else '?'} entries; snapshots: "
+            + (
+                f"last at index {snapshots.get('last_index')}, "
+                if snapshots.get("last_index")
+                else ""
+            )
+            + f"{snapshots.get('taken', 0)} taken, {snapshots.get('installed', 0)} installed"
+        )
     if cluster.get("failure"):
         lines.append(f"FAILED:     {cluster['failure']}")
     return "\n".join(lines)

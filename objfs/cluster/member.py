@@ -457,7 +457,8 @@ class ClusterMember:
             "snapshots": {
                 "taken": self.snapshots.taken,
                 "installed": self.replicator.snapshots_installed,
-                "last_index": self.snapshots.last_index,
+                # The newest this node wrote or installed (bytes: of the one it wrote).
+                "last_index": max(self.snapshots.last_index, self.replicator.installed_index),
                 "last_bytes": self.snapshots.last_bytes,
             },
         }

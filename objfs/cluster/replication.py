@@ -106,6 +106,7 @@ class Replicator:
         self._caught_up_waiting = False
         self.nursery: trio.Nursery | None = None  # where snapshots are installed from
         self.snapshots_installed = 0
+        self.installed_index = 0  # the Raft index of the last snapshot installed
 
     # -- the event loop side of the Raft thread ---------------------------------------
 
@@ -229,7 +230,7 @@ class Replicator:
         self.store.install_index(new_index)
         self.catalog.restore(state.catalog)
         self._recent = OrderedDict.fromkeys(state.recent)
-        self.applied_index = last
+        self.applied_index = self.installed_index = last
         self.snapshots_installed += 1
         log.info(
             "Raft snapshot at index %d installed: %d objects, %d catalog changes",

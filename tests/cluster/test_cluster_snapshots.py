@@ -99,6 +99,9 @@ def test_snapshots_compact_the_log_and_bring_nodes_back(cluster: Cluster) -> Non
     third.ready()
     assert snapshots(third)["installed"] >= 1
     check_all(third, objects)
+    shown = third.cli("cluster", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "snapshots: last at index" in shown.stdout and " installed" in shown.stdout, shown.stdout
 
     # 2. A node stopped while its fragments' objects are deleted installs a
     # snapshot while it serves, and frees those fragments.

@@ -166,15 +166,17 @@ class Replicator:
     # -- snapshots ----------------------------------------------------------------------
 
     def capture(self, index: int) -> snapshot.State | None:
-        """The state now, if it is the state at Raft index `index` (else None)."""
-        if index != self.applied_index or self._backlog is not None or self.failure is not None:
-            log.warning(
-                "no Raft snapshot at index %d: this node is at %d%s",
-                index,
-                self.applied_index,
-                " and installing one" if self._backlog is not None else "",
-            )
+        """The state now, as the state at Raft index `index` (None if it cannot be).
+
+        Every entry up to `index` that reaches `deliver` has been delivered when
+        this runs; pysyncobj's own entries (a new leader's no-op, membership
+        changes) never do, so the last one applied may be later than ours."""
+        if self._backlog is not None or self.failure is not None:
+            return None  # installing one, or stopped: pysyncobj asks again later
+        if index < self.applied_index:
+            log.error("no Raft snapshot at index %d: applied %d", index, self.applied_index)
             return None
+        self.applied_index = index
         return snapshot.State(
             self.store.index.snapshot(), list(self.catalog.history), list(self._recent)
         )

@@ -67,6 +67,9 @@ class NodeEntry:
 @final
 class Catalog:
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         # Every change applied, in order: a Raft snapshot keeps the catalog as
         # these (a few per node and per user), replayed by `restore`.
         self.history: list[dict[str, Any]] = []
@@ -103,7 +106,7 @@ class Catalog:
 
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Become the catalog these changes made (a Raft snapshot's), in place."""
-        self.__init__()  # every field back to a new catalog's
+        self._reset()
         for change in history:
             self.apply(change)
 

@@ -267,11 +267,7 @@ def create_device_file(path: str, size_bytes: int) -> None:
         os.unlink(path)
         raise DeviceError(f"{path}: cannot preallocate {size_bytes} bytes: {exc.strerror}") from exc
     os.close(fd)
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    sync_directory_of(path)
 
 
 VOLATILE_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
@@ -403,11 +399,7 @@ async def write_parallel(
 def make_directory(path: str) -> None:
     """mkdir -p, then fsync the parent so the new directory survives a crash. Blocking."""
     os.makedirs(path, exist_ok=True)
-    parent = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
+    sync_directory_of(path)
 
 
 def free_disk_bytes(path: str) -> int:
@@ -460,7 +452,6 @@ async def open_available(
 def write_file_atomically(path: str, data: bytes, *, mode: int = 0o600) -> None:
     """Replace `path` with `data` so a crash leaves the old file or the new one:
     write a temporary file, fsync it, rename it over, fsync the directory. Blocking."""
-    directory = os.path.dirname(os.path.abspath(path))
     temporary = f"{path}.tmp-{os.getpid()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -471,11 +462,7 @@ def write_file_atomically(path: str, data: bytes, *, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
-    parent = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
+    sync_directory_of(path)
 
 
 def read_small_file(path: str) -> bytes | None:
@@ -516,6 +503,12 @@ def sync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    sync_directory_of(path)
+
+
+def sync_directory_of(path: str) -> None:
+    """fsync the directory holding `path`, so a name created, renamed or removed
+    there survives a crash. Blocking."""
     parent = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(parent)
@@ -525,10 +518,7 @@ def sync_file(path: str) -> None:
 
 def link_file(path: str, link: str) -> None:
     """A second name for a file, replacing any file by that name. Blocking."""
-    try:
-        os.unlink(link)
-    except FileNotFoundError:
-        pass
+    remove_file(link)
     os.link(path, link)
 
 

@@ -97,12 +97,7 @@ def test_every_acknowledged_object_survives_killing_all_nodes(cluster: Cluster) 
         key = f"k{i:03d}"
         written[key] = content(key, 1000 + i * 997)
         members[i % 3].s3().put_object(Bucket="durable", Key=key, Body=written[key])
-    for member in members:
-        member.kill()
-    for member in members:
-        member.serve()
-    for member in members:
-        member.ready()
+    cluster.restart_all()
     for member in members:
         client = member.s3()
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="durable")["Contents"]]

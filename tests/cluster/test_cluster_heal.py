@@ -87,19 +87,28 @@ def wait_until_healed(path: str, offset: int, original: bytes, timeout: float) -
         time.sleep(0.1)
 
 
+def three_nodes_holding(
+    cluster: Cluster, bucket: str, seed: int
+) -> tuple[list[Member], dict[str, bytes]]:
+    """Three nodes, and six 4 MiB objects in `bucket` (each one 4+2 stripe)."""
+    members = cluster.start(3)
+    cluster.wait_for_members(3)
+    s3 = members[0].s3()
+    s3.create_bucket(Bucket=bucket)
+    rng = random.Random(seed)
+    objects = {f"object-{n}": rng.randbytes(4 * MiB) for n in range(6)}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return members, objects
+
+
 def test_each_node_heals_its_own_fragments_from_the_others(cluster: Cluster) -> None:
     # Node 0 scrubs every 3 s; nodes 1 and 2 never scrub on their own, so what
     # heals their fragments is the report of a read elsewhere.
     cluster.extra_config[0] = "\n[store]\nscrub_interval_ms = 3000\n"
     cluster.extra_config[1] = cluster.extra_config[2] = "\n[store]\nscrub_rate_bytes_per_s = 0\n"
-    members = cluster.start(3)
-    cluster.wait_for_members(3)
-    s3 = members[0].s3()
-    s3.create_bucket(Bucket="heal")
-    rng = random.Random(20_261_121)
-    objects = {f"object-{n}": rng.randbytes(4 * MiB) for n in range(6)}
-    for key, body in objects.items():
-        s3.put_object(Bucket="heal", Key=key, Body=body)
+    members, objects = three_nodes_holding(cluster, "heal", 20_261_121)
+    rng = random.Random(1)
     where = find_data_fragments(members, objects)
     assert len(where) == 4 * len(objects), sorted(where)  # every data fragment found once
 
@@ -139,14 +148,7 @@ def test_a_replaced_device_is_healed_from_the_other_nodes(cluster: Cluster) -> N
     fresh one and, once the node runs, it heals onto it from its other devices
     and the other nodes. Proof: with another node then stopped, every object
     still reads right, which needs the replaced device's fragments."""
-    members = cluster.start(3)
-    cluster.wait_for_members(3)
-    s3 = members[0].s3()
-    s3.create_bucket(Bucket="replace")
-    rng = random.Random(20_261_122)
-    objects = {f"object-{n}": rng.randbytes(4 * MiB) for n in range(6)}
-    for key, body in objects.items():
-        s3.put_object(Bucket="replace", Key=key, Body=body)
+    members, objects = three_nodes_holding(cluster, "replace", 20_261_122)
     victim = members[2]
     lost = 2 * 256 + 1  # node 2's second device, by its cluster-wide index
     victim.kill()

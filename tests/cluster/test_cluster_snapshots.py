@@ -121,12 +121,7 @@ def test_snapshots_compact_the_log_and_bring_nodes_back(cluster: Cluster) -> Non
     wait_for("the deleted objects' fragments freed", lambda: free_bytes(second) >= held + (4 << 20))
 
     # 3. Everything killed at once: each node loads its own snapshot, then its journal.
-    for member in members:
-        member.kill()
-    for member in members:
-        member.serve()
-    for member in members:
-        member.ready()
+    cluster.restart_all()
     for member in members:
         check_all(member, objects)
     assert os.path.getsize(journal) < 4 << 20

@@ -31,6 +31,9 @@ from objfs.store.types import (
 
 POINTER_MAGIC = b"OBJFS\x00CP"
 BODY_FORMAT = 2  # 2: each key's versions as one packed blob (packing.py)
+# A body that also lists moved segments (the pointer still says BODY_FORMAT): an
+# objfs from before moves refuses it rather than read the old locations.
+MOVED_BODY_FORMAT = 3
 
 # pointer := magic[8] | version u32 | slot u32 | generation u64 | lsn u64 | wal_start u64
 #            | body_bytes u64 | body_crc32c u32 | copy_count u32
@@ -121,12 +124,15 @@ def decode_pointer(block: bytes) -> CheckpointPointer | None:
 # body := msgpack stream: [format, lsn, bucket_count, object_count]
 #         then bucket_count times [name, owner, created_ns, versioning]
 #         then object_count times [bucket, key, [version, ...]]   (key order)
+#         then, in format 3, [moved_count] and moved_count times
+#              [segment_id, packed segment]   (segments moved since written)
 
 
 def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
     """Serialise a snapshot. Pure CPU: run it in a worker thread for large indexes."""
     packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack([BODY_FORMAT, lsn, len(snapshot.buckets), len(snapshot.keys)])]
+    body_format = MOVED_BODY_FORMAT if snapshot.moved else BODY_FORMAT
+    parts = [packer.pack([body_format, lsn, len(snapshot.buckets), len(snapshot.keys)])]
     for info in snapshot.buckets:
         fields = [info.name, info.owner, info.created_ns, info.versioning.value]
         if info.settings:
@@ -134,6 +140,9 @@ def encode_body(snapshot: Snapshot, lsn: int) -> bytes:
         parts.append(packer.pack(fields))
     for (bucket, key), packed in snapshot.items():
         parts.append(packer.pack([bucket, key, packed]))
+    if snapshot.moved:
+        parts.append(packer.pack([len(snapshot.moved)]))
+        parts.extend(packer.pack([i, packed]) for i, packed in snapshot.moved.items())
     return b"".join(parts)
 
 
@@ -147,7 +156,7 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
         unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=len(body) + 1)
         unpacker.feed(body)
         body_format, lsn, bucket_count, object_count = unpacker.unpack()
-        if body_format != BODY_FORMAT:
+        if body_format not in (BODY_FORMAT, MOVED_BODY_FORMAT):
             raise Corrupted(f"checkpoint body format {body_format} is not readable")
         buckets = []
         for _ in range(bucket_count):
@@ -171,6 +180,17 @@ def decode_body(body: bytes) -> tuple[int, Snapshot]:
             values[index_key] = packed
         if len(keys) != object_count or len(values) != object_count:
             raise Corrupted(f"checkpoint body holds {len(keys)} keys, not {object_count}")
+        moved: dict[int, bytes] = {}
+        if body_format == MOVED_BODY_FORMAT:
+            (moved_count,) = unpacker.unpack()
+            for segment_id, packed in itertools.islice(unpacker, moved_count):
+                if not isinstance(segment_id, int) or not isinstance(packed, bytes):
+                    raise Corrupted(f"checkpoint body: moved segment {segment_id!r} is malformed")
+                moved[segment_id] = packed
+            if len(moved) != moved_count:
+                raise Corrupted(
+                    f"checkpoint body holds {len(moved)} moved segments, not {moved_count}"
+                )
     except DECODE_ERRORS as exc:
         raise Corrupted(f"checkpoint body does not parse: {exc!r}") from exc
-    return lsn, Snapshot(tuple(buckets), keys, values)
+    return lsn, Snapshot(tuple(buckets), keys, values, moved)

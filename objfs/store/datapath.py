@@ -205,6 +205,16 @@ class DataPath:
             raise
         return segments
 
+    async def write_whole_stripe(self, data: bytes) -> Segment:
+        """All of `data` as one stripe of the policy now, however many bytes that
+        puts in each fragment: a segment moved (`Store.move_segment`) stays one
+        segment, whatever shape it had.
+
+        Raises:
+            NoSpace, Unavailable, DeviceError: as `write_segments`.
+        """
+        return await self._write_stripe(None, memoryview(data), None, whole=True)
+
     async def store_bytes(self, data: bytes, *, in_flight: int = 4) -> list[Segment]:
         """Store `data` as full segments (the last one shorter), up to `in_flight`
         at once; undo all on failure."""
@@ -232,19 +242,27 @@ class DataPath:
         return [segment for part in stored for segment in part]
 
     async def _write_stripe(
-        self, buffer: AlignedBuffer | None, view: memoryview, whole_crc: int | None
+        self,
+        buffer: AlignedBuffer | None,
+        view: memoryview,
+        whole_crc: int | None,
+        *,
+        whole: bool = False,
     ) -> Segment:
-        """Write one stripe of up to all of `view`; return its segment (maybe shorter)."""
+        """Write one stripe of up to all of `view` (all of it if `whole`); return
+        its segment (maybe shorter)."""
         policy = self.policy
         if self.placer is not None:
-            return await self._write_placed_stripe(self.placer, buffer, view, whole_crc)
+            return await self._write_placed_stripe(
+                self.placer, buffer, view, whole_crc, whole=whole
+            )
         up = [i for i in self.health.up if i in self.devices]
         if len(up) < policy.write_quorum:
             raise Unavailable(
                 f"only {len(up)} devices are up and a {policy.describe()} stripe needs "
                 f"{policy.write_quorum} fragments written; nothing can be stored"
             )
-        size = min(len(view), self.segment_size_bytes)  # one pyeclib call stays short
+        size = len(view) if whole else min(len(view), self.segment_size_bytes)  # short calls
         while True:
             fragment_bytes = _fragment_bytes(policy, size)
             extents = self.space.allocate_stripe(
@@ -252,7 +270,7 @@ class DataPath:
             )
             if extents is not None:
                 break
-            if size <= policy.data_fragments * BLOCK_SIZE_BYTES:
+            if whole or size <= policy.data_fragments * BLOCK_SIZE_BYTES:
                 raise NoSpace(
                     f"no {policy.width} devices have {round_up(fragment_bytes)} bytes free "
                     f"above their reserve ({self.space.free_bytes} bytes free in all)"
@@ -267,12 +285,19 @@ class DataPath:
             raise
 
     async def _write_placed_stripe(
-        self, placer: Placer, buffer: AlignedBuffer | None, view: memoryview, whole_crc: int | None
+        self,
+        placer: Placer,
+        buffer: AlignedBuffer | None,
+        view: memoryview,
+        whole_crc: int | None,
+        *,
+        whole: bool = False,
     ) -> Segment:
         """A cluster's stripe: encoded here, its fragments placed by `placer`."""
         for _ in range(_PLACEMENT_TRIES):
             policy = placer.policy()
-            size = min(len(view), policy.data_fragments * self.fragment_size_bytes)
+            stripe_bytes = policy.data_fragments * self.fragment_size_bytes
+            size = len(view) if whole else min(len(view), stripe_bytes)
             if size < len(view):
                 buffer, whole_crc = None, None
             payloads, crcs, sizes = await self._encode(policy, buffer, view[:size], whole_crc)

@@ -7,7 +7,7 @@ the WAL: the caller rebuilds it at open by reserving every referenced extent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import final
 
@@ -252,3 +252,23 @@ class ExtentAllocator:
         del self._by_offset[offset_bytes]
         self._by_length.remove((length_bytes, offset_bytes))
         self._free_bytes -= length_bytes
+
+
+def subtract_extents(extents: Iterable[Extent], taken: Iterable[Extent]) -> list[Extent]:
+    """The parts of `extents` that no extent of `taken` covers (what a moved
+    segment's old storage gives back, its id's block excepted)."""
+    by_device: dict[int, list[Extent]] = {}
+    for extent in taken:
+        by_device.setdefault(extent.device_index, []).append(extent)
+    left: list[Extent] = []
+    for extent in extents:
+        start = extent.offset_bytes
+        for cut in sorted(by_device.get(extent.device_index, ()), key=lambda e: e.offset_bytes):
+            if cut.end_bytes <= start or cut.offset_bytes >= extent.end_bytes:
+                continue
+            if cut.offset_bytes > start:
+                left.append(Extent(extent.device_index, start, cut.offset_bytes - start))
+            start = max(start, cut.end_bytes)
+        if start < extent.end_bytes:
+            left.append(Extent(extent.device_index, start, extent.end_bytes - start))
+    return left

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import final
 
 from sortedcontainers import SortedDict
@@ -32,6 +32,7 @@ from objfs.store import pieces as piece_math
 from objfs.store.names import MAX_KEY_BYTES
 from objfs.store.packing import (
     Versions,
+    held_beyond,
     pack_segment,
     pack_versions,
     scan_packed,
@@ -46,6 +47,7 @@ from objfs.store.records import (
     DeleteObject,
     Exchange,
     LinkKey,
+    MoveSegment,
     PutVersion,
     Record,
     RenameKey,
@@ -85,12 +87,15 @@ class Snapshot:
 
     `keys` are in order; `values` maps each to its packed versions (packing.py).
     Taking one costs two C-level copies on the event loop (about 50 ms at a
-    million keys); pairing them up is left to whoever walks `items()`.
+    million keys); pairing them up is left to whoever walks `items()`. `moved`
+    holds where moved segments are now (packed, by id): the versions still name
+    where they were first written.
     """
 
     buckets: tuple[BucketInfo, ...]
     keys: list[IndexKey]
     values: Mapping[IndexKey, bytes]
+    moved: Mapping[SegmentId, bytes] = field(default_factory=dict)
 
     def items(self) -> Iterator[tuple[IndexKey, bytes]]:
         values = self.values
@@ -130,6 +135,10 @@ class ObjectIndex:
         # count is kept only where it is above one.
         self._segments: dict[SegmentId, bytes] = {}
         self._extra_refs: dict[SegmentId, int] = {}
+        # Segments moved since they were written (MoveSegment), packed as they are
+        # now: versions keep naming the first storage, and are given this one when
+        # they are decoded (_resolved). Also in _segments.
+        self._moved: dict[SegmentId, bytes] = {}
         self.version_count = 0
         self.logical_bytes = 0  # sum of the sizes of every version
         self._decoded: dict[IndexKey, tuple[bytes, Versions]] = {}  # see versions()
@@ -151,15 +160,33 @@ class ObjectIndex:
         if packed is None:
             return ()
         if len(packed) < _DECODED_MIN_BYTES:
-            return unpack_versions(packed)
+            return self._resolved(unpack_versions(packed))
         # A large file read through the mount asks for its version at every read:
         # keep the last few large ones decoded, valid while their packed bytes are.
         cached = self._decoded.get((bucket, key))
         if cached is not None and cached[0] is packed:
             return cached[1]
-        versions = unpack_versions(packed)
+        versions = self._resolved(unpack_versions(packed))
         self._remember_decoded((bucket, key), packed, versions)
         return versions
+
+    def _resolved(self, versions: Versions) -> Versions:
+        """The versions with every moved segment given as it is stored now."""
+        moved = self._moved
+        if not moved:
+            return versions
+        resolved = []
+        for version in versions:
+            if any(s.segment_id in moved for s in version_segments(version)):
+                pieces = tuple(
+                    replace(p, source=unpack_segment(moved[p.source.segment_id]))
+                    if isinstance(p.source, Segment) and p.source.segment_id in moved
+                    else p
+                    for p in version.pieces
+                )
+                version = replace(version, pieces=pieces)
+            resolved.append(version)
+        return tuple(resolved)
 
     def _remember_decoded(self, index_key: IndexKey, packed: bytes, versions: Versions) -> None:
         self._decoded.pop(index_key, None)
@@ -207,12 +234,13 @@ class ObjectIndex:
         for index_key in self._objects.irange((bucket, low), None, inclusive=(inclusive, True)):
             if index_key[0] != bucket or not index_key[1].startswith(prefix):
                 return
-            yield index_key[1], unpack(self._objects[index_key])
+            versions = unpack(self._objects[index_key])
+            yield index_key[1], versions if heads else self._resolved(versions)
 
     def iter_all(self) -> Iterator[tuple[IndexKey, Versions]]:
         """Every key of every bucket, in order (decodes every version: for fsck)."""
         for index_key, packed in self._objects.items():
-            yield index_key, unpack_versions(packed)
+            yield index_key, self._resolved(unpack_versions(packed))
 
     def key_count(self, bucket: BucketName) -> int:
         return self._bucket_counts[bucket]
@@ -221,7 +249,8 @@ class ObjectIndex:
         return len(self._objects)
 
     def referenced_extents(self) -> Iterator[Extent]:
-        """Every extent a referenced segment occupies (for rebuilding free space)."""
+        """Every extent a referenced segment holds (for rebuilding free space),
+        moved segments' id blocks included (packing.segment_extents)."""
         for packed in self._segments.values():
             yield from segment_extents(packed)
 
@@ -248,6 +277,14 @@ class ObjectIndex:
                     found.append((index_key, version.version_id))
         return found
 
+    def held_extents(self, segment_id: SegmentId) -> list[Extent]:
+        """The extents segment `segment_id` holds now; [] once nothing references it."""
+        packed = self._segments.get(segment_id)
+        return [] if packed is None else list(segment_extents(packed))
+
+    def moved_count(self) -> int:
+        return len(self._moved)
+
     def references(self, segment_id: SegmentId) -> int:
         if segment_id not in self._segments:
             return 0
@@ -258,7 +295,10 @@ class ObjectIndex:
         # list(SortedDict) chains its sorted sublists and dict.copy copies the hash
         # table, both in C; iterating SortedDict.items() costs ~2 us per key.
         return Snapshot(
-            tuple(self._buckets.values()), list(self._objects), dict.copy(self._objects)
+            tuple(self._buckets.values()),
+            list(self._objects),
+            dict.copy(self._objects),
+            dict(self._moved),
         )
 
     @classmethod
@@ -292,6 +332,9 @@ class ObjectIndex:
                     extra[segment_id] = extra.get(segment_id, 0) + 1
                 else:
                     segments[segment_id] = packed_segment
+        for segment_id, packed_segment in snapshot.moved.items():
+            if segment_id in segments:
+                segments[segment_id] = index._moved[segment_id] = packed_segment
 
     # -- references ------------------------------------------------------------------
 
@@ -312,8 +355,11 @@ class ObjectIndex:
             elif extra == 1:
                 del self._extra_refs[segment_id]
             else:
-                del self._segments[segment_id]
-                freed.append(segment)
+                packed = self._segments.pop(segment_id)
+                if self._moved.pop(segment_id, None) is None:
+                    freed.append(segment)
+                else:  # its storage now, and its id's block
+                    freed.append(held_beyond(packed))
 
     def _set_versions(
         self, bucket: str, key: str, versions: Versions, freed: list[Segment]
@@ -413,7 +459,25 @@ class ObjectIndex:
                 self._link_key(record, freed)
             case Exchange():
                 self._exchange(record, freed)
+            case MoveSegment(segment_id, storage):
+                self._move_segment(segment_id, storage, freed)
         return freed
+
+    def _move_segment(self, segment_id: SegmentId, storage: Segment, freed: list[Segment]) -> None:
+        packed = self._segments.get(segment_id)
+        if packed is None:
+            raise PreconditionFailed(f"segment {segment_id} is no longer referenced")
+        old = unpack_segment(packed)
+        if storage.size_bytes != old.size_bytes:
+            raise InvalidArgument(
+                f"segment {segment_id} holds {old.size_bytes} bytes, not {storage.size_bytes}"
+            )
+        new_packed = pack_segment(replace(storage, origin=segment_id))
+        self._segments[segment_id] = self._moved[segment_id] = new_packed
+        self._decoded.clear()  # decoded versions name the old storage
+        released = held_beyond(packed, new_packed)
+        if released.fragments:
+            freed.append(released)
 
     def _replace_current(
         self, bucket: str, key: str, updated: ObjectVersion, freed: list[Segment]

@@ -85,7 +85,7 @@ async def _assemble(
         # As after a checkpoint: room for a body twice the one just loaded.
         reserve_bytes=lambda: checkpointer.reserve_bytes(),
         reserve_devices=set(metadata),
-        is_referenced=lambda segment_id: index.references(segment_id) > 0,
+        held_extents=index.held_extents,
     )
     datapath = DataPath(
         devices,

@@ -10,19 +10,28 @@ hundred bytes, and a checkpoint writes and reads them without decoding. Pure.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 
+from objfs.store.extents import subtract_extents
 from objfs.store.records import decode_version, encode_version
-from objfs.store.types import Extent, Fragment, ObjectVersion, Segment, SegmentId
+from objfs.store.types import (
+    BLOCK_SIZE_BYTES,
+    Extent,
+    Fragment,
+    ObjectVersion,
+    Segment,
+    SegmentId,
+)
 
 Versions = tuple[ObjectVersion, ...]  # newest first
 
-# segment := size u64 | data_fragments u8 | scheme u8 | fragment*
+# segment := size u64 | data_fragments u8 | scheme u8 | origin i64 | fragment*
 # fragment := device u32 | offset u64 | length u64 | size u64 | crc32c u32
-_SIZE = struct.Struct("<QBB")
+_SIZE = struct.Struct("<QBBq")
 _FRAGMENT = struct.Struct("<IQQQI")
 
 
@@ -42,7 +51,7 @@ def unpack_heads(packed: bytes) -> Versions:
 
 
 def pack_segment(segment: Segment) -> bytes:
-    parts = [_SIZE.pack(segment.size_bytes, segment.data_fragments, segment.scheme)]
+    parts = [_SIZE.pack(segment.size_bytes, segment.data_fragments, segment.scheme, segment.origin)]
     for f in segment.fragments:
         e = f.extent
         parts.append(
@@ -52,18 +61,42 @@ def pack_segment(segment: Segment) -> bytes:
 
 
 def unpack_segment(packed: bytes) -> Segment:
-    size, data_fragments, scheme = _SIZE.unpack_from(packed)
+    size, data_fragments, scheme, origin = _SIZE.unpack_from(packed)
     fragments = tuple(
         Fragment(Extent(d, o, n), s, c)
         for d, o, n, s, c in _FRAGMENT.iter_unpack(packed[_SIZE.size :])
     )
-    return Segment(size, fragments, data_fragments, scheme)
+    return Segment(size, fragments, data_fragments, scheme, origin)
 
 
 def segment_extents(packed: bytes) -> Iterator[Extent]:
-    """The extents of a packed segment's fragments, without building the segment."""
+    """The extents a packed segment holds, without building the segment: its
+    fragments' and, for a moved segment whose id's block no fragment starts at,
+    that block (kept so that no new segment is given the same id)."""
+    covered = False
+    origin = _SIZE.unpack_from(packed)[3]
     for device, offset, length, _, _ in _FRAGMENT.iter_unpack(packed[_SIZE.size :]):
+        covered = covered or (device << 48 | offset) == origin
         yield Extent(device, offset, length)
+    if origin >= 0 and not covered:
+        yield id_block(origin)
+
+
+def id_block(segment_id: SegmentId) -> Extent:
+    """The first block of the extent a segment id names."""
+    return Extent(segment_id >> 48, segment_id & ((1 << 48) - 1), BLOCK_SIZE_BYTES)
+
+
+def held_beyond(packed: bytes, other: bytes | None = None) -> Segment:
+    """The extents packed segment `packed` holds and `other` (the same segment at
+    another time: before or after a move) does not, as fragments of a segment
+    with its id: what the space map frees, or takes, for it."""
+    segment = unpack_segment(packed)
+    extents: Iterable[Extent] = segment_extents(packed)
+    if other is not None:
+        extents = subtract_extents(extents, segment_extents(other))
+    fragments = tuple(Fragment(e, e.length_bytes, 0) for e in extents)
+    return replace(segment, fragments=fragments, origin=segment.segment_id)
 
 
 def scan_packed(packed: bytes) -> tuple[int, int, list[tuple[SegmentId, bytes]]]:
@@ -80,8 +113,10 @@ def scan_packed(packed: bytes) -> tuple[int, int, list[tuple[SegmentId, bytes]]]
                 continue
             size, fragments = source[0], source[1]
             shape = (source[2], source[3]) if len(source) > 2 else (1, 0)
+            origin = source[4] if len(source) > 4 else -1
             first = fragments[0]
-            parts = [_SIZE.pack(size, *shape)]
+            parts = [_SIZE.pack(size, *shape, origin)]
             parts.extend(_FRAGMENT.pack(*f) for f in fragments)
-            segments.append(((first[0] << 48) | first[1], b"".join(parts)))
+            segment_id = origin if origin >= 0 else (first[0] << 48) | first[1]
+            segments.append((segment_id, b"".join(parts)))
     return len(raw_versions), logical, segments

@@ -59,6 +59,7 @@ class RecordType(enum.IntEnum):
     SET_BUCKET_SETTING = 12
     LINK_KEY = 13
     EXCHANGE = 14
+    MOVE_SEGMENT = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,19 @@ class Exchange:
     time_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class MoveSegment:
+    """The bytes of segment `segment_id` are now stored as `storage` (written
+    before the record, like a new segment's): every version that reads the
+    segment reads the new fragments, and the old ones are freed. The segment
+    keeps its id (`storage.origin`). Fails if nothing references the segment any
+    more (then the new fragments are freed) or if the sizes differ. A cluster
+    uses it to move fragments off a node that leaves (docs/cluster.md)."""
+
+    segment_id: int
+    storage: Segment
+
+
 Record = (
     Wrap
     | CreateBucket
@@ -227,6 +241,7 @@ Record = (
     | SetAttributes
     | LinkKey
     | Exchange
+    | MoveSegment
 )
 
 
@@ -236,6 +251,8 @@ def new_segments(record: Record) -> list[Segment]:
         pieces: tuple[Piece, ...] = record.version.pieces
     elif isinstance(record, WriteAt):
         pieces = record.pieces
+    elif isinstance(record, MoveSegment):
+        return [record.storage]
     else:
         return []
     return [piece.source for piece in pieces if isinstance(piece.source, Segment)]
@@ -264,7 +281,8 @@ def change_of(record: Record) -> Change | None:
 
 # -- value encodings (shared with checkpoints) --------------------------------------
 # A segment: [size, [[device, offset, length, fragment_size, crc32c], ...]]
-#            + [data_fragments, scheme] when it is erasure-coded (k > 1)
+#            + [data_fragments, scheme] when it is erasure-coded (k > 1) or moved
+#            + [origin] when it was moved (its segment id)
 # A piece:   [offset, length, source_offset, source] with source = bytes | segment
 # A version: [version_id, size, mtime_ns, etag, content_type, metadata, checksums,
 #             posix | nil, delete_marker, [piece, ...]]
@@ -285,8 +303,10 @@ def encode_segment(segment: Segment) -> list[Any]:
             for f in segment.fragments
         ],
     ]
-    if segment.data_fragments != 1 or segment.scheme != 0:
+    if segment.data_fragments != 1 or segment.scheme != 0 or segment.origin >= 0:
         encoded += [segment.data_fragments, segment.scheme]
+    if segment.origin >= 0:
+        encoded.append(segment.origin)
     return encoded
 
 
@@ -296,7 +316,9 @@ def decode_segment(raw: list[Any]) -> Segment:
     fragments = tuple([Fragment(Extent(f[0], f[1], f[2]), f[3], f[4]) for f in raw[1]])
     if len(raw) == 2:
         return Segment(raw[0], fragments)
-    return Segment(raw[0], fragments, raw[2], raw[3])
+    if len(raw) == 4:
+        return Segment(raw[0], fragments, raw[2], raw[3])
+    return Segment(raw[0], fragments, raw[2], raw[3], raw[4])
 
 
 def encode_piece(piece: Piece) -> list[Any]:
@@ -404,6 +426,8 @@ def _fields(record: Record) -> list[Any]:
             return [bucket, source_key, target_key, version_id, time_ns]
         case Exchange(bucket, first, second, time_ns):
             return [bucket, first, second, time_ns]
+        case MoveSegment(segment_id, storage):
+            return [segment_id, encode_segment(storage)]
     raise AssertionError(f"unknown record {record!r}")
 
 
@@ -422,6 +446,7 @@ _TYPES: Final[dict[type, RecordType]] = {
     SetAttributes: RecordType.SET_ATTRIBUTES,
     LinkKey: RecordType.LINK_KEY,
     Exchange: RecordType.EXCHANGE,
+    MoveSegment: RecordType.MOVE_SEGMENT,
 }
 
 
@@ -474,6 +499,8 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
             )
         case RecordType.EXCHANGE:
             return Exchange(BucketName(f[0]), f[1], f[2], f[3])
+        case RecordType.MOVE_SEGMENT:
+            return MoveSegment(f[0], decode_segment(f[1]))
     raise AssertionError(record_type)
 
 

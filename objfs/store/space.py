@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import final
 
 from objfs.errors import NoSpace
-from objfs.store.extents import ExtentAllocator
+from objfs.store.extents import ExtentAllocator, subtract_extents
 from objfs.store.types import Extent, Segment, SegmentId
 
 
@@ -43,17 +43,19 @@ class Space:
         *,
         reserve_bytes: int | Callable[[], int],
         reserve_devices: set[int] | None = None,
-        is_referenced: Callable[[SegmentId], bool] = lambda _: False,
+        held_extents: Callable[[SegmentId], list[Extent]] = lambda _: [],
     ) -> None:
         self.allocators = allocators
         # Only devices that hold checkpoint bodies need space kept back.
         self._reserve_devices = set(allocators) if reserve_devices is None else reserve_devices
         # A pinned segment freed by the index can be referenced again before the pin
-        # goes (a copy racing a delete of its source): then it must not be freed.
-        self._is_referenced = is_referenced
+        # goes (a copy racing a delete of its source): what it holds then must not
+        # be freed. `held_extents(id)` says what a segment holds now.
+        self._held_extents = held_extents
         self._reserve = reserve_bytes
         self._pins: Counter[SegmentId] = Counter()
-        self._deferred: dict[SegmentId, Segment] = {}
+        # Extents freed under a pinned segment's id (it was dropped, or moved), disjoint.
+        self._deferred: dict[SegmentId, list[Extent]] = {}
         self._next_device = 0
         # In a cluster, records name extents on other nodes' devices too: freeing
         # those is their node's business.
@@ -183,17 +185,21 @@ class Space:
             if self._pins[segment_id] == 0:
                 del self._pins[segment_id]
                 deferred = self._deferred.pop(segment_id, None)
-                if deferred is not None and not self._is_referenced(segment_id):
-                    self._free_segment_now(deferred)
+                if deferred:
+                    for extent in subtract_extents(deferred, self._held_extents(segment_id)):
+                        self.free_extent(extent)
 
     def free_segments(self, segments: Iterable[Segment]) -> None:
-        """Free segments nothing references, now or when their last pin goes."""
+        """Free the fragments of segments the index let go (dropped, or moved
+        away from), now or when the segment's last pin goes."""
         for segment in segments:
+            extents = [fragment.extent for fragment in segment.fragments]
             if self._pins[segment.segment_id]:
-                self._deferred[segment.segment_id] = segment
+                deferred = self._deferred.setdefault(segment.segment_id, [])
+                deferred.extend(subtract_extents(extents, deferred))
             else:
-                self._deferred.pop(segment.segment_id, None)
-                self._free_segment_now(segment)
+                for extent in extents:
+                    self.free_extent(extent)
 
     def take_segments(self, segments: Iterable[Segment]) -> None:
         """Mark the extents of segments the index now references in use, where they
@@ -206,13 +212,9 @@ class Space:
                 if allocator is not None and allocator.is_free(extent):
                     allocator.reserve(extent)
 
-    def _free_segment_now(self, segment: Segment) -> None:
-        for fragment in segment.fragments:
-            self.free_extent(fragment.extent)
-
     def deferred_extents(self) -> list[Extent]:
         """Extents of segments freed by the index but still pinned by a reader."""
-        return [f.extent for segment in self._deferred.values() for f in segment.fragments]
+        return [extent for extents in self._deferred.values() for extent in extents]
 
     def statistics(self) -> SpaceStatistics:
         return SpaceStatistics(

@@ -26,6 +26,7 @@ from objfs.errors import (
     InvalidRange,
     NoSpace,
     OutcomeUnknown,
+    PreconditionFailed,
     ReadOnly,
 )
 from objfs.store import links, names
@@ -39,7 +40,7 @@ from objfs.store.health import Health
 from objfs.store.index import ObjectIndex, version_segments
 from objfs.store.keylocks import KeyLocks
 from objfs.store.listing import VersionsPage, list_page, list_versions_page
-from objfs.store.packing import unpack_segment
+from objfs.store.packing import held_beyond, unpack_segment
 from objfs.store.reader import ObjectReader
 from objfs.store.records import (
     CreateBucket,
@@ -47,6 +48,7 @@ from objfs.store.records import (
     DeleteObject,
     Exchange,
     LinkKey,
+    MoveSegment,
     PutVersion,
     Record,
     RenameKey,
@@ -78,6 +80,7 @@ from objfs.store.types import (
     Piece,
     PosixAttrs,
     Segment,
+    SegmentId,
     StoreStatistics,
     VersionId,
     Versioning,
@@ -232,14 +235,13 @@ class Store:
         if not self._space_rebuilt:
             return
         after = self._index.packed_segments()
-        self._space.free_segments(
-            unpack_segment(packed) for key, packed in before.items() if after.get(key) != packed
+        changed = [i for i, packed in before.items() if after.get(i) != packed]
+        self._space.free_segments(  # what each held before and holds no more
+            held_beyond(before[i], after.get(i)) for i in changed
         )
-        added = [
-            unpack_segment(packed) for key, packed in after.items() if before.get(key) != packed
-        ]
-        self._space.take_segments(added)
-        self.on_new_segments(added)
+        added = [i for i, packed in after.items() if before.get(i) != packed]
+        self._space.take_segments(held_beyond(after[i], before.get(i)) for i in added)
+        self.on_new_segments([unpack_segment(after[i]) for i in added])
 
     def watch(self, watcher: Callable[[Change], None]) -> Callable[[], None]:
         """Call `watcher(change)` after every committed change, in the committing
@@ -775,6 +777,39 @@ class Store:
         except Exception:
             self._datapath.discard(fresh)
             raise
+
+    # -- moving segments ---------------------------------------------------------------
+
+    async def move_segment(self, segment_id: SegmentId) -> bool:
+        """Store segment `segment_id`'s bytes anew as one stripe placed as new
+        stripes are placed now, and point every version that reads it at them
+        (`MoveSegment`); its old fragments are freed. A cluster moves stripes
+        off a node that leaves this way. The bytes come from any k intact
+        fragments, so a segment with fragments on a dead node moves too.
+
+        Returns False if nothing referenced the segment by then (its new
+        fragments are freed).
+
+        Raises:
+            Corrupted: fewer than k of its fragments can be read.
+            NoSpace, Unavailable: the new stripe cannot be stored.
+        """
+        if self.config.read_only:
+            raise ReadOnly("the store was opened read-only")
+        segment = self._index.segment(segment_id)
+        if segment is None:
+            return False
+        self._space.pin([segment])
+        try:
+            data = (await self._datapath.read_segments([segment]))[0]
+            fresh = await self._datapath.write_whole_stripe(data[:])
+            try:
+                await self._commit_fresh(MoveSegment(segment_id, fresh), [fresh])
+            except PreconditionFailed:
+                return False  # deleted meanwhile
+        finally:
+            self._space.unpin([segment])
+        return True
 
     # -- status ---------------------------------------------------------------------
 

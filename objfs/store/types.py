@@ -17,7 +17,7 @@ BucketName = NewType("BucketName", str)
 ObjectKey = NewType("ObjectKey", str)
 VersionId = NewType("VersionId", str)
 Lsn = NewType("Lsn", int)  # WAL sequence number
-SegmentId = int  # Segment.segment_id: device index << 48 | offset of the first fragment
+SegmentId = int  # Segment.segment_id: device index << 48 | offset of its first fragment as written
 
 # Device indexes are cluster-wide (docs/cluster.md): every node applies every
 # record, so the index an Extent names must mean one device everywhere. A device's
@@ -108,18 +108,25 @@ class Segment:
     parity, each on its own device, stored with `scheme` (objfs/store/erasure.py);
     any k intact fragments give back its bytes. With k = 1 every fragment is a
     whole copy (one fragment: no redundancy). A segment is identified by the
-    extent of its first fragment (extents are never used twice while referenced).
+    extent of its first fragment as first written (extents are never used twice
+    while referenced). A segment moved to other extents (`MoveSegment`, a cluster
+    node leaving) keeps that identity in `origin`, and the first block of its
+    first extent stays reserved while it is referenced, so no other segment can
+    be given the same id.
     """
 
     size_bytes: int
     fragments: tuple[Fragment, ...]
     data_fragments: int = 1
     scheme: int = 0  # erasure.SCHEME_*; 0: whole copies
+    origin: int = -1  # the segment id of a moved segment; -1: its first fragment's
 
     @property
     def segment_id(self) -> int:
         """Device index and offset of the first fragment in one int (offsets < 2**48):
         an int key costs half a tuple key, and the index holds one per segment."""
+        if self.origin >= 0:
+            return self.origin
         first = self.fragments[0].extent
         return (first.device_index << 48) | first.offset_bytes
 

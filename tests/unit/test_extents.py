@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from objfs.errors import NoSpace
-from objfs.store.extents import AllocatorStatistics, ExtentAllocator
+from objfs.store.extents import AllocatorStatistics, ExtentAllocator, subtract_extents
 from objfs.store.types import BLOCK_SIZE_BYTES, Extent
 
 B = BLOCK_SIZE_BYTES
@@ -358,3 +358,14 @@ def test_with_used_refuses_overlaps_and_strays() -> None:
         ExtentAllocator.with_used(0, 0, 1 << 20, [Extent(0, 1 << 20, 4096)])
     with pytest.raises(ValueError):
         ExtentAllocator.with_used(0, 0, 1 << 20, [Extent(1, 0, 4096)])
+
+
+def test_subtract_extents_leaves_what_nothing_covers() -> None:
+    whole = [Extent(0, 0, 40960), Extent(1, 4096, 8192)]
+    cuts = [Extent(0, 0, 4096), Extent(0, 8192, 4096), Extent(0, 36864, 8192), Extent(2, 0, 4096)]
+    assert subtract_extents(whole, cuts) == [
+        Extent(0, 4096, 4096),
+        Extent(0, 12288, 24576),
+        Extent(1, 4096, 8192),
+    ]
+    assert subtract_extents(whole, whole) == []

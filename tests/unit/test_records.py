@@ -18,6 +18,7 @@ from objfs.store.records import (
     CreateBucket,
     DeleteBucket,
     DeleteObject,
+    MoveSegment,
     PutVersion,
     Record,
     RenameKey,
@@ -80,6 +81,7 @@ ALL_RECORDS: list[Record] = [
     Truncate(B, K, 0, 78),
     SetAttributes(B, K, posix=VERSION.posix, metadata=(), etag="e"),
     SetAttributes(B, K),
+    MoveSegment(SEGMENT.segment_id, dataclasses.replace(SEGMENT, origin=SEGMENT.segment_id)),
 ]
 
 
@@ -165,3 +167,32 @@ def test_checkpoint_body_round_trips_an_index() -> None:
     restored = ObjectIndex.from_snapshot(snapshot)
     assert restored.current(B, K) == VERSION
     assert restored.references(SEGMENT.segment_id) == 1
+
+
+def test_checkpoint_body_keeps_where_moved_segments_are() -> None:
+    """A moved segment's new storage survives a checkpoint: versions still name
+    the old one, and the restored index gives the new one, under the same id."""
+    index = ObjectIndex()
+    index.apply(CreateBucket(B, "o", 1))
+    index.apply(PutVersion(B, K, VERSION))
+    storage = Segment(5000, (Fragment(Extent(2, 1 << 20, 8192), 5000, 7),))
+    freed = index.apply(MoveSegment(SEGMENT.segment_id, storage))
+    # The old extent goes back but for its first block, which stays the id's.
+    assert [f.extent for s in freed for f in s.fragments] == [Extent(1, (1 << 40) + 4096, 4096)]
+    assert [s.segment_id for s in freed] == [SEGMENT.segment_id]
+    _, snapshot = decode_body(encode_body(index.snapshot(), 9))
+    restored = ObjectIndex.from_snapshot(snapshot)
+    moved = restored.current(B, K).pieces[1].source
+    assert isinstance(moved, Segment)
+    assert moved.fragments == storage.fragments and moved.segment_id == SEGMENT.segment_id
+    assert sorted(restored.referenced_extents(), key=lambda e: e.device_index) == [
+        Extent(1, 1 << 40, 4096),
+        Extent(2, 1 << 20, 8192),
+    ]
+    [dropped] = restored.apply(DeleteObject(B, K, VERSION.version_id, None))
+    assert {f.extent for f in dropped.fragments} == {
+        Extent(1, 1 << 40, 4096),
+        Extent(2, 1 << 20, 8192),
+    }
+    assert list(restored.referenced_extents()) == []
+    assert restored.moved_count() == 0

@@ -18,6 +18,8 @@ authentication or its load:
                                  through the cluster's catalog; 201 with the keys, once
                                  applied on this node
     DELETE /admin/users/NAME     a cluster node: delete a user (not root), likewise
+    POST   /admin/cluster/remove a cluster node: {"node": N} moves node N's stripes to
+                                 the other nodes, then removes it -> {"removed", "stripes_moved"}
 
 A single node's users are `DATA_DIR/users.json`, which `objfs user` edits
 itself: POST and DELETE /admin/users answer 400 there.
@@ -335,6 +337,16 @@ def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
         await member.replicator.change_catalog({"op": "user_delete_v1", "name": name})
         return answer({"deleted": name})
 
+    @app.post("/admin/cluster/remove")
+    async def remove_node() -> quart.Response:
+        """`objfs cluster remove`: move a node's stripes away, then remove it."""
+        member = _cluster_member(state, "nodes to remove")
+        body = await request.get_json(force=True, silent=True)
+        number = body.get("node") if isinstance(body, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise UsageError('a node to remove is a JSON object {"node": NUMBER}')
+        return answer(await member.remove_node(number))
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> quart.Response:
         return answer({"error": f"{request.method} {request.path}: {exc.name}"}, exc.code or 500)
@@ -364,12 +376,14 @@ class _NotRecovered(ObjfsError):
     """The store is not open yet (or any more)."""
 
 
-def _cluster_member(state: NodeState) -> ClusterMember:
+def _cluster_member(state: NodeState, what: str = "users") -> ClusterMember:
     if state.cluster is None:
-        raise UsageError(
-            "this node is not in a cluster: its users are DATA_DIR/users.json, which "
-            "`objfs user` changes itself"
-        )
+        if what == "users":
+            raise UsageError(
+                "this node is not in a cluster: its users are DATA_DIR/users.json, which "
+                "`objfs user` changes itself"
+            )
+        raise UsageError(f"this node is not in a cluster: no {what}")
     return state.cluster
 
 

@@ -26,6 +26,7 @@ from objfs.cluster.commands import (
     NodeOptions,
     cluster_init,
     cluster_join,
+    cluster_remove,
     cluster_status,
 )
 from objfs.cluster.state import ClusterState
@@ -201,6 +202,12 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="leader, members, their health and lag", parents=[common()]
     )
     state.add_argument("--json", action="store_true", help="as JSON")
+    remove = cluster_commands.add_parser(
+        "remove",
+        help="move a node's stripes to the other nodes, then take it out of the cluster",
+        parents=[common()],
+    )
+    remove.add_argument("node", metavar="NODE", type=int, help="the node's number")
 
     fsck = command("fsck", "check every invariant of a stopped store")
     fsck.add_argument("--verify-data", action="store_true", help="read and checksum every byte")
@@ -315,6 +322,8 @@ async def _run(args: argparse.Namespace, config: NodeConfig) -> int:
 async def _cluster(args: argparse.Namespace, config: NodeConfig) -> int:
     if args.cluster_command == "status":
         return await cluster_status(config, as_json=args.json)
+    if args.cluster_command == "remove":
+        return await cluster_remove(config, args.node)
     options = NodeOptions(
         name=args.name,
         raft_address=args.raft_address,

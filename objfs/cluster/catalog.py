@@ -15,7 +15,10 @@ Changes are JSON objects with an `op` naming their version, never reused:
     init_v1      {cluster_id, name, raft_address, api_address}   node 0, once
     add_node_v1  {name, raft_address, api_address}  -> the new node's number
     admitted_v1  {number}                            the node votes now
-    remove_node_v1 {number}
+    leave_v1     {number}     the node is leaving: no new stripes on its devices,
+                              and no record may name them for a new segment
+    remove_node_v1 {number}   a leaving node is gone (its stripes were moved), or
+                              one that joined and was never admitted
     devices_v1   {number, devices: [global device index, ...]}   a node's devices
     users_seed_v1 {users: [USER, ...]}   the first users, root among them; only
                                          into a catalog with none -> whether it did
@@ -52,6 +55,7 @@ class NodeEntry:
     api_address: str
     admitted: bool
     devices: tuple[int, ...] = ()  # global device indexes, ascending
+    leaving: bool = False  # `objfs cluster remove` is moving its stripes away
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -61,6 +65,7 @@ class NodeEntry:
             "api_address": self.api_address,
             "admitted": self.admitted,
             "devices": list(self.devices),
+            "leaving": self.leaving,
         }
 
 
@@ -78,6 +83,8 @@ class Catalog:
         # Never reused: a removed node's device indexes may still be named by
         # records until its fragments are healed elsewhere.
         self.next_number = 1
+        # Devices of removed nodes: no record may name them for a new segment.
+        self.removed_devices: set[int] = set()
         self.users: dict[str, User] = {}  # by name; empty until seeded
         self.users_version = 0  # counts the changes to `users` (alike on every node)
 
@@ -89,8 +96,14 @@ class Catalog:
         return [n for _, n in sorted(self.nodes.items()) if n.admitted]
 
     def devices(self) -> dict[int, tuple[int, ...]]:
-        """Node number -> its devices, for the voting members that have told theirs."""
-        return {n.number: n.devices for n in self.members() if n.devices}
+        """Node number -> its devices, for the voting members that have told theirs
+        and are not leaving: where new stripes go."""
+        return {n.number: n.devices for n in self.members() if n.devices and not n.leaving}
+
+    def retired_devices(self) -> set[int]:
+        """Devices of nodes leaving or removed: a new segment must not use them."""
+        leaving = {d for n in self.nodes.values() if n.leaving for d in n.devices}
+        return leaving | self.removed_devices
 
     def node(self, number: int) -> NodeEntry:
         try:
@@ -140,9 +153,14 @@ class Catalog:
                     raise InvalidArgument(f"devices {devices} are not all node {number}'s")
                 self.nodes[number] = replace(self.node(number), devices=devices)
                 return number
+            if op == "leave_v1":
+                return self._leave(int(change["number"]))
             if op == "remove_node_v1":
                 number = int(change["number"])
-                self.node(number)
+                node = self.node(number)
+                if node.admitted and not node.leaving:
+                    raise InvalidArgument(f"node {number} is not leaving: it cannot be removed")
+                self.removed_devices.update(node.devices)
                 del self.nodes[number]
                 return number
             if op == "users_seed_v1":
@@ -177,6 +195,18 @@ class Catalog:
             )
         self.next_number += 1
         self.nodes[number] = NodeEntry(number, name, raft_address, api_address, False)
+        return number
+
+    def _leave(self, number: int) -> int:
+        node = self.node(number)
+        if node.leaving:
+            return number  # asked again (a retried remove)
+        if not node.admitted:
+            raise InvalidArgument(f"node {number} has not been admitted: nothing to move off it")
+        staying = [n for n in self.members() if n.number != number and not n.leaving]
+        if not staying:
+            raise InvalidArgument(f"node {number} is the cluster's last member: it cannot leave")
+        self.nodes[number] = replace(node, leaving=True)
         return number
 
     def _seed_users(self, listed: Any) -> bool:

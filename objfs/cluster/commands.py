@@ -195,6 +195,31 @@ async def cluster_status(config: NodeConfig, *, as_json: bool) -> int:
     return 0
 
 
+async def cluster_remove(config: NodeConfig, number: int) -> int:
+    """`objfs cluster remove NODE`, through this data directory's running node."""
+    data_dir = config.store.data_dir
+    state = await trio.to_thread.run_sync(load, data_dir)
+    if state is None:
+        raise UsageError(f"{data_dir} is a single node, not in a cluster")
+    node = await trio.to_thread.run_sync(client.find_node, data_dir)
+    if node is None:
+        raise UsageError(
+            f"node {state.node_number} ({state.name}) is not running: a running node "
+            "moves the stripes away (start it with `objfs serve`)"
+        )
+    print(f"objfs: moving node {number}'s stripes to the other nodes...", flush=True)
+    done = await trio.to_thread.run_sync(
+        functools.partial(
+            node.call, "POST", "/admin/cluster/remove", {"node": number}, timeout_s=None
+        )
+    )
+    print(
+        f"objfs: node {done['removed']} is removed from the cluster "
+        f"({done['stripes_moved']} stripes moved)"
+    )
+    return 0
+
+
 def render_cluster(cluster: dict[str, Any]) -> str:
     raft = cluster.get("raft") or {}
     lines = [
@@ -218,7 +243,7 @@ def render_cluster(cluster: dict[str, Any]) -> str:
             if raft.get("state") == "leader" and address in match:
                 lag = (raft.get("commit_index") or 0) - match[address]
                 link += f", {max(lag, 0)} entries behind"
-        voting = "voting" if node["admitted"] else "joining"
+        voting = "leaving" if node.get("leaving") else "voting" if node["admitted"] else "joining"
         devices = len(node.get("devices") or ())
         lines.append(
             f"  {node['number']:>3}  {node['name']:<16} {address:<22} {voting}, {link}, "

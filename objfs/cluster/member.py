@@ -60,6 +60,7 @@ Listen = Callable[..., Awaitable[Any]]
 ADMIT_RETRY_S = 1.0
 UNREACHABLE_S = 10.0  # a node that failed a call is skipped (reads, placement) this long
 _DAMAGE_BATCH_S = 1.0  # damage reports to other nodes go out at most this often
+MOVES_IN_FLIGHT = 4  # stripes moved at once off a node that leaves
 
 
 @final
@@ -314,6 +315,12 @@ class ClusterMember:
         node = self.catalog.node(number)
         if node.admitted:
             return
+        await self._change_membership("adding", node.raft_address)
+        await self.replicator.change_catalog({"op": "admitted_v1", "number": number})
+        log.info("node %d (%s) is a voting member now", number, node.name)
+
+    async def _change_membership(self, what: str, address: str) -> None:
+        """Add or remove a Raft member (pysyncobj's own log entry) and wait for it."""
         raft = self.raft
         if raft is None:
             raise Unavailable("the cluster member is stopping")
@@ -324,15 +331,112 @@ class ClusterMember:
             outcome.append(reason)
             done.set()
 
-        raft.add_member(node.raft_address, finished)
+        if what == "adding":
+            raft.add_member(address, finished)
+        else:
+            raft.remove_member(address, finished)
         with trio.move_on_after(30):
             await done.wait()
         if not outcome:
-            raise Unavailable(f"adding {node.raft_address} to Raft took too long")
+            raise Unavailable(f"{what} {address} in Raft took too long")
         if outcome[0] is not None:
-            raise Unavailable(f"adding {node.raft_address} to Raft: {outcome[0]}")
-        await self.replicator.change_catalog({"op": "admitted_v1", "number": number})
-        log.info("node %d (%s) is a voting member now", number, node.name)
+            raise Unavailable(f"{what} {address} in Raft: {outcome[0]}")
+
+    async def remove_node(self, number: int) -> dict[str, Any]:
+        """`objfs cluster remove`: node `number` leaves the cluster for good.
+
+        It is marked leaving (no new stripes go to it, and no record may put a new
+        segment on it), every stripe with a fragment on its devices is moved to
+        the other nodes (read from any k fragments, so a dead node's stripes move
+        too: they are rebuilt from the rest), then it is taken out of the catalog
+        and out of Raft. Safe to run again after a failure: it goes on where it
+        stopped.
+
+        Raises:
+            InvalidArgument: the node is this one, unknown, or the last member.
+            Unavailable: stripes could not be moved (fewer than k fragments
+                readable), or the node leads the cluster (stop it first).
+        """
+        if number == self.state.node_number:
+            raise InvalidArgument(
+                f"node {number} is this node: run `objfs cluster remove` on another node"
+            )
+        await self.replicator.caught_up.wait()
+        node = self.catalog.node(number)
+        self._check_quorum_without(node.raft_address)
+        await self.replicator.change_catalog({"op": "leave_v1", "number": number})
+        log.info("node %d (%s) is leaving: moving its stripes elsewhere", number, node.name)
+        devices = set(node.devices)
+        moved = 0
+        while True:
+            await self.store.barrier()  # every record placed before the leave is applied
+            ids = self._segments_on(devices)
+            if not ids:
+                break
+            moved_now, failed = await self._move_segments(ids)
+            moved += moved_now
+            if failed:
+                raise Unavailable(
+                    f"{failed} of {len(ids)} stripes on node {number} could not be moved "
+                    f"(fewer than k of their fragments are readable; see the log); "
+                    f"{moved} were. Node {number} stays leaving: bring nodes back and "
+                    "run `objfs cluster remove` again"
+                )
+        raft = self.raft
+        leader = None if raft is None else raft.status().get("leader")
+        if leader == node.raft_address:
+            raise Unavailable(
+                f"node {number} leads the cluster; its stripes have been moved: stop it "
+                "and run `objfs cluster remove` again once another node leads"
+            )
+        await self.replicator.change_catalog({"op": "remove_node_v1", "number": number})
+        await self._change_membership("removing", node.raft_address)
+        log.info("node %d (%s) is removed; %d stripes moved", number, node.name, moved)
+        return {"removed": number, "stripes_moved": moved}
+
+    def _check_quorum_without(self, address: str) -> None:
+        """Refuse a removal after which the members reachable now would not be a
+        majority: the cluster could commit nothing more."""
+        raft = self.raft
+        status = {} if raft is None else raft.status()
+        connected = status.get("peers_connected") or {}
+        staying = [n.raft_address for n in self.catalog.members() if n.raft_address != address]
+        reachable = [a for a in staying if a == self.state.raft_address or connected.get(a)]
+        if len(reachable) * 2 <= len(staying):
+            raise Unavailable(
+                f"without {address} the cluster would have {len(staying)} members of which "
+                f"{len(reachable)} are reachable now: no majority, so nothing could be "
+                "committed; bring the others back first"
+            )
+
+    def _segments_on(self, devices: set[int]) -> list[int]:
+        index = self.store.index
+        found = []
+        for segment_id in index.segment_ids():
+            segment = index.segment(segment_id)
+            if segment is not None and any(
+                f.extent.device_index in devices for f in segment.fragments
+            ):
+                found.append(segment_id)
+        return found
+
+    async def _move_segments(self, segment_ids: list[int]) -> tuple[int, int]:
+        """Move each segment (a few at once); (moved, failed)."""
+        limiter = trio.CapacityLimiter(MOVES_IN_FLIGHT)
+        counts = [0, 0]
+
+        async def one(segment_id: int) -> None:
+            async with limiter:
+                try:
+                    counts[0] += await self.store.move_segment(segment_id)
+                except (ObjfsError, OSError) as exc:
+                    counts[1] += 1
+                    log.error("segment %d could not be moved: %s", segment_id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for segment_id in segment_ids:
+                nursery.start_soon(one, segment_id)
+        return counts[0], counts[1]
 
     async def read_local(self, device_index: int, ranges: list[tuple[int, int]]) -> bytes:
         """Bytes of this node's device for another node's reader (which checks them)."""

@@ -41,7 +41,7 @@ from objfs.errors import Corrupted, ObjfsError, OutcomeUnknown, Unavailable
 from objfs.store import Store
 from objfs.store.device import remove_file
 from objfs.store.index import ObjectIndex
-from objfs.store.records import Record, new_segments
+from objfs.store.records import MoveSegment, Record, new_segments
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,20 @@ class Replicator:
         error: ObjfsError | None = None
         try:
             if entry.kind == entries.Kind.RECORD:
-                self.store.apply_replicated(entry.record())
+                record = entry.record()
+                self._refuse_retired(record)
+                self.store.apply_replicated(record)
             elif entry.kind == entries.Kind.BARRIER:
                 pass
             else:
-                result = self.catalog.apply(entry.change())
+                change = entry.change()
+                result = self.catalog.apply(change)
+                if change.get("op") == "remove_node_v1" and result == self.node_number:
+                    self.failure = (
+                        "this node was removed from the cluster (objfs cluster remove); it "
+                        "serves nothing now: give it an empty data directory to use it again"
+                    )
+                    log.warning("%s", self.failure)
                 self.on_catalog_change()
         except ObjfsError as exc:
             error = exc
@@ -154,6 +163,24 @@ class Replicator:
             waiter = self._waiting.pop(entry.tag, None)
             if waiter is not None:
                 waiter.finish(result, error)
+
+    def _refuse_retired(self, record: Record) -> None:
+        """A record may not put a new segment on a device of a node that is leaving
+        or gone: its coordinator placed it before it knew (every node refuses it
+        alike, at the same point of the log), and it is written again."""
+        retired = self.catalog.retired_devices()
+        if not retired:
+            return
+        index = self.store.index
+        for segment in new_segments(record):
+            if not isinstance(record, MoveSegment) and index.references(segment.segment_id):
+                continue  # already stored (a copy by reference): it is moved with the rest
+            on = sorted({f.extent.device_index for f in segment.fragments} & retired)
+            if on:
+                raise Unavailable(
+                    f"a new stripe was placed on devices {on} of a node leaving the "
+                    "cluster; write it again"
+                )
 
     def mark_caught_up(self) -> None:
         if self._backlog is not None:

@@ -99,3 +99,30 @@ def test_signatures_bind_method_target_body_and_time() -> None:
         peers.verify(SECRET, "POST", "/cluster/v1/join", b"{}", headers, 2000)
     )
     assert peers.verify(SECRET, "POST", "/x", b"", {}, 1000) == "no signature time"
+
+
+def test_a_node_leaves_before_it_is_removed_and_never_the_last() -> None:
+    """Leaving takes a node's devices out of placement and marks them retired
+    (no new segment may use them); removal needs it leaving; the last member
+    cannot leave."""
+    catalog = Catalog()
+    init(catalog)
+    catalog.apply({"op": "devices_v1", "number": 0, "devices": [0, 1]})
+    catalog.apply({"op": "add_node_v1", "name": "n1", "raft_address": "h:3", "api_address": "h:4"})
+    catalog.apply({"op": "admitted_v1", "number": 1})
+    catalog.apply({"op": "devices_v1", "number": 1, "devices": [256, 257]})
+    assert catalog.devices() == {0: (0, 1), 1: (256, 257)}
+    with pytest.raises(InvalidArgument, match="not leaving"):
+        catalog.apply({"op": "remove_node_v1", "number": 1})
+    assert catalog.apply({"op": "leave_v1", "number": 1}) == 1
+    assert catalog.apply({"op": "leave_v1", "number": 1}) == 1  # a retry
+    assert catalog.devices() == {0: (0, 1)}
+    assert catalog.retired_devices() == {256, 257}
+    with pytest.raises(InvalidArgument, match="last member"):
+        catalog.apply({"op": "leave_v1", "number": 0})
+    catalog.apply({"op": "remove_node_v1", "number": 1})
+    assert [n.number for n in catalog.members()] == [0]
+    assert catalog.retired_devices() == {256, 257}
+    restored = Catalog()
+    restored.restore(catalog.history)
+    assert restored.retired_devices() == {256, 257} and restored.devices() == {0: (0, 1)}

@@ -55,6 +55,9 @@ class StoreConfig:
     # In a cluster: snapshot the state (the index, the catalog) and drop the Raft
     # log behind it once the log holds this many entries (docs/cluster.md).
     snapshot_entries: int = 100_000
+    # In a cluster: how often each node looks for stripes written while a node was
+    # down and stores them again in the full shape once every node is up (0: never).
+    rebalance_interval_ms: int = 60_000
     read_only: bool = False
 
     def __post_init__(self) -> None:
@@ -72,6 +75,10 @@ class StoreConfig:
         _check_range("store.scrub_interval_ms", self.scrub_interval_ms, 1000, 365 * 86_400_000)
         _check_range("store.scrub_rate_bytes_per_s", self.scrub_rate_bytes_per_s, 0, 1 << 40)
         _check_range("store.snapshot_entries", self.snapshot_entries, 100, 1 << 40)
+        if self.rebalance_interval_ms:
+            _check_range(
+                "store.rebalance_interval_ms", self.rebalance_interval_ms, 1000, 365 * 86_400_000
+            )
 
     def device_paths(self) -> tuple[str, ...]:
         """The configured devices, or the embedded default's files in the data directory."""

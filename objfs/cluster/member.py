@@ -35,7 +35,7 @@ from typing import Any, final
 import crc32c
 import trio
 
-from objfs.cluster import peers
+from objfs.cluster import moves, peers
 from objfs.cluster.api import create_cluster_app
 from objfs.cluster.catalog import Catalog
 from objfs.cluster.pending import PendingFragments
@@ -52,6 +52,7 @@ from objfs.cluster.snapshot import RaftSnapshots
 from objfs.cluster.state import ClusterState, journal_path, save, snapshot_path
 from objfs.errors import DeviceError, InvalidArgument, ObjfsError, Unavailable
 from objfs.store import Store
+from objfs.store.erasure import Policy
 from objfs.store.types import Extent, Segment, device_node_number
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ Listen = Callable[..., Awaitable[Any]]
 ADMIT_RETRY_S = 1.0
 UNREACHABLE_S = 10.0  # a node that failed a call is skipped (reads, placement) this long
 _DAMAGE_BATCH_S = 1.0  # damage reports to other nodes go out at most this often
-MOVES_IN_FLIGHT = 4  # stripes moved at once off a node that leaves
 
 
 @final
@@ -101,6 +101,13 @@ class ClusterMember:
         self._damaged: dict[int, set[int]] = {}
         self._damage_found = trio.Event()
         self.damage_reports_sent = 0
+        self.rebalancer = moves.Rebalancer(
+            store,
+            state.node_number,
+            full_policy=self._full_policy,
+            all_up=self._all_up,
+            retired=self.catalog.retired_devices,
+        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -173,6 +180,8 @@ class ClusterMember:
                         )
                     )
                 await self._tell_devices()
+                if not config.read_only and config.rebalance_interval_ms:
+                    nursery.start_soon(self.rebalancer.run, config.rebalance_interval_ms / 1000)
                 self.waiting_for = ""
                 log.info(
                     "in cluster %s as node %d (%s); Raft on %s",
@@ -256,6 +265,28 @@ class ClusterMember:
             )
         datapath.policy = policy
         datapath.placer = self.placement
+
+    def _full_policy(self) -> Policy | None:
+        """The shape for every member, if one keeps a node's loss to m fragments."""
+        counts = {n: len(d) for n, d in self.catalog.devices().items()}
+        config = self.store.config
+        policy = choose_cluster_policy(config.ec_policy, config.ec_backend, counts)
+        return policy if survives_node_loss(policy, counts) else None
+
+    def _all_up(self) -> bool:
+        """Whether every member that places stripes answers now: Raft is connected
+        to it and no call to it failed lately."""
+        raft = self.raft
+        if raft is None:
+            return False
+        connected = raft.status().get("peers_connected") or {}
+        for number in self.catalog.devices():
+            if number == self.state.node_number:
+                continue
+            node = self.catalog.nodes[number]
+            if not self.reachable(number) or not connected.get(node.raft_address):
+                return False
+        return True
 
     def reachable(self, node_number: int) -> bool:
         """Whether `node_number` has not failed a call in the last `UNREACHABLE_S`."""
@@ -370,10 +401,10 @@ class ClusterMember:
         moved = 0
         while True:
             await self.store.barrier()  # every record placed before the leave is applied
-            ids = self._segments_on(devices)
+            ids = await moves.segments_on(self.store.index, devices)
             if not ids:
                 break
-            moved_now, failed = await self._move_segments(ids)
+            moved_now, failed = await moves.move_segments(self.store, ids)
             moved += moved_now
             if failed:
                 raise Unavailable(
@@ -408,35 +439,6 @@ class ClusterMember:
                 f"{len(reachable)} are reachable now: no majority, so nothing could be "
                 "committed; bring the others back first"
             )
-
-    def _segments_on(self, devices: set[int]) -> list[int]:
-        index = self.store.index
-        found = []
-        for segment_id in index.segment_ids():
-            segment = index.segment(segment_id)
-            if segment is not None and any(
-                f.extent.device_index in devices for f in segment.fragments
-            ):
-                found.append(segment_id)
-        return found
-
-    async def _move_segments(self, segment_ids: list[int]) -> tuple[int, int]:
-        """Move each segment (a few at once); (moved, failed)."""
-        limiter = trio.CapacityLimiter(MOVES_IN_FLIGHT)
-        counts = [0, 0]
-
-        async def one(segment_id: int) -> None:
-            async with limiter:
-                try:
-                    counts[0] += await self.store.move_segment(segment_id)
-                except (ObjfsError, OSError) as exc:
-                    counts[1] += 1
-                    log.error("segment %d could not be moved: %s", segment_id, exc)
-
-        async with trio.open_nursery() as nursery:
-            for segment_id in segment_ids:
-                nursery.start_soon(one, segment_id)
-        return counts[0], counts[1]
 
     async def read_local(self, device_index: int, ranges: list[tuple[int, int]]) -> bytes:
         """Bytes of this node's device for another node's reader (which checks them)."""
@@ -558,6 +560,12 @@ class ClusterMember:
             "raft": {} if raft is None else raft.status(),
             "catalog": self.catalog.describe(),
             "placement": self._placement_status(),
+            "rebalance": {
+                "passes": self.rebalancer.passes,
+                "moved": self.rebalancer.moved,
+                "failed": self.rebalancer.failed,
+                "narrow": self.rebalancer.narrow,
+            },
             "snapshots": {
                 "taken": self.snapshots.taken,
                 "installed": self.replicator.snapshots_installed,

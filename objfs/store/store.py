@@ -208,7 +208,9 @@ class Store:
             ObjfsError: the record does not apply (the index is unchanged; every
                 node raises the same).
         """
-        self._space.free_segments(self._index.apply(record))
+        freed = self._index.apply(record)
+        if self._space_rebuilt:  # before, the space map is the empty local index's
+            self._space.free_segments(freed)
         self.on_new_segments(new_segments(record))
         self._tell_watchers(record)
 

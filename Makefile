@@ -30,8 +30,10 @@ lint: setup
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
+# Two worker processes, each taking whole test files (a file's fixtures and its
+# nodes stay in one process). PYTEST_ARGS="-n 0" runs everything in one process.
 test: lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run_all.py

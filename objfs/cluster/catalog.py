@@ -83,8 +83,9 @@ class Catalog:
         # Never reused: a removed node's device indexes may still be named by
         # records until its fragments are healed elsewhere.
         self.next_number = 1
-        # Devices of removed nodes: no record may name them for a new segment.
-        self.removed_devices: set[int] = set()
+        # Removed nodes, by number: their devices stay retired (no record may
+        # name them for a new segment).
+        self.removed: dict[int, NodeEntry] = {}
         self.users: dict[str, User] = {}  # by name; empty until seeded
         self.users_version = 0  # counts the changes to `users` (alike on every node)
 
@@ -103,7 +104,7 @@ class Catalog:
     def retired_devices(self) -> set[int]:
         """Devices of nodes leaving or removed: a new segment must not use them."""
         leaving = {d for n in self.nodes.values() if n.leaving for d in n.devices}
-        return leaving | self.removed_devices
+        return leaving | {d for n in self.removed.values() for d in n.devices}
 
     def node(self, number: int) -> NodeEntry:
         try:
@@ -160,8 +161,7 @@ class Catalog:
                 node = self.node(number)
                 if node.admitted and not node.leaving:
                     raise InvalidArgument(f"node {number} is not leaving: it cannot be removed")
-                self.removed_devices.update(node.devices)
-                del self.nodes[number]
+                self.removed[number] = self.nodes.pop(number)
                 return number
             if op == "users_seed_v1":
                 return self._seed_users(change["users"])

@@ -25,6 +25,7 @@ current. Leaving closes the Raft member (its journal is durable throughout).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -393,6 +394,11 @@ class ClusterMember:
                 f"node {number} is this node: run `objfs cluster remove` on another node"
             )
         await self.replicator.caught_up.wait()
+        gone = self.catalog.removed.get(number)
+        if gone is not None:  # a remove that failed after the catalog change: Raft again
+            with contextlib.suppress(Unavailable):  # pysyncobj refuses if already done
+                await self._change_membership("removing", gone.raft_address)
+            return {"removed": number, "stripes_moved": 0}
         node = self.catalog.node(number)
         self._check_quorum_without(node.raft_address)
         await self.replicator.change_catalog({"op": "leave_v1", "number": number})

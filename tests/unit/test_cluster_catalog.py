@@ -123,6 +123,7 @@ def test_a_node_leaves_before_it_is_removed_and_never_the_last() -> None:
     catalog.apply({"op": "remove_node_v1", "number": 1})
     assert [n.number for n in catalog.members()] == [0]
     assert catalog.retired_devices() == {256, 257}
+    assert catalog.removed[1].raft_address == "h:3"
     restored = Catalog()
     restored.restore(catalog.history)
     assert restored.retired_devices() == {256, 257} and restored.devices() == {0: (0, 1)}

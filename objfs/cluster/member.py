@@ -151,6 +151,9 @@ class ClusterMember:
                 await self.replicator.caught_up.wait()
                 if self.replicator.failure is not None:
                     raise Unavailable(self.replicator.failure)
+                # Everything committed before this start applied, then the space map.
+                self.waiting_for = "applying what the cluster committed before this start"
+                await self.replicator.settle()
                 self.store.rebuild_space()
                 await self.pending.restore()
                 self._taking_fragments = True

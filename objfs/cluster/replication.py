@@ -299,6 +299,28 @@ class Replicator:
         if joined.error is not None:
             raise Unavailable(joined.error)
 
+    async def settle(self) -> None:
+        """Return once a barrier proposed now is applied here, retrying for as long
+        as the cluster cannot commit. pysyncobj says "caught up" once this node
+        has applied the commit index it knows, which at a start may be older
+        than what the cluster had committed: entries from before the start can
+        still arrive. After `settle` none can, so the space map rebuilt then
+        knows every extent a record from before the start names.
+
+        Raises:
+            Unavailable: this node stopped applying (`failure`).
+        """
+        while True:
+            tag = entries.new_tag()
+            try:
+                await self._propose(tag, entries.barrier_entry(self.node_number, tag))
+                return
+            except Unavailable as exc:
+                if self.failure is not None:
+                    raise
+                log.info("waiting for the cluster to commit a barrier: %s", exc)
+                await trio.sleep(1.0)
+
     async def run_barriers(self) -> None:
         """The barrier rounds, for as long as the member runs."""
         while True:

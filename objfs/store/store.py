@@ -209,9 +209,14 @@ class Store:
                 node raises the same).
         """
         freed = self._index.apply(record)
+        added = new_segments(record)
         if self._space_rebuilt:  # before, the space map is the empty local index's
             self._space.free_segments(freed)
-        self.on_new_segments(new_segments(record))
+            # This node's extents a record names are in use: allocated for it, or
+            # taken back from the pending file. Should one be free, take it now
+            # rather than hand it out twice.
+            self._space.take_segments(added)
+        self.on_new_segments(added)
         self._tell_watchers(record)
 
     def rebuild_space(self) -> None:

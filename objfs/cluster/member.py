@@ -390,7 +390,8 @@ class ClusterMember:
         Raises:
             InvalidArgument: the node is this one, unknown, or the last member.
             Unavailable: stripes could not be moved (fewer than k fragments
-                readable), or the node leads the cluster (stop it first).
+                readable, or no room elsewhere), the nodes left that are up would
+                be no majority, or the node leads the cluster (stop it first).
         """
         if number == self.state.node_number:
             raise InvalidArgument(
@@ -418,7 +419,8 @@ class ClusterMember:
             if failed:
                 raise Unavailable(
                     f"{failed} of {len(ids)} stripes on node {number} could not be moved "
-                    f"(fewer than k of their fragments are readable; see the log); "
+                    "(the log says why: fewer than k fragments readable, or no room "
+                    f"on the other nodes); "
                     f"{moved} were. Node {number} stays leaving: bring nodes back and "
                     "run `objfs cluster remove` again"
                 )

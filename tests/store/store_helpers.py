@@ -8,7 +8,50 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from objfs.config import StoreConfig
 from objfs.store import Store
+from objfs.store.format import create_data_dir
+from objfs.store.fsck import FsckReport, check_open_store
+from objfs.store.types import BucketName, KiB, MiB, ObjectKey, Segment
+
+# A 4+2 node on six 64 MiB device files with 64 KiB fragments (one stripe holds
+# 256 KiB), as tests/store/test_erasure.py and test_move_segment.py use it.
+ERASURE_DEVICE_COUNT = 6
+ERASURE_DEVICE_BYTES = 64 * MiB
+ERASURE_FRAGMENT_BYTES = 64 * KiB
+
+
+def erasure_config(data_dir: str) -> StoreConfig:
+    """4+2, 64 KiB fragments, checkpoints only at close, scrubs at full speed (and
+    no background scrub: a rate of 0 turns it off)."""
+    return StoreConfig(
+        data_dir=data_dir,
+        ec_policy="4+2",
+        fragment_size_bytes=ERASURE_FRAGMENT_BYTES,
+        checkpoint_interval_ms=3_600_000,
+        scrub_rate_bytes_per_s=0,
+    )
+
+
+async def make_erasure_node(data_dir: str) -> StoreConfig:
+    """Six fresh device files in `data_dir`; the 4+2 node's config."""
+    await create_data_dir(
+        data_dir, device_count=ERASURE_DEVICE_COUNT, device_size_bytes=ERASURE_DEVICE_BYTES
+    )
+    return erasure_config(data_dir)
+
+
+def segments_of(store: Store, key: str, *, bucket: str) -> list[Segment]:
+    """The segments the current version of a key reads, in order."""
+    version = store.index.current(BucketName(bucket), ObjectKey(key))
+    return [piece.source for piece in version.pieces if isinstance(piece.source, Segment)]
+
+
+async def assert_fsck_clean(store: Store) -> FsckReport:
+    """fsck of the open store, every fragment read and verified, finds nothing."""
+    report = await check_open_store(store, verify_data=True)
+    assert report.clean, report.render()
+    return report
 
 
 def payload(tag: str, size: int) -> bytes:

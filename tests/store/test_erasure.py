@@ -23,26 +23,37 @@ bytes read back, on the health counters and on what the scrub report and fsck
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Iterable, Iterator
 
 import pytest
+import store_helpers
 import trio
-from store_helpers import payload
+from store_helpers import (
+    ERASURE_DEVICE_BYTES,
+    ERASURE_DEVICE_COUNT,
+    ERASURE_FRAGMENT_BYTES,
+    assert_fsck_clean,
+    erasure_config,
+    make_erasure_node,
+    payload,
+)
 
 from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError
 from objfs.store import Store, open_store
 from objfs.store.device import create_device_file, open_device, open_devices
-from objfs.store.format import adopt_device, create_data_dir
+from objfs.store.format import adopt_device
 from objfs.store.fsck import check_open_store, run_fsck
-from objfs.store.types import BucketName, Extent, KiB, MiB, ObjectKey, Segment
+from objfs.store.types import Extent, KiB, MiB, Segment
 
 BUCKET = "erasure"
-DEVICE_COUNT = 6
-DEVICE_BYTES = 64 * MiB
-FRAGMENT_BYTES = 64 * KiB
+segments_of = functools.partial(store_helpers.segments_of, bucket=BUCKET)
+DEVICE_COUNT = ERASURE_DEVICE_COUNT
+DEVICE_BYTES = ERASURE_DEVICE_BYTES
+FRAGMENT_BYTES = ERASURE_FRAGMENT_BYTES
 K, M = 4, 2
 SEGMENT_BYTES = K * FRAGMENT_BYTES  # user bytes in one full stripe
 GARBAGE_FROM_BYTES = 128 * KiB  # past both superblock copies (at 0 and 64 KiB)
@@ -65,25 +76,8 @@ def data_dir(disk_dir: str) -> Iterator[str]:
     yield os.path.join(disk_dir, "node")
 
 
-def config_for(data_dir: str) -> StoreConfig:
-    """4+2, 64 KiB fragments, checkpoints only at close, scrubs at full speed (and
-    no background scrub: a rate of 0 turns it off)."""
-    return StoreConfig(
-        data_dir=data_dir,
-        ec_policy="4+2",
-        fragment_size_bytes=FRAGMENT_BYTES,
-        checkpoint_interval_ms=3_600_000,
-        scrub_rate_bytes_per_s=0,
-    )
-
-
 def device_file(data_dir: str, index: int) -> str:
     return os.path.join(data_dir, "devices", f"dev{index}.img")
-
-
-async def make_node(data_dir: str) -> StoreConfig:
-    await create_data_dir(data_dir, device_count=DEVICE_COUNT, device_size_bytes=DEVICE_BYTES)
-    return config_for(data_dir)
 
 
 async def put_objects(store: Store, expected: dict[str, bytes], prefix: str) -> None:
@@ -113,11 +107,6 @@ async def assert_objects(
                 for start, size in ranges:
                     got = await reader.read(start, size)
                     assert got == data[start : start + size], (key, start, size)
-
-
-def segments_of(store: Store, key: str) -> list[Segment]:
-    version = store.index.current(BucketName(BUCKET), ObjectKey(key))
-    return [piece.source for piece in version.pieces if isinstance(piece.source, Segment)]
 
 
 def fragments_on(segments: Iterable[Segment], devices: set[int]) -> int:
@@ -161,7 +150,7 @@ def flip_bit(path: str, offset_bytes: int, bit: int) -> None:
 async def adopt(data_dir: str, index: int) -> None:
     """What `objfs device replace` does: a fresh, blank device file becomes device
     `index` of the node (whose other files are those in the data directory)."""
-    present_paths = config_for(data_dir).device_paths()
+    present_paths = erasure_config(data_dir).device_paths()
     path = device_file(data_dir, index)
     assert path not in present_paths
     await trio.to_thread.run_sync(create_device_file, path, DEVICE_BYTES)
@@ -175,11 +164,6 @@ async def adopt(data_dir: str, index: int) -> None:
     finally:
         for device in present:
             await device.aclose()
-
-
-async def assert_fsck_clean(store: Store) -> None:
-    report = await check_open_store(store, verify_data=True)
-    assert report.clean, report.render()
 
 
 async def assert_offline_fsck_clean(config: StoreConfig) -> None:
@@ -204,7 +188,7 @@ async def test_any_two_deleted_device_files_lose_nothing_and_replacements_heal_f
     those devices hold, the scrub is clean, no device is owed (also after a
     reopen), fsck verifies every fragment, and every object, including those
     written while degraded, is byte-identical."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config, background_jobs=False) as store:
         await store.create_bucket(BUCKET)
@@ -330,7 +314,7 @@ async def test_garbage_over_two_closed_devices_loses_nothing_and_scrub_repairs_i
     fragments the garbage hit and is clean, fsck verifies every fragment, and the
     node takes new objects."""
     rng = random.Random(seed)
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config, background_jobs=False) as store:
         await store.create_bucket(BUCKET)
@@ -354,7 +338,7 @@ async def test_garbage_over_two_closed_devices_loses_nothing_and_scrub_repairs_i
     for index, offset, size in plan:
         write_at(device_file(image_dir, index), offset, rng.randbytes(size))
 
-    image = config_for(image_dir)
+    image = erasure_config(image_dir)
     async with open_store(image, background_jobs=False) as store:
         assert store.replayed_records > 0, "the in-wal/ objects came from the WAL"
         assert store.health.statistics().down_devices == ()
@@ -399,7 +383,7 @@ async def test_bit_flips_in_at_most_m_fragments_per_stripe_are_read_around_and_s
     the scrub repairs every flipped fragment and is clean; afterwards reads meet
     no bad fragment, also after a reopen, and fsck is clean."""
     rng = random.Random(7)
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config, background_jobs=False) as store:
         await store.create_bucket(BUCKET)
@@ -462,7 +446,7 @@ async def test_three_damaged_fragments_of_a_stripe_give_corrupted_never_wrong_by
     other object reads fine and puts keep working; the scrub reports the object
     as unrecoverable and is not clean; fsck says the data is lost. Overwriting the
     object frees the lost stripes, and then scrub and fsck are clean again."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     victim = payload("victim", 5 * SEGMENT_BYTES - 100)
     async with open_store(config, background_jobs=False) as store:
@@ -561,7 +545,7 @@ async def test_replacement_healed_at_open_restores_redundancy_for_a_later_loss(
     left, every stripe needs its fragment on the replacement, and the WAL and
     checkpoints exist only there, yet every object, old, written while degraded
     or written now, reads byte-identical: the redundancy was really restored."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config) as store:
         await store.create_bucket(BUCKET)
@@ -614,7 +598,7 @@ async def test_three_missing_device_files_refuse_to_open_until_one_is_back(
     """4+2 can do without two devices, not three: the open is refused with a
     DeviceError naming the missing devices and the limit, and changes nothing;
     with one of them back, the node opens and every object reads."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config, background_jobs=False) as store:
         await store.create_bucket(BUCKET)
@@ -638,7 +622,7 @@ async def test_device_back_after_missing_is_healed_of_what_it_missed(
     rewrites exactly the fragments of stripes written while it was away, and then
     with two other devices deleted everything still reads, so it really holds
     its share again (and the WAL and checkpoint it lagged behind were repaired)."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     expected: dict[str, bytes] = {}
     async with open_store(config, background_jobs=False) as store:
         await store.create_bucket(BUCKET)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import pytest
 import store_helpers
 import trio
-from store_helpers import payload
+from store_helpers import assert_fsck_clean, payload
 
 from objfs.config import StoreConfig
 from objfs.errors import Corrupted, DeviceError, ReadOnly
@@ -156,12 +156,6 @@ async def assert_objects(store: Store, expected: dict[str, bytes]) -> None:
     for key, data in expected.items():
         assert store.head_object(BUCKET, key).size_bytes == len(data), key
         assert await store.get_object(BUCKET, key) == data, key
-
-
-async def assert_fsck_clean(store: Store) -> FsckReport:
-    report = await check_open_store(store, verify_data=True)
-    assert report.clean, report.render()
-    return report
 
 
 def findings(report: FsckReport, check: str) -> list[bool]:

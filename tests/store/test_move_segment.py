@@ -17,20 +17,20 @@ checkpoint's moved table and the WAL), and across a reopen.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 
 import pytest
-from store_helpers import payload
+import store_helpers
+from store_helpers import assert_fsck_clean, make_erasure_node, payload
 
-from objfs.config import StoreConfig
 from objfs.store import Store, open_store
-from objfs.store.format import create_data_dir
-from objfs.store.fsck import check_open_store, run_fsck
-from objfs.store.types import BLOCK_SIZE_BYTES, BucketName, KiB, MiB, ObjectKey, Segment
+from objfs.store.fsck import run_fsck
+from objfs.store.types import BLOCK_SIZE_BYTES, KiB, MiB, Segment
 
 BUCKET = "moves"
-FRAGMENT_BYTES = 64 * KiB
+segments_of = functools.partial(store_helpers.segments_of, bucket=BUCKET)
 SIZES = {"small": 3000, "one": 100 * KiB, "several": 1 * MiB + 4321}
 
 
@@ -39,29 +39,8 @@ def data_dir(disk_dir: str) -> Iterator[str]:
     yield os.path.join(disk_dir, "node")
 
 
-async def make_node(data_dir: str) -> StoreConfig:
-    await create_data_dir(data_dir, device_count=6, device_size_bytes=64 * MiB)
-    return StoreConfig(
-        data_dir=data_dir,
-        ec_policy="4+2",
-        fragment_size_bytes=FRAGMENT_BYTES,
-        checkpoint_interval_ms=3_600_000,
-        scrub_rate_bytes_per_s=0,
-    )
-
-
-def segments_of(store: Store, key: str) -> list[Segment]:
-    version = store.index.current(BucketName(BUCKET), ObjectKey(key))
-    return [piece.source for piece in version.pieces if isinstance(piece.source, Segment)]
-
-
 def extents_of(segments: list[Segment]) -> set[tuple[int, int]]:
     return {(f.extent.device_index, f.extent.offset_bytes) for s in segments for f in s.fragments}
-
-
-async def assert_clean(store: Store, config: StoreConfig | None = None) -> None:
-    report = await check_open_store(store, verify_data=True)
-    assert report.clean, report.render()
 
 
 async def put_all(store: Store) -> dict[str, bytes]:
@@ -91,7 +70,7 @@ async def test_moved_segments_read_the_same_bytes_from_new_fragments_and_free_th
     read the same bytes, from none of the old fragments; the old fragments are
     free but for one block per segment (its id), fsck is clean online and
     offline and after a reopen, and deleting everything gives back every byte."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     async with open_store(config, background_jobs=False) as store:
         expected = await put_all(store)
         old = {key: segments_of(store, key) for key in expected}
@@ -111,7 +90,7 @@ async def test_moved_segments_read_the_same_bytes_from_new_fragments_and_free_th
             assert not extents_of(new) & extents_of(old[key]), key
         # Same sizes of stripes; one block per segment stays reserved as its id.
         assert store.space.free_bytes == free_before - len(ids) * BLOCK_SIZE_BYTES
-        await assert_clean(store)
+        await assert_fsck_clean(store)
 
     report = await run_fsck(config, verify_data=True, repair=False)
     assert report.clean, report.render()
@@ -119,14 +98,14 @@ async def test_moved_segments_read_the_same_bytes_from_new_fragments_and_free_th
     async with open_store(config, background_jobs=False) as store:
         assert store.index.moved_count() == len(ids)
         await assert_objects(store, expected)
-        await assert_clean(store)
+        await assert_fsck_clean(store)
         held = sum(extent.length_bytes for extent in store.index.referenced_extents())
         free = store.space.free_bytes
         for key in expected:
             await store.delete_object(BUCKET, key)
         assert store.index.moved_count() == 0
         assert store.space.free_bytes == free + held  # the id blocks included
-        await assert_clean(store)
+        await assert_fsck_clean(store)
 
 
 async def test_a_segment_moved_twice_and_copied_in_between_keeps_one_identity(
@@ -134,7 +113,7 @@ async def test_a_segment_moved_twice_and_copied_in_between_keeps_one_identity(
 ) -> None:
     """A copy made after the first move embeds the moved storage; a second move
     is followed by both names, and deleting the original leaves the copy whole."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     async with open_store(config, background_jobs=False) as store:
         expected = await put_all(store)
         (segment,) = segments_of(store, "one")
@@ -148,16 +127,16 @@ async def test_a_segment_moved_twice_and_copied_in_between_keeps_one_identity(
         await store.delete_object(BUCKET, "one")
         del expected["one"]
         await assert_objects(store, expected)
-        await assert_clean(store)
+        await assert_fsck_clean(store)
     async with open_store(config, background_jobs=False) as store:
         await assert_objects(store, expected)
-        await assert_clean(store)
+        await assert_fsck_clean(store)
 
 
 async def test_a_reader_open_across_a_move_keeps_reading_its_fragments(data_dir: str) -> None:
     """A reader opened before the move holds the old fragments: they are freed
     when it closes, not before, even while new writes take free space."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     async with open_store(config, background_jobs=False) as store:
         expected = await put_all(store)
         async with store.open_reader(BUCKET, "several") as reader:
@@ -169,13 +148,13 @@ async def test_a_reader_open_across_a_move_keeps_reading_its_fragments(data_dir:
             assert store.space.statistics().deferred_frees == 5
         assert store.space.statistics().deferred_frees == 0
         await assert_objects(store, expected)
-        await assert_clean(store)
+        await assert_fsck_clean(store)
 
 
 async def test_moving_a_segment_deleted_meanwhile_frees_its_new_fragments(data_dir: str) -> None:
     """A move of a segment nothing references (any more) reports False and
     leaves no new fragment behind."""
-    config = await make_node(data_dir)
+    config = await make_erasure_node(data_dir)
     async with open_store(config, background_jobs=False) as store:
         await put_all(store)
         (segment,) = segments_of(store, "one")
@@ -183,4 +162,4 @@ async def test_moving_a_segment_deleted_meanwhile_frees_its_new_fragments(data_d
         free = store.space.free_bytes
         assert not await store.move_segment(segment.segment_id)
         assert store.space.free_bytes == free
-        await assert_clean(store)
+        await assert_fsck_clean(store)

@@ -22,6 +22,7 @@ its local ones.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import store_helpers
 from store_helpers import payload
 
 from objfs.config import StoreConfig
@@ -49,7 +51,6 @@ from objfs.store.types import (
     KiB,
     MiB,
     ObjectKey,
-    Segment,
     device_mask,
     device_node_number,
     devices_in_mask,
@@ -58,6 +59,7 @@ from objfs.store.types import (
 )
 
 BUCKET = "numbered"
+segments_of = functools.partial(store_helpers.segments_of, bucket=BUCKET)
 NODE = 3
 BASE = NODE * DEVICES_PER_NODE  # 768: device index of node 3's local device 0
 DEVICE_COUNT = 6
@@ -83,11 +85,6 @@ def config_for(data_dir: str) -> StoreConfig:
 
 def device_file(data_dir: str, local: int) -> str:
     return os.path.join(data_dir, "devices", f"dev{local}.img")
-
-
-def segments_of(store: Store, key: str) -> list[Segment]:
-    version = store.index.current(BucketName(BUCKET), ObjectKey(key))
-    return [piece.source for piece in version.pieces if isinstance(piece.source, Segment)]
 
 
 async def put_objects(store: Store, expected: dict[str, bytes], prefix: str) -> None:

@@ -340,7 +340,7 @@ def create_admin_app(state: NodeState, metrics: Metrics) -> QuartTrio:
     @app.post("/admin/cluster/remove")
     async def remove_node() -> quart.Response:
         """`objfs cluster remove`: move a node's stripes away, then remove it."""
-        member = _cluster_member(state, "nodes to remove")
+        member = _cluster_member(state, "there are no other nodes to remove")
         body = await request.get_json(force=True, silent=True)
         number = body.get("node") if isinstance(body, dict) else None
         if not isinstance(number, int) or isinstance(number, bool):
@@ -376,14 +376,13 @@ class _NotRecovered(ObjfsError):
     """The store is not open yet (or any more)."""
 
 
-def _cluster_member(state: NodeState, what: str = "users") -> ClusterMember:
+_USERS_ALONE = "its users are DATA_DIR/users.json, which `objfs user` changes itself"
+
+
+def _cluster_member(state: NodeState, alone: str = _USERS_ALONE) -> ClusterMember:
+    """The node's cluster member; UsageError saying `alone` if it is a single node."""
     if state.cluster is None:
-        if what == "users":
-            raise UsageError(
-                "this node is not in a cluster: its users are DATA_DIR/users.json, which "
-                "`objfs user` changes itself"
-            )
-        raise UsageError(f"this node is not in a cluster: no {what}")
+        raise UsageError(f"this node is not in a cluster: {alone}")
     return state.cluster
 
 

@@ -280,10 +280,9 @@ class ClusterMember:
     def _all_up(self) -> bool:
         """Whether every member that places stripes answers now: Raft is connected
         to it and no call to it failed lately."""
-        raft = self.raft
-        if raft is None:
+        if self.raft is None:
             return False
-        connected = raft.status().get("peers_connected") or {}
+        connected = self._raft_connected()
         for number in self.catalog.devices():
             if number == self.state.node_number:
                 continue
@@ -291,6 +290,14 @@ class ClusterMember:
             if not self.reachable(number) or not connected.get(node.raft_address):
                 return False
         return True
+
+    def _raft_connected(self) -> dict[str, bool]:
+        """Raft address -> whether pysyncobj is connected to that peer now."""
+        raft = self.raft
+        if raft is None:
+            return {}
+        connected: dict[str, bool] = raft.status().get("peers_connected") or {}
+        return connected
 
     def reachable(self, node_number: int) -> bool:
         """Whether `node_number` has not failed a call in the last `UNREACHABLE_S`."""
@@ -439,9 +446,7 @@ class ClusterMember:
     def _check_quorum_without(self, address: str) -> None:
         """Refuse a removal after which the members reachable now would not be a
         majority: the cluster could commit nothing more."""
-        raft = self.raft
-        status = {} if raft is None else raft.status()
-        connected = status.get("peers_connected") or {}
+        connected = self._raft_connected()
         staying = [n.raft_address for n in self.catalog.members() if n.raft_address != address]
         reachable = [a for a in staying if a == self.state.raft_address or connected.get(a)]
         if len(reachable) * 2 <= len(staying):

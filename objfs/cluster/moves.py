@@ -39,16 +39,24 @@ MOVES_IN_FLIGHT = 4  # stripes moved at once off a node that leaves
 _SCAN_YIELD = 500  # segments looked at between two checkpoints of the event loop
 
 
-async def segments_on(index: ObjectIndex, devices: set[int]) -> list[int]:
-    """The ids of every referenced segment with a fragment on one of `devices`."""
+async def scan(index: ObjectIndex, wanted: Callable[[Segment], bool]) -> list[int]:
+    """The ids of every referenced segment `wanted` says yes to, yielding to the
+    event loop every few hundred."""
     found = []
     for done, segment_id in enumerate(index.segment_ids()):
         if done % _SCAN_YIELD == 0:
             await trio.lowlevel.checkpoint()
         segment = index.segment(segment_id)
-        if segment is not None and any(f.extent.device_index in devices for f in segment.fragments):
+        if segment is not None and wanted(segment):
             found.append(segment_id)
     return found
+
+
+async def segments_on(index: ObjectIndex, devices: set[int]) -> list[int]:
+    """The ids of every referenced segment with a fragment on one of `devices`."""
+    return await scan(
+        index, lambda segment: any(f.extent.device_index in devices for f in segment.fragments)
+    )
 
 
 async def move_segments(store: Store, segment_ids: list[int]) -> tuple[int, int]:
@@ -131,19 +139,17 @@ class Rebalancer:
         policy = self._full_policy()
         if policy is None or not self._all_up():
             return 0
-        index = self._store.index
         retired = self._retired()
-        narrow = []
-        for done, segment_id in enumerate(index.segment_ids()):
-            if done % _SCAN_YIELD == 0:
-                await trio.lowlevel.checkpoint()
-            segment = index.segment(segment_id)
-            if segment is None or well_placed(segment, policy):
-                continue
+
+        def leads_narrow(segment: Segment) -> bool:
             first = segment.fragments[0].extent.device_index
-            if device_node_number(first) != self._node_number or first in retired:
-                continue
-            narrow.append(segment_id)
+            return (
+                device_node_number(first) == self._node_number
+                and first not in retired
+                and not well_placed(segment, policy)
+            )
+
+        narrow = await scan(self._store.index, leads_narrow)
         moved = 0
         for segment_id in narrow:
             if not self._all_up() or self._full_policy() != policy:

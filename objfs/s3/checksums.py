@@ -1,19 +1,26 @@
 """objfs.s3.checksums — the S3 checksum algorithms and the checks of checksum headers.
 
-Owns computing CRC32, CRC32C, CRC64NVME (native, via awscrt), SHA1 and SHA256
-the way S3 reports them (base64 of the big-endian digest), reading the
-x-amz-checksum-*, x-amz-sdk-checksum-algorithm, x-amz-trailer and Content-MD5
-headers, and the errors AWS answers for them. Pure: no I/O, no body reading.
+Owns computing CRC32 (ISA-L, as OpenStack Swift loads it, else zlib), CRC32C
+(the crc32c package), CRC64NVME (awscrt), SHA1 and SHA256 the way S3 reports
+them (base64 of the big-endian digest), reading the x-amz-checksum-*,
+x-amz-sdk-checksum-algorithm, x-amz-trailer and Content-MD5 headers, and the
+errors AWS answers for them. Pure: no I/O, no body reading.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import hashlib
-from collections.abc import Mapping
+import importlib.metadata
+import logging
+import zlib
+from collections.abc import Callable, Mapping
 from typing import final
 
+import crc32c
 from awscrt import checksums as crt
 
 from objfs.s3.errors import S3Error
@@ -21,7 +28,43 @@ from objfs.s3.errors import S3Error
 ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 DIGEST_SIZE_BYTES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
 HEADER_PREFIX = "x-amz-checksum-"
-_CRCS = {"crc32": crt.crc32, "crc32c": crt.crc32c, "crc64nvme": crt.crc64nvme}
+log = logging.getLogger(__name__)
+
+
+def _isal_crc32() -> Callable[[bytes | bytearray | memoryview, int], int] | None:
+    """CRC32 (gzip's) by ISA-L through ctypes, ~10 GB/s here against ~2.4 for zlib
+    and awscrt: boto3 sends it with every upload by default. ISA-L comes with
+    pyeclib's wheel (or the system); None where there is none."""
+    path = ctypes.util.find_library("isal")
+    if path is None:
+        try:
+            found = [f for f in importlib.metadata.files("pyeclib") or () if "libisal" in f.name]
+        except importlib.metadata.PackageNotFoundError:
+            found = []
+        path = str(found[0].locate()) if len(found) == 1 else None
+    try:
+        function = ctypes.CDLL(path).crc32_gzip_refl if path else None
+    except (OSError, AttributeError) as exc:
+        log.warning("ISA-L at %s has no usable crc32_gzip_refl (%s): CRC32 via zlib", path, exc)
+        return None
+    if function is None:
+        return None
+    function.restype = ctypes.c_uint32
+    function.argtypes = [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint64]
+
+    def crc32(data: bytes | bytearray | memoryview, value: int) -> int:
+        if type(data) is not bytes:  # ctypes takes bytes' buffer as it is; others: zlib
+            return zlib.crc32(data, value)
+        return int(function(value, data, len(data)))  # ctypes lets go of the GIL meanwhile
+
+    return crc32 if crc32(b"123456789", 0) == 0xCBF43926 else None
+
+
+_CRCS: dict[str, Callable[[bytes | bytearray | memoryview, int], int]] = {
+    "crc32": _isal_crc32() or zlib.crc32,
+    "crc32c": crc32c.crc32c,  # SSE4.2, ~20 GB/s: a little ahead of awscrt's
+    "crc64nvme": crt.crc64nvme,
+}
 _ALGORITHM_LIST = "[" + ", ".join(algorithm.upper() for algorithm in ALGORITHMS) + "]"
 
 
@@ -38,7 +81,7 @@ class Checksum:
         self._hash = hashlib.new(algorithm) if algorithm not in _CRCS else None
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        """Add data; CRCs run in awscrt's native code (GB/s), hashes in hashlib."""
+        """Add data; CRCs run in native code (GB/s), hashes in hashlib."""
         if self._hash is None:
             self._crc = int(_CRCS[self.algorithm](data, self._crc))
         else:

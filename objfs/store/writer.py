@@ -214,20 +214,22 @@ class ObjectWriter:
         previous: trio.Event,
         mine: trio.Event,
     ) -> None:
-        payload = gathered.payload()
-        view = payload.view[:size] if isinstance(payload, AlignedBuffer) else memoryview(payload)
         aligned = self._aligned
 
-        def digest() -> int | None:
-            self._md5.update(view)
-            # Whole copies are stored with the CRC of these bytes: take it while
-            # they are in cache. Erasure-coded fragments get theirs when encoded.
-            return int(crc32c.crc32c(view)) if aligned else None
+        def digest() -> tuple[AlignedBuffer | bytes, int | None]:
+            # Joining an erasure-coded segment's chunks copies it whole: here, off the loop.
+            payload = gathered.payload()
+            whole = payload.view[:size] if isinstance(payload, AlignedBuffer) else payload
+            with memoryview(whole) as view:
+                self._md5.update(view)
+                # Whole copies are stored with the CRC of these bytes: take it while
+                # they are in cache. Erasure-coded fragments get theirs when encoded.
+                return payload, int(crc32c.crc32c(view)) if aligned else None
 
         try:
             try:
                 await previous.wait()
-                crc = await trio.to_thread.run_sync(digest)
+                payload, crc = await trio.to_thread.run_sync(digest)
             finally:
                 mine.set()  # never leave the next segment waiting, even on failure
             segments = await self._datapath.write_segments(payload, size, whole_crc=crc)
@@ -235,7 +237,6 @@ class ObjectWriter:
         except (ObjfsError, OSError) as exc:
             self._error = exc
         finally:
-            view.release()
             if gathered.buffer is not None:
                 self._datapath.buffers.give(gathered.buffer)
             self._slots.release()

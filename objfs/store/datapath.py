@@ -277,6 +277,8 @@ class DataPath:
                 )
             size = max(round_up(size // 2, policy.data_fragments * BLOCK_SIZE_BYTES), 1)
             size = min(size, len(view))
+        if size < len(view):
+            whole_crc = None  # the CRC of all of `view`, not of this shorter stripe
         try:
             return await self._encode_and_write(buffer, view[:size], whole_crc, extents)
         except BaseException:

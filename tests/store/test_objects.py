@@ -32,6 +32,7 @@ from objfs.errors import (
     BucketNotEmpty,
     InvalidArgument,
     KeyAlreadyExists,
+    NoSpace,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
@@ -41,7 +42,7 @@ from objfs.store.device import DeviceStatistics, WriteData
 from objfs.store.format import format_devices
 from objfs.store.fsck import check_open_store
 from objfs.store.testing import MemoryDevice
-from objfs.store.types import NULL_VERSION, KiB, MiB
+from objfs.store.types import NULL_VERSION, BucketName, KiB, MiB, ObjectKey
 
 SEGMENT = 256 * KiB
 INLINE_MAX = 4096
@@ -281,6 +282,41 @@ async def test_writer_left_without_commit_stores_nothing_and_frees_space(store: 
     with pytest.raises(NoSuchKey):
         store.head_object(BUCKET, "never")
     assert await store.get_object(BUCKET, "kept") == b"old bytes"
+
+
+async def test_segments_split_over_fragmented_space_read_back(store: Store) -> None:
+    """Free space in holes of 64 KiB: streamed segments of 256 KiB are stored as
+    several shorter ones, each with the checksum of its own bytes."""
+    hole = 64 * KiB
+    filled = 0
+    with pytest.raises(NoSpace):
+        while True:
+            await store.put_object(BUCKET, f"fill{filled:05d}", payload_of(filled, hole))
+            filled += 1
+    for number in range(0, filled, 2):
+        await store.delete_object(BUCKET, f"fill{number:05d}")
+    written: dict[str, bytes] = {}
+    with pytest.raises(NoSpace):
+        while True:
+            key, data = f"split{len(written)}", os.urandom(SEGMENT)
+            async with store.open_writer(BUCKET, key) as writer:
+                await writer.write(data)
+                await writer.commit()
+            written[key] = data
+    split = [
+        key
+        for key in written
+        if len(store.index.current(BucketName(BUCKET), ObjectKey(key)).pieces) > 1
+    ]
+    assert split  # the space really was too fragmented for whole segments
+    for key, data in written.items():
+        assert await read_all(store, key) == data
+    for number in range(1, filled, 2):
+        assert await store.get_object(BUCKET, f"fill{number:05d}") == payload_of(number, hole)
+
+
+def payload_of(number: int, size: int) -> bytes:
+    return number.to_bytes(4, "big") * (size // 4)
 
 
 async def test_exception_inside_writer_reaches_the_caller_unwrapped(store: Store) -> None:

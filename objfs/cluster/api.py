@@ -9,6 +9,7 @@ the admin API. Every request must be signed with the cluster secret
     POST /cluster/v1/read     {device, ranges}  fragment bytes (objfs.cluster.remote)
     POST /cluster/v1/write?device=D&size=N&crc=C  a fragment -> {offset, length}
     POST /cluster/v1/heal     {segments}  heal this node's fragments of these (found damaged)
+    POST /cluster/v1/forget   {extents}  free these pending fragments: no record will name them
     GET  /cluster/v1/status   the catalog and this node's view of Raft
 """
 
@@ -24,8 +25,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from objfs.cluster import peers
-from objfs.cluster.remote import MAX_FRAGMENT_BYTES, MAX_HEAL_HINTS
+from objfs.cluster.remote import MAX_FORGET_EXTENTS, MAX_FRAGMENT_BYTES, MAX_HEAL_HINTS
 from objfs.errors import InvalidArgument, NoSpace, ObjfsError
+from objfs.store.types import Extent
 
 if TYPE_CHECKING:
     from objfs.cluster.member import ClusterMember
@@ -112,6 +114,17 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         if len(segment_ids) > MAX_HEAL_HINTS:
             raise InvalidArgument(f"at most {MAX_HEAL_HINTS} segments per heal")
         return answer({"queued": member.heal_hint(segment_ids)})
+
+    @app.post("/cluster/v1/forget")
+    async def forget() -> quart.Response:
+        body = await json_body()
+        try:
+            extents = [Extent(int(d), int(o), int(n)) for d, o, n in body["extents"]]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument("a forget needs a list of [device, offset, length]") from None
+        if len(extents) > MAX_FORGET_EXTENTS:
+            raise InvalidArgument(f"at most {MAX_FORGET_EXTENTS} extents per forget")
+        return answer({"freed": member.forget_local(extents)})
 
     @app.get("/cluster/v1/status")
     async def status() -> quart.Response:

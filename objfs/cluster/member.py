@@ -43,6 +43,7 @@ from objfs.cluster.pending import PendingFragments
 from objfs.cluster.placement import Placement, choose_cluster_policy, survives_node_loss
 from objfs.cluster.raft import Raft, start_raft
 from objfs.cluster.remote import (
+    MAX_FORGET_EXTENTS,
     MAX_FRAGMENT_BYTES,
     MAX_HEAL_HINTS,
     MAX_READ_BYTES,
@@ -61,7 +62,48 @@ log = logging.getLogger(__name__)
 Listen = Callable[..., Awaitable[Any]]
 ADMIT_RETRY_S = 1.0
 UNREACHABLE_S = 10.0  # a node that failed a call is skipped (reads, placement) this long
-_DAMAGE_BATCH_S = 1.0  # damage reports to other nodes go out at most this often
+_NOTICE_BATCH_S = 1.0  # notices to other nodes (damage, forgets) go out at most this often
+
+
+@final
+class _Outbox:
+    """Notices for other nodes, by device, sent in batches of at most `limit` by
+    `run`: a node out of reach is told nothing (what it is not told, it finds
+    out itself: its scrub finds damage, its pending fragments expire)."""
+
+    def __init__(
+        self,
+        what: str,
+        limit: int,
+        send: Callable[[RemoteDevice, list[Any]], Awaitable[object]],
+    ) -> None:
+        self.what, self.limit, self._send = what, limit, send
+        self._items: dict[int, set[Any]] = {}
+        self._found = trio.Event()
+        self.sent = 0
+
+    def add(self, device_index: int, item: Any) -> None:
+        self._items.setdefault(device_index, set()).add(item)
+        self._found.set()
+
+    async def run(self, device_of: Callable[[int], RemoteDevice | None]) -> None:
+        while True:
+            await self._found.wait()
+            self._found = trio.Event()
+            items, self._items = self._items, {}
+            for device_index, found in sorted(items.items()):
+                device = device_of(device_index)
+                if device is None:
+                    continue
+                batch = list(found)
+                for start in range(0, len(batch), self.limit):
+                    try:
+                        await self._send(device, batch[start : start + self.limit])
+                    except DeviceError as exc:
+                        log.warning("could not send %s to %s: %s", self.what, device.path, exc)
+                        break
+                    self.sent += len(batch[start : start + self.limit])
+            await trio.sleep(_NOTICE_BATCH_S)
 
 
 @final
@@ -87,6 +129,7 @@ class ClusterMember:
             devices=self.catalog.devices,
             live=self.reachable,
             remote=self._device_of,
+            abandon=lambda extent: self._abandoned.add(extent.device_index, extent),
         )
         self._taking_fragments = False  # the space map is rebuilt: fragment writes welcome
         self.snapshots = RaftSnapshots(
@@ -97,11 +140,12 @@ class ClusterMember:
         # Called on the event loop after every catalog change is applied (the
         # node keeps its S3 users in step with the catalog's: objfs.node).
         self.on_catalog_change: Callable[[], None] = lambda: None
-        # Other nodes' fragments reads here found damaged, by device: told to
-        # their nodes by `_send_damage`, which heal their own.
-        self._damaged: dict[int, set[int]] = {}
-        self._damage_found = trio.Event()
-        self.damage_reports_sent = 0
+        # Other nodes' fragments reads here found damaged (segment ids): told
+        # to their nodes, which heal their own.
+        self._damaged = _Outbox("damaged fragments", MAX_HEAL_HINTS, RemoteDevice.report_damage)
+        # Fragments other nodes wrote for this node's stripes that no record will
+        # name: told to their nodes, which free them (else they wait for their bound).
+        self._abandoned = _Outbox("abandoned fragments", MAX_FORGET_EXTENTS, RemoteDevice.forget)
         self.rebalancer = moves.Rebalancer(
             store,
             state.node_number,
@@ -171,7 +215,8 @@ class ClusterMember:
                 nursery.start_soon(self._keep_peers)
                 nursery.start_soon(self.replicator.run_barriers)
                 nursery.start_soon(self.pending.run)
-                nursery.start_soon(self._send_damage)
+                nursery.start_soon(self._damaged.run, self.remote_device)
+                nursery.start_soon(self._abandoned.run, self.remote_device)
                 # Scrub and heal only now: the index they walk is the log's, and
                 # each node checks and heals the fragments on its own devices.
                 config = self.store.config
@@ -518,30 +563,21 @@ class ClusterMember:
                 queued += 1
         return queued
 
-    def _remote_damage(self, segment: Segment, number: int) -> None:
-        device_index = segment.fragments[number].extent.device_index
-        self._damaged.setdefault(device_index, set()).add(segment.segment_id)
-        self._damage_found.set()
+    def forget_local(self, extents: list[Extent]) -> int:
+        """Another node gave up stripes it placed fragments of here: free those of
+        `extents` that are this node's and still pending; how many were."""
+        freed = 0
+        for extent in extents:
+            if (
+                device_node_number(extent.device_index) == self.state.node_number
+                and extent in self.pending.extents
+            ):
+                self.pending.forget(extent)
+                freed += 1
+        return freed
 
-    async def _send_damage(self) -> None:
-        """Tell each node which of its fragments reads here found damaged, in
-        batches; a node out of reach is told nothing (its scrub finds them)."""
-        while True:
-            await self._damage_found.wait()
-            self._damage_found = trio.Event()
-            damaged, self._damaged = self._damaged, {}
-            for device_index, segment_ids in sorted(damaged.items()):
-                device = self.remote_device(device_index)
-                if device is None:
-                    continue
-                ids = sorted(segment_ids)[:MAX_HEAL_HINTS]
-                try:
-                    await device.report_damage(ids)
-                except DeviceError as exc:
-                    log.warning("could not report damaged fragments to %s: %s", device.path, exc)
-                    continue
-                self.damage_reports_sent += len(ids)
-            await trio.sleep(_DAMAGE_BATCH_S)
+    def _remote_damage(self, segment: Segment, number: int) -> None:
+        self._damaged.add(segment.fragments[number].extent.device_index, segment.segment_id)
 
     def remote_device(self, device_index: int) -> RemoteDevice | None:
         """Another node's device, to read fragments from (None: ours, no such node,
@@ -605,5 +641,6 @@ class ClusterMember:
             "stripes_replanned": self.placement.replanned,
             "pending_fragments": len(self.pending),
             "reclaimed_fragments": self.pending.reclaimed,
+            "abandoned_fragments_told": self._abandoned.sent,
             "unreachable": sorted(n for n in self._unreachable_until if not self.reachable(n)),
         }

@@ -123,6 +123,8 @@ class Placement:
         devices: the catalog's devices now: node -> global device indexes.
         live: whether a node is thought reachable now.
         remote: another node's device, to send a fragment to.
+        abandon: told of each fragment written on another node that no record
+            will name (its node is told to free it; else it does at its bound).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Placement:
         devices: Callable[[], dict[int, tuple[int, ...]]],
         live: Callable[[int], bool],
         remote: Callable[[int], RemoteStore | None],
+        abandon: Callable[[Extent], None] = lambda extent: None,
     ) -> None:
         self.datapath = datapath
         self.pending = pending
@@ -144,6 +147,7 @@ class Placement:
         self._devices = devices
         self._live = live
         self._remote = remote
+        self._abandon = abandon
         self._keys = itertools.count(secrets.randbits(48))
         self._policies: dict[tuple[tuple[int, int], ...], erasure.Policy] = {}
         # When each fragment written for this node's stripes was stored, for check_age.
@@ -272,21 +276,26 @@ class Placement:
         return extent
 
     def _undo(self, placed: Sequence[Extent | None]) -> None:
-        """Free this node's fragments of a failed stripe; other nodes' stay pending
-        there until their bound (nothing will name them)."""
+        """Free the fragments of a failed stripe: this node's now, other nodes'
+        when they are told (`abandon`)."""
         for extent in placed:
-            if extent is not None and device_node_number(extent.device_index) == self.node_number:
-                self.pending.forget(extent)
+            if extent is not None:
+                self._give_up(extent)
 
     def discard(self, segments: Sequence[Segment]) -> None:
         """Placed segments no record will name (a failed commit, an aborted write):
         free this node's fragments now, if still pending (never twice: a reclaimed
-        one is no longer pending); other nodes' are freed there at their bound."""
+        one is no longer pending), and have other nodes free theirs."""
         for segment in segments:
             for fragment in segment.fragments:
                 self._written.pop(fragment.extent, None)
-                if device_node_number(fragment.extent.device_index) == self.node_number:
-                    self.pending.forget(fragment.extent)
+                self._give_up(fragment.extent)
+
+    def _give_up(self, extent: Extent) -> None:
+        if device_node_number(extent.device_index) == self.node_number:
+            self.pending.forget(extent)
+        else:
+            self._abandon(extent)
 
     def check_age(self, segments: Iterable[Segment]) -> None:
         """Before a record naming `segments` is proposed: refuse it if any of their

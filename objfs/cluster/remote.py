@@ -12,6 +12,8 @@ internal API listens. `RemoteDevice` reads fragments there:
 
     POST /cluster/v1/heal  {"segments": [segment id, ...]}  -> {"queued": N}
 
+    POST /cluster/v1/forget  {"extents": [[device, offset, length], ...]}  -> {"freed": N}
+
 signed like every internal request. The bytes read are checked by the reader
 against each fragment's CRC32C, exactly as a local read is: a node that
 answers wrongly makes a degraded read, never wrong bytes. A write is not an
@@ -19,6 +21,9 @@ offset chosen here: the owning node allocates the extent, checks the CRC,
 writes, fdatasyncs, keeps the extent pending (objfs.cluster.pending) and
 answers with it. The generic `write` of a device is refused. A fragment a
 reader finds damaged is healed by its own node, which is told so (`heal`).
+Fragments written for a stripe that no record will name (its write failed or
+was given up) are freed by their node when told so (`forget`), instead of an
+hour later.
 
 A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`), or
 that answers a write with 503 (still catching up after a start, or its
@@ -46,6 +51,7 @@ from objfs.store.types import Extent, device_node_number
 MAX_READ_BYTES = 64 << 20  # one request's ranges at most (a node refuses more)
 MAX_FRAGMENT_BYTES = 8 << 20  # one written fragment at most (a node refuses more)
 MAX_HEAL_HINTS = 1000  # segments named in one heal request at most
+MAX_FORGET_EXTENTS = 1000  # extents named in one forget request at most
 TIMEOUT_S = 5.0  # a node silent this long (connect, or between bytes) counts as down
 
 
@@ -139,6 +145,26 @@ class RemoteDevice:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DeviceError(f"{self.path}: a malformed answer to a heal: {exc!r}") from None
+
+    async def forget(self, extents: list[Extent]) -> int:
+        """Tell this device's node that fragments it wrote for this node's stripes
+        will never be named by a record (free them, if still pending); how many
+        it freed.
+
+        Raises:
+            DeviceError: the node cannot be reached, or refused.
+        """
+        body = json.dumps(
+            {"extents": [[e.device_index, e.offset_bytes, e.length_bytes] for e in extents]}
+        ).encode()
+        try:
+            return int(
+                json.loads(await self._call("/cluster/v1/forget", body, "application/json"))[
+                    "freed"
+                ]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeviceError(f"{self.path}: a malformed answer to a forget: {exc!r}") from None
 
     async def _call(self, target: str, body: bytes, content_type: str) -> bytes:
         try:

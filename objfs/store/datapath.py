@@ -422,7 +422,7 @@ class DataPath:
     def discard(self, segments: Sequence[Segment]) -> None:
         """Free segments that were written but never made it into the index."""
         if self.placer is not None:
-            self.placer.discard(segments)  # pending on their nodes: freed there, once
+            self.placer.discard(segments)  # pending on their nodes: freed when told
             return
         for segment in segments:
             for fragment in segment.fragments:

@@ -73,6 +73,32 @@ def test_three_nodes_serve_one_namespace(cluster: Cluster) -> None:
     # Two stripes (4 MiB and 1 MiB of data), four of each six fragments sent away.
     assert sent["fragments_sent"] >= 8 and sent["bytes_sent"] >= 5 << 20, sent
     assert third.s3().get_object(Bucket="shared", Key="large")["Body"].read() == large
+    assert [m.status()["placement"]["pending_fragments"] for m in (first, third)] == [0, 0]
+
+    # A PUT whose client goes away after 9 of its 12 MiB: the stripes node 1
+    # placed are given up, and nodes 0 and 2 free their fragments when told
+    # (before, they held them for an hour).
+    url = second.s3(signature_version="s3v4").generate_presigned_url(
+        "put_object", Params={"Bucket": "shared", "Key": "cut"}, ExpiresIn=300
+    )
+    target = url.split(second.s3_address, 1)[1]
+    host, port = second.s3_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"PUT {target} HTTP/1.1\r\nHost: {second.s3_address}\r\n"
+            f"Content-Length: {12 << 20}\r\n\r\n".encode()
+        )
+        try:
+            connection.sendall(content("cut", 9 << 20))
+        except BrokenPipeError:
+            raise AssertionError(connection.recv(65536)) from None
+        time.sleep(1.0)  # the two full stripes placed before the client goes
+    deadline = time.monotonic() + 20
+    while any(m.status()["placement"]["pending_fragments"] for m in (first, third)):
+        assert time.monotonic() < deadline, [m.status()["placement"] for m in (first, third)]
+        time.sleep(0.2)
+    assert second.status()["placement"]["abandoned_fragments_told"] >= 4
+    assert "Contents" not in second.s3().list_objects_v2(Bucket="shared", Prefix="cut")
     ranged = first.s3().get_object(Bucket="shared", Key="large", Range="bytes=3000000-3100000")
     assert ranged["Body"].read() == large[3000000:3100001]
     with open(os.path.join(first.mountpoint, "shared", "large"), "rb") as file:
@@ -180,6 +206,26 @@ def test_a_wrong_secret_cannot_join_and_nothing_is_unpickled(cluster: Cluster) -
     assert first.status()["placement"]["pending_fragments"] == 1
     read = json.dumps({"device": 0, "ranges": [[stored["offset"], len(fragment)]]}).encode()
     assert post(first.api_address, "/cluster/v1/read", read, secret=SECRET) == (200, fragment)
+
+    # Forgetting a pending fragment frees it, once; nothing else is touched.
+    extent = [0, stored["offset"], stored["length"]]
+    forget = json.dumps({"extents": [extent]}).encode()
+    assert post(first.api_address, "/cluster/v1/forget", forget, secret=None)[0] == 401
+    assert post(first.api_address, "/cluster/v1/forget", b"[1]", secret=SECRET)[0] == 400
+    other = json.dumps({"extents": [[0, stored["offset"] + (1 << 20), 4096]]}).encode()
+    assert forgotten(first.api_address, other) == 0
+    assert first.status()["placement"]["pending_fragments"] == 1
+    assert forgotten(first.api_address, forget) == 1
+    assert first.status()["placement"]["pending_fragments"] == 0
+    assert forgotten(first.api_address, forget) == 0
+
+
+def forgotten(address: str, body: bytes) -> int:
+    """How many fragments a node freed when told to forget them."""
+    status, answer = post(address, "/cluster/v1/forget", body, secret=SECRET)
+    assert status == 200, answer
+    freed: int = json.loads(answer)["freed"]
+    return freed
 
 
 def post(address: str, target: str, body: bytes, *, secret: str | None) -> tuple[int, bytes]:

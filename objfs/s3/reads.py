@@ -223,6 +223,8 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
             return None
         if int(last) == 0:
             raise _unsatisfiable(header, size)
+        if size == 0:  # the last N bytes of nothing: the whole (empty) object, as AWS
+            return None
         return max(size - int(last), 0), size
     start = int(first)
     end = size if not last else min(int(last) + 1, size)

@@ -1,0 +1,65 @@
+"""Edge requests against a real node: multipart corners, aws-chunked faults,
+conditional requests, spans of odd objects and odd keys.
+
+Method: one node per module (s3_node.py); boto3 for what a real client sends,
+raw signed HTTP (test_s3_hostile's helpers) where a test must control timing or
+bytes. Every test checks the status, the AWS error code and the bytes stored,
+and space where a request could leave some behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from s3_node import Node
+from test_s3_hostile import (
+    assert_error,
+    exchange,
+    signed_request,
+)
+
+from objfs.s3.multipart import UPLOADS_BUCKET
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(excinfo.value.response["Error"]["Code"])
+
+
+def status_of(excinfo: pytest.ExceptionInfo[ClientError]) -> int:
+    return int(excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"])
+
+
+def free_bytes(node: Node) -> int:
+    return int(node.call(lambda: node.store.space.free_bytes))
+
+
+def upload_keys(node: Node, bucket: str) -> list[str]:
+    page = node.call(lambda: node.store.list_objects(UPLOADS_BUCKET, prefix=bucket + "/"))
+    return [o.key for o in page.objects]
+
+
+def new_bucket(s3: Any, name: str) -> str:
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+# -- spans ---------------------------------------------------------------------------
+
+
+def test_range_on_a_zero_byte_object(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-empty-range")
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    for header in ("bytes=0-0", "bytes=0-", "bytes=-5"):
+        reply = exchange(
+            node, signed_request(node, "GET", f"/{bucket}/empty", headers={"Range": header})
+        )
+        assert reply is not None
+        if reply.status == 200:
+            assert reply.body == b"" and "content-range" not in reply.headers, header
+        else:
+            assert_error(reply, 416, "InvalidRange")
+            assert reply.headers.get("content-range") == "bytes */0", header

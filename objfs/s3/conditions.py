@@ -61,3 +61,21 @@ def _http_seconds(value: str) -> int | None:
     AWS ignores."""
     ns = parse_http_date(value)
     return None if ns is None else ns // 1_000_000_000
+
+
+def check_copy_source(headers: Mapping[str, str], source: ObjectInfo) -> None:
+    """What a copy (CopyObject, UploadPartCopy) asks of its source version: not a
+    delete marker named by versionId, and every x-amz-copy-source-if-* holding.
+
+    Raises:
+        S3Error: InvalidRequest (a delete marker), PreconditionFailed.
+    """
+    if source.delete_marker:
+        raise S3Error(
+            "InvalidRequest",
+            "The source of a copy request may not specifically refer to a delete marker "
+            "by version id.",
+        )
+    failed, not_modified = evaluate_conditions(headers, source, "x-amz-copy-source-")
+    if failed is not None or not_modified:
+        raise precondition_failed()

@@ -25,10 +25,10 @@ from objfs.s3 import (
 )
 from objfs.s3.app import OBJECT, OWNER, Handler, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.conditions import etag_matches, evaluate_conditions, precondition_failed
+from objfs.s3.conditions import check_copy_source, etag_matches, precondition_failed
 from objfs.s3.errors import S3Error, from_core, is_number
 from objfs.s3.metadata import posix_from, user_metadata
-from objfs.store.types import ListPage, ObjectInfo, Versioning
+from objfs.store.types import ListPage, Versioning
 
 _NOT_YET_BUCKET = (
     "policy",
@@ -459,7 +459,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
     source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
     source = ctx.store.head_object(source_bucket, source_key, version_id=source_version)
     ctx.check_object(s3, source_info, source)
-    _check_copy_conditions(s3, source)
+    check_copy_source(s3.headers, source)
     directive = s3.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error(
@@ -493,10 +493,3 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         headers["x-amz-copy-source-version-id"] = source_version
     body = xml_render.copy_object_result(info.etag or "", info.mtime_ns, dict(info.checksums))
     return Response(body, content_type="application/xml", headers=headers)
-
-
-def _check_copy_conditions(s3: S3Request, source: ObjectInfo) -> None:
-    """A copy's source conditions: any that does not hold is PreconditionFailed."""
-    failed, not_modified = evaluate_conditions(s3.headers, source, "x-amz-copy-source-")
-    if failed is not None or not_modified:
-        raise precondition_failed()

@@ -25,6 +25,7 @@ from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
 from objfs.s3 import acl, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
+from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
@@ -143,6 +144,7 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     source_info = ctx.bucket_for(s3, source_bucket, OBJECT)
     source = ctx.store.head_object(source_bucket, source_key, version_id=source_version)
     ctx.check_object(s3, source_info, source)
+    check_copy_source(s3.headers, source)
     start, end = _copy_range(s3.headers.get("x-amz-copy-source-range"), source.size_bytes)
     etag = None
     if (start, end) == (0, source.size_bytes) and source.etag and "-" not in source.etag:

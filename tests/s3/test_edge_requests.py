@@ -47,6 +47,51 @@ def new_bucket(s3: Any, name: str) -> str:
     return name
 
 
+# -- multipart -----------------------------------------------------------------------
+
+
+def test_upload_part_copy_checks_its_source_conditions(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-partcopy-cond")
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source bytes")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    wrong = '"' + "0" * 32 + '"'
+    for condition in (
+        {"CopySourceIfMatch": wrong},
+        {"CopySourceIfNoneMatch": "*"},
+        {"CopySourceIfUnmodifiedSince": "Mon, 01 Jan 2001 00:00:00 GMT"},
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            s3.upload_part_copy(
+                Bucket=bucket,
+                Key="dst",
+                UploadId=upload_id,
+                PartNumber=1,
+                CopySource={"Bucket": bucket, "Key": "src"},
+                **condition,
+            )
+        assert (status_of(excinfo), code_of(excinfo)) == (412, "PreconditionFailed"), condition
+    assert s3.list_parts(Bucket=bucket, Key="dst", UploadId=upload_id).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=upload_id)
+
+
+# -- conditional requests ------------------------------------------------------------
+
+
+def test_copy_of_a_delete_marker_by_version_id_is_refused(s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-copy-marker")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    marker = s3.delete_object(Bucket=bucket, Key="src")["VersionId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="dst",
+            CopySource={"Bucket": bucket, "Key": "src", "VersionId": marker},
+        )
+    assert (status_of(excinfo), code_of(excinfo)) == (400, "InvalidRequest")
+    assert s3.list_object_versions(Bucket=bucket, Prefix="dst").get("DeleteMarkers", []) == []
+
+
 # -- spans ---------------------------------------------------------------------------
 
 

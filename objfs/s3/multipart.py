@@ -127,6 +127,7 @@ async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
         version = await writer.commit(
             expected_md5=received.content_md5_hex, checksums=received.checksums
         )
+    await _drop_part_if_upload_ended(ctx, s3.bucket, upload_id, part_number)
     headers = {"ETag": f'"{version.etag}"'}
     for algorithm, value in received.checksums.items():
         headers[f"x-amz-checksum-{algorithm}"] = value
@@ -157,8 +158,29 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
         [ComposeSource(source_bucket, source_key, source.version_id, start, end - start)],
         etag=etag,
     )
+    await _drop_part_if_upload_ended(ctx, s3.bucket, upload_id, part_number)
     body = xml_render.copy_part_result(etag, info.mtime_ns)
     return Response(body, content_type="application/xml")
+
+
+async def _drop_part_if_upload_ended(
+    ctx: S3Context, bucket: str, upload_id: str, part_number: int
+) -> None:
+    """After a part is stored: if its upload was completed or aborted while the part
+    came in (Abort lists the parts once, after it deletes the record), delete the
+    part, which nothing would ever delete or list again, and answer NoSuchUpload.
+
+    Raises:
+        S3Error: NoSuchUpload.
+    """
+    try:
+        ctx.store.head_object(UPLOADS_BUCKET, _upload_key(bucket, upload_id))
+        return
+    except NoSuchKey:
+        pass
+    # (Deleting what the Abort deleted already is no error.)
+    await ctx.store.delete_object(UPLOADS_BUCKET, _part_key(bucket, upload_id, part_number))
+    raise _no_such_upload(upload_id)
 
 
 def _copy_range(header: str | None, size: int) -> tuple[int, int]:

@@ -9,14 +9,20 @@ and space where a request could leave some behind.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from s3_node import Node
 from test_s3_hostile import (
+    UNSIGNED,
+    Wire,
     assert_error,
     exchange,
+    raw_request,
+    sign,
     signed_request,
 )
 
@@ -48,6 +54,31 @@ def new_bucket(s3: Any, name: str) -> str:
 
 
 # -- multipart -----------------------------------------------------------------------
+
+
+def _start_slow_put(node: Node, target: str, body: bytes, headers: dict[str, str]) -> Wire:
+    """A signed PUT whose head and first half of the body are sent; the rest is not yet."""
+    signed = sign(node, "PUT", target, headers=headers, payload_hash=UNSIGNED)
+    signed["Content-Length"] = str(len(body))
+    wire = Wire(node)
+    wire.send(raw_request("PUT", target, signed, body[: len(body) // 2]))
+    time.sleep(0.3)  # the handler is streaming the body by now
+    return wire
+
+
+def test_upload_aborted_while_a_part_streams_leaves_nothing(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-abort-streaming")
+    before = free_bytes(node)
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    body = os.urandom(3 * MiB)
+    wire = _start_slow_put(node, f"/{bucket}/k?partNumber=1&uploadId={upload_id}", body, {})
+    with wire:
+        s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)
+        wire.send(body[len(body) // 2 :])
+        reply = wire.reply()
+    assert_error(reply, 404, "NoSuchUpload")
+    assert upload_keys(node, bucket) == []
+    assert free_bytes(node) == before
 
 
 def test_upload_part_copy_checks_its_source_conditions(node: Node, s3: Any) -> None:

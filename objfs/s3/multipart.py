@@ -362,6 +362,7 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
     prefixes: list[str] = []
     truncated = False
     passed_marker = False
+    last_is_prefix = False  # whether the page ends with a common prefix (the next marker)
     for key, initiated, upload_id, info in uploads:
         if not key.startswith(prefix):
             continue
@@ -376,11 +377,14 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
             continue
         if delimiter is not None and delimiter in key[len(prefix) :]:
             common = key[: len(prefix) + key[len(prefix) :].index(delimiter) + len(delimiter)]
+            if key_marker.startswith(common):
+                continue  # rolled up on an earlier page (its NextKeyMarker is the prefix)
             if common not in prefixes:
                 if len(entries) + len(prefixes) == max_uploads:
                     truncated = True
                     break
                 prefixes.append(common)
+                last_is_prefix = True
             continue
         if len(entries) + len(prefixes) == max_uploads:
             truncated = True
@@ -391,6 +395,12 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
                 key=key, upload_id=upload_id, initiated_ns=initiated, owner=owner, initiator=owner
             )
         )
+        last_is_prefix = False
+    next_key_marker = next_upload_id_marker = None
+    if truncated and last_is_prefix:
+        next_key_marker = prefixes[-1]
+    elif truncated and entries:
+        next_key_marker, next_upload_id_marker = entries[-1].key, entries[-1].upload_id
     encoding_type = xml_listing.check_encoding_type(query.get("encoding-type"))
     body = xml_listing.list_multipart_uploads(
         xml_listing.Listing(s3.bucket, prefix, delimiter, max_uploads, encoding_type),
@@ -399,8 +409,8 @@ async def list_multipart_uploads(ctx: S3Context, s3: S3Request) -> Response:
         is_truncated=truncated,
         key_marker=key_marker,
         upload_id_marker=upload_id_marker,
-        next_key_marker=entries[-1].key if truncated and entries else None,
-        next_upload_id_marker=entries[-1].upload_id if truncated and entries else None,
+        next_key_marker=next_key_marker,
+        next_upload_id_marker=next_upload_id_marker,
     )
     return Response(body, content_type="application/xml")
 

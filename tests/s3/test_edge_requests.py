@@ -81,6 +81,28 @@ def test_upload_aborted_while_a_part_streams_leaves_nothing(node: Node, s3: Any)
     assert free_bytes(node) == before
 
 
+def test_list_multipart_uploads_pages_over_common_prefixes(s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-list-uploads")
+    keys = ["a/1", "a/2", "b/1", "c"]
+    for key in keys:
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    seen: list[str] = []
+    marker: dict[str, str] = {}
+    for _ in range(10):
+        page = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", MaxUploads=1, **marker)
+        seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        seen += [u["Key"] for u in page.get("Uploads", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = {"KeyMarker": page["NextKeyMarker"]}
+        if page.get("NextUploadIdMarker"):
+            marker["UploadIdMarker"] = page["NextUploadIdMarker"]
+    assert seen == ["a/", "b/", "c"]
+    paginator = s3.get_paginator("list_multipart_uploads")
+    pages = list(paginator.paginate(Bucket=bucket, PaginationConfig={"PageSize": 1}))
+    assert [u["Key"] for p in pages for u in p.get("Uploads", [])] == keys
+
+
 def test_upload_part_copy_checks_its_source_conditions(node: Node, s3: Any) -> None:
     bucket = new_bucket(s3, "edge-partcopy-cond")
     s3.put_object(Bucket=bucket, Key="src", Body=b"source bytes")

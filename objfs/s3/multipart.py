@@ -28,6 +28,7 @@ from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata
+from objfs.store import names
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
 
 UPLOADS_BUCKET = ".objfs-uploads"
@@ -96,6 +97,7 @@ def _part_number(s3: S3Request) -> int:
 async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
+    names.check_key(s3.key)  # a key Complete would refuse: refused before any part comes
     await _uploads_bucket(ctx)
     upload_id = secrets.token_hex(16)
     owner = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS

@@ -21,6 +21,7 @@ from test_s3_hostile import (
     Wire,
     assert_error,
     exchange,
+    keys_in,
     raw_request,
     sign,
     signed_request,
@@ -161,3 +162,27 @@ def test_range_on_a_zero_byte_object(node: Node, s3: Any) -> None:
         else:
             assert_error(reply, 416, "InvalidRange")
             assert reply.headers.get("content-range") == "bytes */0", header
+
+
+# -- keys -----------------------------------------------------------------------------
+
+
+def test_key_of_1024_bytes_is_kept_and_1025_is_too_long(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-long-keys")
+    longest = "k" * 1021 + "\u00e9k"  # 1021 + 2 + 1 = 1024 bytes of UTF-8
+    assert len(longest.encode()) == 1024
+    s3.put_object(Bucket=bucket, Key=longest, Body=b"long")
+    assert s3.get_object(Bucket=bucket, Key=longest)["Body"].read() == b"long"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=longest)["UploadId"]
+    s3.abort_multipart_upload(Bucket=bucket, Key=longest, UploadId=upload_id)
+    too_long = longest + "k"
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key=too_long, Body=b"x")
+    assert (status_of(excinfo), code_of(excinfo)) == (400, "KeyTooLongError")
+    # A multipart upload of it is refused at its start, not after its parts came in.
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_multipart_upload(Bucket=bucket, Key=too_long)
+    assert (status_of(excinfo), code_of(excinfo)) == (400, "KeyTooLongError")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert upload_keys(node, bucket) == []
+    assert keys_in(s3, bucket) == [longest]

@@ -19,7 +19,8 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -222,12 +223,35 @@ Handler = Callable[["S3Context", S3Request], Awaitable[Response]]
 
 
 @dataclass
+class _KeyLock:
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    holders: int = 0  # tasks holding or waiting for it; the entry goes at 0
+
+
+@dataclass
 class S3Context:
     """What every handler may use: the store, the config, the users."""
 
     store: Store
     config: NodeConfig
     users: Users
+    _key_locks: dict[tuple[str, str], _KeyLock] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def key_lock(self, bucket: str, key: str) -> AsyncIterator[None]:
+        """Held by every S3 write of one key from its check to its commit, so that a
+        conditional write (If-Match) sees what is current when its version lands:
+        another write's record is either applied before the check or queued after
+        the commit. Only the commit waits, never a body."""
+        entry = self._key_locks.setdefault((bucket, key), _KeyLock())
+        entry.holders += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.holders -= 1
+            if entry.holders == 0:
+                del self._key_locks[(bucket, key)]
 
     def bucket_for(self, s3: S3Request, name: str, permission: str = acl.READ) -> BucketInfo:
         """The bucket, if the caller holds `permission` on it (`acl.READ`, `acl.WRITE`,

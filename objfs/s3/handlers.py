@@ -368,7 +368,8 @@ async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
     errors: list[xml_render.DeleteError] = []
     for key, version_id in entries:
         try:
-            result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
+            async with ctx.key_lock(s3.bucket, key):
+                result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
         except NoSuchKey:
             deleted.append((key, version_id, False, None))  # S3: deleting nothing succeeds
             continue
@@ -413,9 +414,12 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
         if_none_match=if_none_match == "*",
     ) as writer:
         received = await stream_object_body(s3, writer.write)
-        version = await writer.commit(
-            expected_md5=received.content_md5_hex, checksums=received.checksums
-        )
+        async with ctx.key_lock(s3.bucket, s3.key):
+            if "if-match" in s3.headers:  # again: another write may have landed meanwhile
+                _check_if_match_for_put(ctx, s3)
+            version = await writer.commit(
+                expected_md5=received.content_md5_hex, checksums=received.checksums
+            )
     headers = {"ETag": f'"{version.etag}"'}
     if info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = version.version_id
@@ -439,7 +443,8 @@ async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     version_id = s3.query.get("versionId")
     try:
-        result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
+        async with ctx.key_lock(s3.bucket, s3.key):
+            result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
     except NoSuchKey:
         return Response(b"", status=204)  # S3: deleting what is not there succeeds
     headers = {}
@@ -477,15 +482,16 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         )
     metadata = user_metadata(s3) if directive == "REPLACE" else None
     content_type = s3.headers.get("content-type") if directive == "REPLACE" else None
-    info = await ctx.store.copy_object(
-        source_bucket,
-        source_key,
-        s3.bucket,
-        s3.key,
-        version_id=source.version_id,
-        metadata=metadata,
-        content_type=content_type,
-    )
+    async with ctx.key_lock(s3.bucket, s3.key):
+        info = await ctx.store.copy_object(
+            source_bucket,
+            source_key,
+            s3.bucket,
+            s3.key,
+            version_id=source.version_id,
+            metadata=metadata,
+            content_type=content_type,
+        )
     headers: dict[str, str] = {}
     if target.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id

@@ -131,6 +131,19 @@ def test_upload_part_copy_checks_its_source_conditions(node: Node, s3: Any) -> N
 # -- conditional requests ------------------------------------------------------------
 
 
+def test_put_if_match_loses_to_a_put_that_lands_while_it_streams(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-if-match-race")
+    etag = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["ETag"]
+    body = os.urandom(1 * MiB)
+    wire = _start_slow_put(node, f"/{bucket}/k", body, {"If-Match": etag})
+    with wire:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"v2 from another writer")
+        wire.send(body[len(body) // 2 :])
+        reply = wire.reply()
+    assert_error(reply, (409, 412), "PreconditionFailed", "ConditionalRequestConflict")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v2 from another writer"
+
+
 def test_copy_of_a_delete_marker_by_version_id_is_refused(s3: Any) -> None:
     bucket = new_bucket(s3, "edge-copy-marker")
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

@@ -25,7 +25,7 @@ from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
 from objfs.s3 import acl, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.conditions import check_copy_source
+from objfs.s3.conditions import check_copy_source, etag_matches, precondition_failed
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata
 from objfs.store import names
@@ -226,6 +226,9 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     bucket_info = ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     upload_id, upload = _upload(ctx, s3)
     wanted = xml_parse.parse_complete_multipart(await read_small_body(s3))
+    if_none_match = s3.headers.get("if-none-match")
+    if if_none_match not in (None, "*"):
+        raise S3Error("NotImplemented", "If-None-Match on CompleteMultipartUpload takes only '*'")
     if not wanted:
         raise S3Error("MalformedXML", "You must specify at least one part")
     sources, digests, sizes = [], [], []
@@ -254,20 +257,35 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         if name.startswith(_USER_PREFIX)
     }
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
-    info = await ctx.store.compose_object(
-        s3.bucket,
-        s3.key,
-        sources,
-        etag=etag,
-        content_type=upload.content_type,
-        metadata=metadata,
-    )
+    async with ctx.key_lock(s3.bucket, s3.key):
+        if "if-match" in s3.headers:
+            _check_if_match(ctx, s3)
+        info = await ctx.store.compose_object(
+            s3.bucket,
+            s3.key,
+            sources,
+            etag=etag,
+            content_type=upload.content_type,
+            metadata=metadata,
+            if_none_match=if_none_match == "*",
+        )
     await _remove_upload(ctx, s3.bucket, upload_id)
     body = xml_render.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)
     headers = {}
     if bucket_info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id
     return Response(body, content_type="application/xml", headers=headers)
+
+
+def _check_if_match(ctx: S3Context, s3: S3Request) -> None:
+    """A Complete's If-Match against the target's current version (NoSuchKey if none)."""
+    assert s3.bucket is not None and s3.key is not None
+    try:
+        current = ctx.store.head_object(s3.bucket, s3.key)
+    except NoSuchKey:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
+    if not etag_matches(s3.headers["if-match"], current.etag):
+        raise precondition_failed("If-Match")
 
 
 def _invalid_part(part_number: int) -> S3Error:

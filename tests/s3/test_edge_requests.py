@@ -128,6 +128,37 @@ def test_upload_part_copy_checks_its_source_conditions(node: Node, s3: Any) -> N
     s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=upload_id)
 
 
+def test_complete_multipart_upload_honours_if_none_match(node: Node, s3: Any) -> None:
+    bucket = new_bucket(s3, "edge-complete-cond")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"first")
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=b"2nd")[
+        "ETag"
+    ]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload=parts, IfNoneMatch="*"
+        )
+    assert (status_of(excinfo), code_of(excinfo)) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload_id,
+            MultipartUpload=parts,
+            IfMatch='"' + "0" * 32 + '"',
+        )
+    assert (status_of(excinfo), code_of(excinfo)) == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
+    current = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload=parts, IfMatch=current
+    )
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"2nd"
+    assert upload_keys(node, bucket) == []
+
+
 # -- conditional requests ------------------------------------------------------------
 
 

@@ -113,6 +113,14 @@ class ExtentAllocator:
     def largest_free_bytes(self) -> int:
         return int(self._by_length[-1][0]) if self._by_length else 0
 
+    def largest_free_total(self, count: int) -> int:
+        """Bytes in the `count` largest free extents together: what a caller that
+        may take at most `count` extents can get."""
+        if count <= 0:
+            return 0
+        taken = self._by_length.islice(max(len(self._by_length) - count, 0))
+        return sum(int(length) for length, _ in taken)
+
     def free_extents(self) -> Iterator[Extent]:
         """The free extents in offset order (a snapshot: safe to mutate while iterating)."""
         for offset_bytes, length_bytes in list(self._by_offset.items()):

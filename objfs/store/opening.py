@@ -28,6 +28,7 @@ import trio
 from objfs.config import StoreConfig
 from objfs.errors import ConfigError, DeviceError, ObjfsError, UsageError
 from objfs.store import erasure
+from objfs.store.checkpoint import max_extents_per_pointer
 from objfs.store.checkpointer import Checkpointer
 from objfs.store.datapath import DataPath
 from objfs.store.device import BlockDevice, open_available, write_parallel
@@ -86,6 +87,8 @@ async def _assemble(
         reserve_bytes=lambda: checkpointer.reserve_bytes(),
         reserve_devices=set(metadata),
         held_extents=index.held_extents,
+        # What Checkpointer._write_body allows each copy (more once a mirror drops).
+        reserve_extents=max_extents_per_pointer(len(metadata)) // max(len(metadata), 1),
     )
     datapath = DataPath(
         devices,

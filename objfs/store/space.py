@@ -35,6 +35,11 @@ class Space:
         reserve_bytes: free space each metadata device keeps from data writes, so
             a checkpoint (which a full WAL needs to make room) can always be
             written: a number, or a function asked at every allocation.
+        reserve_extents: how many extents a checkpoint body may take on one
+            device (a pointer names only so many); None: any number. The reserve
+            is then kept in the largest that many free extents, not in free
+            bytes anywhere: holes too small to hold the body in that many
+            extents would leave no checkpoint room, and a full WAL no way out.
     """
 
     def __init__(
@@ -44,8 +49,10 @@ class Space:
         reserve_bytes: int | Callable[[], int],
         reserve_devices: set[int] | None = None,
         held_extents: Callable[[SegmentId], list[Extent]] = lambda _: [],
+        reserve_extents: int | None = None,
     ) -> None:
         self.allocators = allocators
+        self._reserve_extents = reserve_extents
         # Only devices that hold checkpoint bodies need space kept back.
         self._reserve_devices = set(allocators) if reserve_devices is None else reserve_devices
         # A pinned segment freed by the index can be referenced again before the pin
@@ -71,11 +78,15 @@ class Space:
         checkpoint might not fit and a full WAL could take nothing more, deletes
         included."""
         reserve = self.reserve_bytes
-        return all(
-            self.allocators[i].free_bytes > reserve
-            for i in self._reserve_devices
-            if i in self.allocators
-        )
+        return all(self._room(i) > reserve for i in self._reserve_devices if i in self.allocators)
+
+    def _room(self, device_index: int) -> int:
+        """Free bytes of a device that count towards its reserve: on a metadata
+        device, those a checkpoint body could take (the largest extents)."""
+        allocator = self.allocators[device_index]
+        if self._reserve_extents is None or device_index not in self._reserve_devices:
+            return allocator.free_bytes
+        return allocator.largest_free_total(self._reserve_extents)
 
     @property
     def free_bytes(self) -> int:
@@ -108,7 +119,9 @@ class Space:
         for device_index in order:
             allocator = self.allocators[device_index]
             reserve = kept if device_index in self._reserve_devices else 0
-            if allocator.free_bytes - length_bytes < reserve:
+            # Taking `length_bytes` out of one extent lowers the total of the
+            # largest extents by at most that much.
+            if self._room(device_index) - length_bytes < reserve:
                 continue
             if allocator.largest_free_bytes < length_bytes:
                 continue
@@ -134,7 +147,7 @@ class Space:
         if allocator is None:
             raise NoSpace(f"device {device_index} is not one of this node's")
         reserve = self.reserve_bytes if device_index in self._reserve_devices else 0
-        if allocator.free_bytes - length_bytes < reserve:
+        if self._room(device_index) - length_bytes < reserve:
             raise NoSpace(
                 f"device {device_index}: {allocator.free_bytes} bytes free, {reserve} kept "
                 f"in reserve; no room for {length_bytes}"

@@ -37,9 +37,10 @@ from werkzeug.exceptions import HTTPException
 
 from objfs import logs
 from objfs.config import NodeConfig
-from objfs.errors import ObjfsError
+from objfs.errors import NoSuchKey, ObjfsError
 from objfs.metrics import Metrics
 from objfs.s3 import acl, sigv4, xml_render
+from objfs.s3.conditions import etag_matches, precondition_failed
 from objfs.s3.errors import S3Error, from_core
 from objfs.s3.users import User, Users
 from objfs.store import Store
@@ -294,6 +295,23 @@ class S3Context:
         if object_acl(bucket, info).allows(s3.user, permission):
             return
         raise S3Error("AccessDenied", "Access Denied")
+
+    def check_if_match(self, s3: S3Request) -> None:
+        """A write's If-Match, if it has one, against the key's current version (a
+        PUT's and a Complete's; hold `key_lock` to keep it true until the commit).
+
+        Raises:
+            S3Error: NoSuchKey (no current version), PreconditionFailed.
+        """
+        assert s3.bucket is not None and s3.key is not None
+        if "if-match" not in s3.headers:
+            return
+        try:
+            current = self.store.head_object(s3.bucket, s3.key)
+        except NoSuchKey:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
+        if not etag_matches(s3.headers["if-match"], current.etag):
+            raise precondition_failed("If-Match")
 
 
 OWNER = "OWNER"  # bucket_for: only root and the bucket's owner

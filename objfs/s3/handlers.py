@@ -25,7 +25,7 @@ from objfs.s3 import (
 )
 from objfs.s3.app import OBJECT, OWNER, Handler, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.conditions import check_copy_source, etag_matches, precondition_failed
+from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, from_core, is_number
 from objfs.s3.metadata import posix_from, user_metadata
 from objfs.store.types import ListPage, Versioning
@@ -394,8 +394,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     if_none_match = s3.headers.get("if-none-match")
     if if_none_match not in (None, "*"):
         raise S3Error("NotImplemented", "If-None-Match on PUT takes only '*'")
-    if "if-match" in s3.headers:
-        _check_if_match_for_put(ctx, s3)
+    ctx.check_if_match(s3)
     content_type = s3.headers.get("content-type", "binary/octet-stream")
     metadata, posix = posix_from(user_metadata(s3))
     metadata.update(subresources.tags_from_header(s3.headers.get("x-amz-tagging")))
@@ -415,8 +414,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     ) as writer:
         received = await stream_object_body(s3, writer.write)
         async with ctx.key_lock(s3.bucket, s3.key):
-            if "if-match" in s3.headers:  # again: another write may have landed meanwhile
-                _check_if_match_for_put(ctx, s3)
+            ctx.check_if_match(s3)  # again: another write may have landed meanwhile
             version = await writer.commit(
                 expected_md5=received.content_md5_hex, checksums=received.checksums
             )
@@ -426,16 +424,6 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     for algorithm, value in received.checksums.items():
         headers[f"x-amz-checksum-{algorithm}"] = value
     return Response(b"", headers=headers)
-
-
-def _check_if_match_for_put(ctx: S3Context, s3: S3Request) -> None:
-    assert s3.bucket is not None and s3.key is not None
-    try:
-        current = ctx.store.head_object(s3.bucket, s3.key)
-    except NoSuchKey:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
-    if not etag_matches(s3.headers["if-match"], current.etag):
-        raise precondition_failed("If-Match")
 
 
 async def delete_object(ctx: S3Context, s3: S3Request) -> Response:

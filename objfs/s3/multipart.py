@@ -25,7 +25,7 @@ from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
 from objfs.s3 import acl, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
-from objfs.s3.conditions import check_copy_source, etag_matches, precondition_failed
+from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_SIZES, user_metadata
 from objfs.store import names
@@ -258,8 +258,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     }
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
     async with ctx.key_lock(s3.bucket, s3.key):
-        if "if-match" in s3.headers:
-            _check_if_match(ctx, s3)
+        ctx.check_if_match(s3)
         info = await ctx.store.compose_object(
             s3.bucket,
             s3.key,
@@ -275,17 +274,6 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     if bucket_info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id
     return Response(body, content_type="application/xml", headers=headers)
-
-
-def _check_if_match(ctx: S3Context, s3: S3Request) -> None:
-    """A Complete's If-Match against the target's current version (NoSuchKey if none)."""
-    assert s3.bucket is not None and s3.key is not None
-    try:
-        current = ctx.store.head_object(s3.bucket, s3.key)
-    except NoSuchKey:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
-    if not etag_matches(s3.headers["if-match"], current.etag):
-        raise precondition_failed("If-Match")
 
 
 def _invalid_part(part_number: int) -> S3Error:

@@ -19,8 +19,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -40,7 +39,7 @@ from objfs.config import NodeConfig
 from objfs.errors import NoSuchKey, ObjfsError
 from objfs.metrics import Metrics
 from objfs.s3 import acl, sigv4, xml_render
-from objfs.s3.conditions import etag_matches, precondition_failed
+from objfs.s3.conditions import etag_matches, etags_of, precondition_failed
 from objfs.s3.errors import S3Error, from_core
 from objfs.s3.users import User, Users
 from objfs.store import Store
@@ -224,35 +223,12 @@ Handler = Callable[["S3Context", S3Request], Awaitable[Response]]
 
 
 @dataclass
-class _KeyLock:
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    holders: int = 0  # tasks holding or waiting for it; the entry goes at 0
-
-
-@dataclass
 class S3Context:
     """What every handler may use: the store, the config, the users."""
 
     store: Store
     config: NodeConfig
     users: Users
-    _key_locks: dict[tuple[str, str], _KeyLock] = field(default_factory=dict)
-
-    @asynccontextmanager
-    async def key_lock(self, bucket: str, key: str) -> AsyncIterator[None]:
-        """Held by every S3 write of one key from its check to its commit, so that a
-        conditional write (If-Match) sees what is current when its version lands:
-        another write's record is either applied before the check or queued after
-        the commit. Only the commit waits, never a body."""
-        entry = self._key_locks.setdefault((bucket, key), _KeyLock())
-        entry.holders += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.holders -= 1
-            if entry.holders == 0:
-                del self._key_locks[(bucket, key)]
 
     def bucket_for(self, s3: S3Request, name: str, permission: str = acl.READ) -> BucketInfo:
         """The bucket, if the caller holds `permission` on it (`acl.READ`, `acl.WRITE`,
@@ -296,22 +272,24 @@ class S3Context:
             return
         raise S3Error("AccessDenied", "Access Denied")
 
-    def check_if_match(self, s3: S3Request) -> None:
-        """A write's If-Match, if it has one, against the key's current version (a
-        PUT's and a Complete's; hold `key_lock` to keep it true until the commit).
+    def check_if_match(self, s3: S3Request) -> tuple[str, ...] | None:
+        """A write's If-Match, if it has one, against the key's current version now,
+        to fail before a body streams; returns the ETags it names, for the store to
+        check again when the version's record applies (`if_match`).
 
         Raises:
             S3Error: NoSuchKey (no current version), PreconditionFailed.
         """
         assert s3.bucket is not None and s3.key is not None
         if "if-match" not in s3.headers:
-            return
+            return None
         try:
             current = self.store.head_object(s3.bucket, s3.key)
         except NoSuchKey:
             raise S3Error("NoSuchKey", "The specified key does not exist.", Key=s3.key) from None
         if not etag_matches(s3.headers["if-match"], current.etag):
             raise precondition_failed("If-Match")
+        return etags_of(s3.headers["if-match"])
 
 
 OWNER = "OWNER"  # bucket_for: only root and the bucket's owner

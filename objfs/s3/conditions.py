@@ -41,9 +41,14 @@ def evaluate_conditions(
     return failed, not_modified
 
 
+def etags_of(header: str) -> tuple[str, ...]:
+    """The ETags an If-Match / If-None-Match value names, unquoted ("*" for any)."""
+    return tuple(part.strip().strip('"') for part in header.split(","))
+
+
 def etag_matches(header: str, etag: str | None) -> bool:
     """Whether an If-Match / If-None-Match value names `etag` (or is "*")."""
-    wanted = [part.strip().strip('"') for part in header.split(",")]
+    wanted = etags_of(header)
     return "*" in wanted or (etag is not None and etag in wanted)
 
 

@@ -368,8 +368,7 @@ async def delete_objects(ctx: S3Context, s3: S3Request) -> Response:
     errors: list[xml_render.DeleteError] = []
     for key, version_id in entries:
         try:
-            async with ctx.key_lock(s3.bucket, key):
-                result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
+            result = await ctx.store.delete_object(s3.bucket, key, version_id=version_id)
         except NoSuchKey:
             deleted.append((key, version_id, False, None))  # S3: deleting nothing succeeds
             continue
@@ -394,7 +393,7 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
     if_none_match = s3.headers.get("if-none-match")
     if if_none_match not in (None, "*"):
         raise S3Error("NotImplemented", "If-None-Match on PUT takes only '*'")
-    ctx.check_if_match(s3)
+    if_match = ctx.check_if_match(s3)
     content_type = s3.headers.get("content-type", "binary/octet-stream")
     metadata, posix = posix_from(user_metadata(s3))
     metadata.update(subresources.tags_from_header(s3.headers.get("x-amz-tagging")))
@@ -411,13 +410,12 @@ async def put_object(ctx: S3Context, s3: S3Request) -> Response:
         metadata=metadata,
         posix=posix,
         if_none_match=if_none_match == "*",
+        if_match=if_match,  # checked again as the version lands: another may have meanwhile
     ) as writer:
         received = await stream_object_body(s3, writer.write)
-        async with ctx.key_lock(s3.bucket, s3.key):
-            ctx.check_if_match(s3)  # again: another write may have landed meanwhile
-            version = await writer.commit(
-                expected_md5=received.content_md5_hex, checksums=received.checksums
-            )
+        version = await writer.commit(
+            expected_md5=received.content_md5_hex, checksums=received.checksums
+        )
     headers = {"ETag": f'"{version.etag}"'}
     if info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = version.version_id
@@ -431,8 +429,7 @@ async def delete_object(ctx: S3Context, s3: S3Request) -> Response:
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     version_id = s3.query.get("versionId")
     try:
-        async with ctx.key_lock(s3.bucket, s3.key):
-            result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
+        result = await ctx.store.delete_object(s3.bucket, s3.key, version_id=version_id)
     except NoSuchKey:
         return Response(b"", status=204)  # S3: deleting what is not there succeeds
     headers = {}
@@ -470,16 +467,15 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         )
     metadata = user_metadata(s3) if directive == "REPLACE" else None
     content_type = s3.headers.get("content-type") if directive == "REPLACE" else None
-    async with ctx.key_lock(s3.bucket, s3.key):
-        info = await ctx.store.copy_object(
-            source_bucket,
-            source_key,
-            s3.bucket,
-            s3.key,
-            version_id=source.version_id,
-            metadata=metadata,
-            content_type=content_type,
-        )
+    info = await ctx.store.copy_object(
+        source_bucket,
+        source_key,
+        s3.bucket,
+        s3.key,
+        version_id=source.version_id,
+        metadata=metadata,
+        content_type=content_type,
+    )
     headers: dict[str, str] = {}
     if target.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id

@@ -257,17 +257,16 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         if name.startswith(_USER_PREFIX)
     }
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
-    async with ctx.key_lock(s3.bucket, s3.key):
-        ctx.check_if_match(s3)
-        info = await ctx.store.compose_object(
-            s3.bucket,
-            s3.key,
-            sources,
-            etag=etag,
-            content_type=upload.content_type,
-            metadata=metadata,
-            if_none_match=if_none_match == "*",
-        )
+    info = await ctx.store.compose_object(
+        s3.bucket,
+        s3.key,
+        sources,
+        etag=etag,
+        content_type=upload.content_type,
+        metadata=metadata,
+        if_none_match=if_none_match == "*",
+        if_match=ctx.check_if_match(s3),
+    )
     await _remove_upload(ctx, s3.bucket, upload_id)
     body = xml_render.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)
     headers = {}

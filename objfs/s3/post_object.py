@@ -194,8 +194,7 @@ async def post_object(ctx: S3Context, s3: S3Request) -> Response:
             raise S3Error(
                 "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size"
             )
-        async with ctx.key_lock(s3.bucket, key):
-            version = await writer.commit()
+        version = await writer.commit()
     return _success(fields, s3.bucket, key, version.etag or "")
 
 

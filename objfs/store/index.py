@@ -491,6 +491,10 @@ class ObjectIndex:
         versions = self.versions(bucket, key)
         if record.if_none_match and versions and not versions[0].delete_marker:
             raise KeyAlreadyExists(f"key {key!r} already exists in bucket {bucket!r}")
+        if record.if_match is not None:
+            etag = self.current(bucket, key).etag  # NoSuchKey
+            if "*" not in record.if_match and etag not in record.if_match:
+                raise PreconditionFailed(f"{key!r} has ETag {etag!r}, not the one asked for")
         self._leave_group(bucket, key, freed, version.mtime_ns)
         versions = self.versions(bucket, key)
         others = tuple(links.strip(v) for v in versions if v.version_id != version.version_id)

@@ -60,6 +60,8 @@ class RecordType(enum.IntEnum):
     LINK_KEY = 13
     EXCHANGE = 14
     MOVE_SEGMENT = 15
+    PUT_VERSION_IF_MATCH = 16  # a PUT_VERSION with If-Match ETags: a decoder that
+    # ignored them would apply a put its writer saw refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +102,16 @@ class PutVersion:
 
     A version with id "null" replaces the key's null version; any other id is
     added as the newest. With `if_none_match` the put fails if the key has a
-    current (non-delete-marker) version (O_EXCL, If-None-Match: *).
+    current (non-delete-marker) version (O_EXCL, If-None-Match: *). With
+    `if_match` it fails unless the current version's ETag is one of these ("*":
+    any current version; If-Match).
     """
 
     bucket: BucketName
     key: ObjectKey
     version: ObjectVersion
     if_none_match: bool = False
+    if_match: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,8 +403,9 @@ def _fields(record: Record) -> list[Any]:
             return [name, versioning.value]
         case SetBucketSetting(name, setting, value):
             return [name, setting, value]
-        case PutVersion(bucket, key, version, if_none_match):
-            return [bucket, key, encode_version(version), if_none_match]
+        case PutVersion(bucket, key, version, if_none_match, if_match):
+            fields = [bucket, key, encode_version(version), if_none_match]
+            return fields if if_match is None else [*fields, list(if_match)]
         case DeleteObject(bucket, key, version_id, marker, time_ns):
             marker_fields = None if marker is None else encode_version(marker)
             return [bucket, key, version_id, marker_fields, time_ns]
@@ -452,7 +458,10 @@ _TYPES: Final[dict[type, RecordType]] = {
 
 def encode_record(record: Record) -> tuple[RecordType, bytes]:
     """The record's type and msgpack payload."""
-    return _TYPES[type(record)], msgpack.packb(_fields(record), use_bin_type=True)
+    record_type = _TYPES[type(record)]
+    if isinstance(record, PutVersion) and record.if_match is not None:
+        record_type = RecordType.PUT_VERSION_IF_MATCH
+    return record_type, msgpack.packb(_fields(record), use_bin_type=True)
 
 
 def _build(record_type: RecordType, f: list[Any]) -> Record:
@@ -469,6 +478,10 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
             return SetBucketSetting(BucketName(f[0]), f[1], f[2])
         case RecordType.PUT_VERSION:
             return PutVersion(BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3])
+        case RecordType.PUT_VERSION_IF_MATCH:
+            return PutVersion(
+                BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3], tuple(f[4])
+            )
         case RecordType.DELETE_OBJECT:
             marker = None if f[3] is None else decode_version(f[3])
             version_id = None if f[2] is None else VersionId(f[2])

@@ -447,14 +447,20 @@ class Store:
         checksums: Mapping[str, str] | None = None,
         posix: PosixAttrs | None = None,
         if_none_match: bool = False,
+        if_match: Sequence[str] | None = None,
     ) -> AsyncIterator[ObjectWriter]:
         """A streaming writer; nothing is visible until `await writer.commit()`.
 
         Entering checks the bucket and key (InvalidKey, NoSuchBucket) and does not
-        block. Leaving without a commit frees every byte written.
+        block. Leaving without a commit frees every byte written. The commit fails
+        with KeyAlreadyExists if `if_none_match` and the key has a current version,
+        and with PreconditionFailed (NoSuchKey when there is no current version)
+        if `if_match` is given and the current version's ETag is not among those
+        ETags ("*": any) when the record applies.
         """
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
+        wanted = None if if_match is None else tuple(if_match)
 
         async def commit(
             size: int,
@@ -466,7 +472,7 @@ class Store:
             version = self._new_version(
                 bucket_name, size, etag, pieces, content_type, metadata, stored, posix
             )
-            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
+            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match, wanted))
             return version
 
         body_error: BaseException | None = None
@@ -506,10 +512,12 @@ class Store:
         checksums: Mapping[str, str] | None = None,
         posix: PosixAttrs | None = None,
         if_none_match: bool = False,
+        if_match: Sequence[str] | None = None,
     ) -> ObjectInfo:
         """Store `data` whole as the new current version of the key.
 
         Small objects take a direct path: one inline record, no writer, no buffer.
+        `if_none_match` and `if_match` as for `open_writer`.
         """
         if len(data) > self.config.inline_max_bytes:
             async with self.open_writer(
@@ -520,6 +528,7 @@ class Store:
                 checksums=checksums,
                 posix=posix,
                 if_none_match=if_none_match,
+                if_match=if_match,
             ) as writer:
                 await writer.write(data)
                 version = await writer.commit()
@@ -537,7 +546,8 @@ class Store:
             checksums,
             posix,
         )
-        await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
+        wanted = None if if_match is None else tuple(if_match)
+        await self._commit(PutVersion(bucket_name, object_key, version, if_none_match, wanted))
         return object_info(bucket, key, version)
 
     async def delete_object(
@@ -648,6 +658,7 @@ class Store:
         metadata: Mapping[str, str] | None = None,
         checksums: Mapping[str, str] | None = None,
         if_none_match: bool = False,
+        if_match: Sequence[str] | None = None,
     ) -> ObjectInfo:
         """A new version made of byte ranges of other versions, by reference (one
         record, no data copied): S3 multipart Complete and UploadPartCopy.
@@ -655,6 +666,8 @@ class Store:
         Raises:
             NoSuchKey, NoSuchVersion, NoSuchBucket: a source is missing.
             InvalidRange: a source range reaches past its version's end.
+            KeyAlreadyExists, PreconditionFailed: `if_none_match`, `if_match` (as
+                for `open_writer`).
         """
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
@@ -689,7 +702,8 @@ class Store:
             version = replace(version, etag=None)
         self._space.pin(segments)  # the sources may go away before the record is applied
         try:
-            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match))
+            wanted = None if if_match is None else tuple(if_match)
+            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match, wanted))
         finally:
             self._space.unpin(segments)
         return object_info(bucket, key, version)

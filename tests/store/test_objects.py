@@ -36,6 +36,7 @@ from objfs.errors import (
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
+    PreconditionFailed,
 )
 from objfs.store import PosixAttrs, Store, Versioning, open_store
 from objfs.store.device import DeviceStatistics, WriteData
@@ -359,6 +360,30 @@ async def test_refused_conditional_put_frees_the_bytes_it_stored(store: Store) -
     assert isinstance(sole(caught.value), KeyAlreadyExists)
     assert await store.get_object(BUCKET, "k") == original
     assert store.space.free_bytes == free
+
+
+async def test_put_if_match_is_checked_when_the_version_lands(store: Store) -> None:
+    first = await store.put_object(BUCKET, "k", b"first")
+    assert first.etag is not None
+    with pytest.raises(NoSuchKey):
+        await store.put_object(BUCKET, "absent", b"x", if_match=["*"])
+    with pytest.raises(PreconditionFailed):
+        await store.put_object(BUCKET, "k", b"x", if_match=["0" * 32])
+    second = await store.put_object(BUCKET, "k", b"second", if_match=["0" * 32, first.etag])
+    assert second.etag is not None
+    # A streaming writer that started while `second` was current loses to a put
+    # that lands before its commit, and frees what it stored.
+    free = store.space.free_bytes
+    with pytest.raises((PreconditionFailed, BaseExceptionGroup)) as caught:
+        async with store.open_writer(BUCKET, "k", if_match=[second.etag]) as writer:
+            await writer.write(os.urandom(1_000_000))
+            await store.put_object(BUCKET, "k", b"third")
+            await writer.commit()
+    assert isinstance(sole(caught.value), PreconditionFailed)
+    assert await store.get_object(BUCKET, "k") == b"third"
+    assert store.space.free_bytes == free
+    await store.put_object(BUCKET, "k", b"fourth", if_match=["*"])
+    assert await store.get_object(BUCKET, "k") == b"fourth"
 
 
 # -- head and delete --------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+import msgpack
 import pytest
 
 from objfs.errors import Corrupted, DeviceError
@@ -21,6 +22,7 @@ from objfs.store.records import (
     MoveSegment,
     PutVersion,
     Record,
+    RecordType,
     RenameKey,
     RenamePrefix,
     SetAttributes,
@@ -73,6 +75,7 @@ ALL_RECORDS: list[Record] = [
     DeleteBucket(B),
     SetBucketVersioning(B, Versioning.SUSPENDED),
     PutVersion(B, K, VERSION, True),
+    PutVersion(B, K, VERSION, False, ("*", "abc-2")),
     DeleteObject(B, K, VersionId("v1"), None),
     DeleteObject(B, K, None, dataclasses.replace(VERSION, delete_marker=True, pieces=())),
     RenameKey(B, K, ObjectKey("other"), True),
@@ -89,6 +92,17 @@ ALL_RECORDS: list[Record] = [
 def test_every_record_type_round_trips(record: Record) -> None:
     record_type, payload = encode_record(record)
     assert decode_record(record_type, payload) == record
+
+
+def test_a_put_version_with_if_match_has_a_type_of_its_own() -> None:
+    """An objfs that knows only PUT_VERSION refuses it (Corrupted), rather than
+    dropping the condition and applying a put its writer saw refused."""
+    assert encode_record(PutVersion(B, K, VERSION, True))[0] == RecordType.PUT_VERSION
+    record_type, payload = encode_record(PutVersion(B, K, VERSION, False, ("e",)))
+    assert record_type == RecordType.PUT_VERSION_IF_MATCH
+    assert msgpack.unpackb(payload)[:4] == msgpack.unpackb(
+        encode_record(PutVersion(B, K, VERSION))[1]
+    )
 
 
 def test_unknown_record_type_is_corrupted_not_a_crash() -> None:

@@ -9,7 +9,8 @@ every extent the index and the checkpoint pointers reference". No I/O.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import final
 
@@ -71,6 +72,16 @@ class Space:
     @property
     def reserve_bytes(self) -> int:
         return self._reserve() if callable(self._reserve) else self._reserve
+
+    @contextmanager
+    def reserve_lifted(self) -> Iterator[None]:
+        """Data writes may take the checkpoint reserve while inside: for tests that
+        must fill every device to its last block (nothing in objfs uses it)."""
+        reserve, self._reserve = self._reserve, 0
+        try:
+            yield
+        finally:
+            self._reserve = reserve
 
     def room_to_grow(self) -> bool:
         """Whether every metadata device has free space beyond its reserve: if not,

@@ -63,16 +63,11 @@ async def fragment(store: Store) -> dict[str, bytes]:
     are many and large enough that the largest of them still hold that reserve."""
     hole = HOLE * store.policy.data_fragments
     filled: list[str] = []
-    space = store.space
-    reserve, space._reserve = space._reserve, 0
-    try:
-        with pytest.raises(NoSpace):
-            while True:
-                name = f"fill{len(filled):05d}"
-                await store.put_object(BUCKET, name, payload(name, hole))
-                filled.append(name)
-    finally:
-        space._reserve = reserve
+    with store.space.reserve_lifted(), pytest.raises(NoSpace):
+        while True:
+            name = f"fill{len(filled):05d}"
+            await store.put_object(BUCKET, name, payload(name, hole))
+            filled.append(name)
     for name in filled[::2]:
         await store.delete_object(BUCKET, name)
     return {name: payload(name, hole) for name in filled[1::2]}

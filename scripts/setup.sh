@@ -16,7 +16,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
 VENV=".venv"
 STAMP="$VENV/.installed"
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config systemd)
+# rclone: a real client for the S3 tests (tests/s3/test_clients.py), as
+# aws-cli and s3cmd are (those come with pip, below).
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config systemd rclone)
 
 say() { echo "setup: $*"; }
 die() { echo "setup: ERROR: $*" >&2; exit 1; }

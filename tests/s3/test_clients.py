@@ -1,9 +1,10 @@
-"""Real S3 clients against a real node: aws-cli, s3cmd, minio-py and boto3, end to end.
+"""Real S3 clients against a real node: aws-cli, s3cmd, rclone, minio-py and boto3, end to end.
 
 Method: one node per module (s3_node.py; 3 x 1 GiB device files, so a 200 MiB
 object fits beside the rest). aws-cli and s3cmd run as subprocesses of the
 venv with their own config files (path-style addressing, SigV4, no retries
-where the tool allows it); minio-py and boto3 run in-process. Every scenario
+where the tool allows it), rclone (a Debian package, scripts/setup.sh) as a
+subprocess with its own config file; minio-py and boto3 run in-process. Every scenario
 checks the bytes that come back (SHA-256 of whole files, slices for ranges),
 the ETags (MD5, or MD5 of the part MD5s and "-N" for multipart uploads), the
 sizes and the listings, not only that the tool exited 0. Any ERROR logged by
@@ -30,6 +31,7 @@ import tempfile
 import zlib
 from base64 import b64encode
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -47,6 +49,7 @@ MiB = 1024 * KiB
 BIN = Path(sys.executable).parent
 AWS = str(BIN / "aws")
 S3CMD = str(BIN / "s3cmd")
+RCLONE = shutil.which("rclone") or "rclone"
 TOOL_TIMEOUT_S = 120
 LISTING_KEY_COUNT = 2000
 
@@ -503,6 +506,116 @@ def test_s3cmd_mb_put_get_ls_del_and_multipart(
     assert s3cmd("ls", "--recursive", "s3://cmd") == ""
     s3cmd("rb", "s3://cmd")
     assert "s3://cmd" not in s3cmd("ls").split()
+
+
+# -- rclone ---------------------------------------------------------------------------
+
+
+class Rclone:
+    """`rclone` with a remote "o" on the node (provider Other, path-style), no
+    retries, and 5 MiB cutoffs: files of 5 MiB or more go up as multipart
+    uploads and are copied server-side with UploadPartCopy."""
+
+    def __init__(self, node: Node, home: Path) -> None:
+        self.config = home / "rclone.conf"
+        self.config.write_text(
+            "[o]\ntype = s3\nprovider = Other\n"
+            f"access_key_id = {ROOT_KEY}\nsecret_access_key = {ROOT_SECRET}\n"
+            f"endpoint = {node.endpoint}\nregion = us-east-1\nforce_path_style = true\n",
+            encoding="utf-8",
+        )
+        # AWS_CA_BUNDLE makes rclone refuse to start ("unsupported transport").
+        drop = ("AWS_", "RCLONE_")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+        self.env["HOME"] = str(home)
+
+    def __call__(self, *args: str | Path) -> str:
+        command = [
+            RCLONE,
+            "--config",
+            str(self.config),
+            "--retries=1",
+            "--low-level-retries=1",
+            "--s3-upload-cutoff=5M",
+            "--s3-chunk-size=5M",
+            "--s3-copy-cutoff=5M",
+            *map(str, args),
+        ]
+        done = subprocess.run(
+            command, env=self.env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S
+        )
+        assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stderr}"
+        assert "ERROR" not in done.stderr, done.stderr
+        return done.stdout
+
+    def listing(self, remote: str) -> dict[str, dict[str, Any]]:
+        """`rclone lsjson -R --hash` of `remote`: path -> entry, files only."""
+        entries = json.loads(self("lsjson", "-R", "--hash", "--files-only", remote))
+        return {entry["Path"]: entry for entry in entries}
+
+
+def rclone_time_ns(text: str) -> int:
+    """A modification time as `rclone lsjson` writes it (RFC 3339, UTC), in ns."""
+    stamp, _, fraction = text.removesuffix("Z").partition(".")
+    seconds = int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
+
+
+def test_rclone_copy_check_sync_server_side_copy_move_touch_and_purge(
+    node: Node, s3: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    rclone = Rclone(node, tmp_path_factory.mktemp("rclone-home"))
+    local, down = tmp_path / "tree", tmp_path / "down"
+    make_tree(local, 14)
+    write_random_file(local / "big.bin", 23 * MiB)  # five parts of 5 MiB (the last 3 MiB)
+    rclone("mkdir", "o:rcl")
+    rclone("copy", local, "o:rcl/tree")
+    rclone("check", local, "o:rcl/tree")  # sizes and MD5s, multipart object included
+    assert s3.head_object(Bucket="rcl", Key="tree/big.bin")["ETag"] == (
+        f'"{s3_etag(local / "big.bin", part_size_bytes=5 * MiB)}"'
+    )
+    listed = rclone.listing("o:rcl/tree")
+    assert sorted(listed) == sorted(tree_of(local))
+    for name, entry in listed.items():  # rclone's mtime metadata (float seconds: ~1 us)
+        mtime_ns = (local / name).stat().st_mtime_ns
+        assert abs(rclone_time_ns(entry["ModTime"]) - mtime_ns) < 1000, name
+        assert entry["Hashes"]["md5"] == s3_etag(local / name, part_size_bytes=None), name
+
+    # A change, a deletion and a new file, synced up; everything back down.
+    (local / "docs" / "f01.dat").write_bytes(b"changed")
+    (local / "docs" / "deep" / "f02.dat").unlink()
+    (local / "new.txt").write_bytes(b"new")
+    rclone("sync", local, "o:rcl/tree")
+    rclone("copy", "o:rcl/tree", down)
+    assert tree_of(down) == tree_of(local)
+
+    # Server-side copy (multipart, by UploadPartCopy) and move; ranged reads.
+    rclone("copyto", "o:rcl/tree/big.bin", "o:rcl/copy/big.bin")
+    copied = s3.head_object(Bucket="rcl", Key="copy/big.bin")
+    assert copied["ContentLength"] == 23 * MiB and copied["ETag"].endswith('-5"')
+    rclone("copyto", "o:rcl/copy/big.bin", down / "copy.bin")
+    assert sha256_of(down / "copy.bin") == sha256_of(local / "big.bin")
+    rclone("moveto", "o:rcl/tree/new.txt", "o:rcl/moved/new.txt")
+    assert rclone("cat", "o:rcl/moved/new.txt") == "new"
+    assert "new.txt" not in rclone.listing("o:rcl/tree")
+    data = (local / "big.bin").read_bytes()
+    for offset, count in [(0, 10), (5 * MiB - 3, 7), (23 * MiB - 5, 5)]:
+        command = [RCLONE, "--config", str(rclone.config), "cat", "o:rcl/tree/big.bin"]
+        command += [f"--offset={offset}", f"--count={count}"]
+        done = subprocess.run(command, env=rclone.env, capture_output=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == data[offset : offset + count], done.stderr
+
+    # touch: a copy of the object onto itself with new metadata (REPLACE).
+    rclone("touch", "-t", "2020-01-02T03:04:05", "o:rcl/tree/big.bin")
+    touched = rclone.listing("o:rcl/tree")["big.bin"]
+    assert touched["ModTime"].startswith("2020-01-02T03:04:05") and touched["Size"] == 23 * MiB
+    (local / "new.txt").unlink()  # moved away above
+    rclone("check", local, "o:rcl/tree")  # the bytes (MD5s) are as they were
+
+    rclone("purge", "o:rcl")
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_bucket(Bucket="rcl")
+    assert excinfo.value.response["Error"]["Code"] == "404"
 
 
 # -- minio-py -------------------------------------------------------------------------

@@ -21,9 +21,11 @@ The file is text, one line per extent written, appended:
     <device index> <offset bytes> <length bytes> <expiry, unix seconds>\\n
 
 A torn last line (a crash mid-append) does not parse and is skipped. Claims
-are not written: after a restart an already-claimed extent is in use in the
-rebuilt map and is skipped, and one claimed and since freed is held until it
-expires (a short leak, never a double use). The file is rewritten
+and forgets are not written: after a restart an already-claimed extent is in
+use in the rebuilt map and is skipped, one claimed or forgotten and since
+freed is held until it expires (a short leak, never a double use), and a line
+that overlaps a later one is skipped (its space was freed before the later
+fragment was written there, so the later one is what is pending). The file is rewritten
 (`write_file_atomically`) when it holds many more lines than pending extents.
 
 The file's syscalls run in worker threads, one at a time (`_lock`).
@@ -38,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import final
 
 import trio
+from sortedcontainers import SortedDict
 
 from objfs.store.device import read_small_file, write_file_atomically
 from objfs.store.space import Space
@@ -86,11 +89,17 @@ class PendingFragments:
         async with self._lock:
             lines = await trio.to_thread.run_sync(_read_lines, self.path)
         now = self.clock()
-        for line in lines:
+        # Newest first: a line overlapping a later one was freed (forgotten, or
+        # claimed and deleted) before the later one's space was allocated.
+        later: dict[int, SortedDict[int, int]] = {}  # device -> spans listed later
+        for line in reversed(lines):
             parsed = _parse(line)
-            if parsed is None or parsed[1] <= now or parsed[0] in self.extents:
+            if parsed is None:
                 continue
             extent, expiry = parsed
+            written_over = _cover(later.setdefault(extent.device_index, SortedDict()), extent)
+            if written_over or expiry <= now:
+                continue
             allocator = self.space.allocators.get(extent.device_index)
             try:
                 if allocator is None or not allocator.is_free(extent):
@@ -170,6 +179,21 @@ class PendingFragments:
             text = "".join(_line(extent, expiry) for extent, expiry in snapshot).encode()
             await trio.to_thread.run_sync(write_file_atomically, self.path, text)
             self._lines = len(snapshot)
+
+
+def _cover(spans: SortedDict[int, int], extent: Extent) -> bool:
+    """Add `extent` to `spans` (disjoint, start -> end); whether it overlapped them."""
+    start, end = extent.offset_bytes, extent.end_bytes
+    overlapped = False
+    at = spans.bisect_right(start)
+    if at > 0 and spans.peekitem(at - 1)[1] >= start:  # touches the span before
+        at -= 1
+    while at < len(spans) and spans.peekitem(at)[0] <= end:  # touches this one
+        other_start, other_end = spans.popitem(at)
+        overlapped |= other_start < extent.end_bytes and extent.offset_bytes < other_end
+        start, end = min(start, other_start), max(end, other_end)
+    spans[start] = end
+    return overlapped
 
 
 def _line(extent: Extent, expiry: float) -> str:

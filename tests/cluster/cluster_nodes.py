@@ -8,6 +8,7 @@ READY=1 from each. Every node gets its own S3, admin, Raft and API ports.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -23,6 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from service_node import ServiceNode, mounted, objfs, s3_client, write_config
 
+from objfs.cluster import peers
+
 WORK_DIR = os.environ.get("OBJFS_TEST_DIR", "/var/tmp/objfs-tests")
 
 SECRET = "a-cluster-secret-for-the-tests-0123456789"
@@ -36,6 +39,27 @@ def free_ports(count: int) -> list[int]:
     for each in sockets:
         each.close()
     return ports
+
+
+def signed(
+    address: str, method: str, target: str, body: bytes = b"", *, secret: str | None = SECRET
+) -> tuple[int, bytes]:
+    """One request to a node's internal API, signed with `secret` (None: unsigned)."""
+    host, port = address.rsplit(":", 1)
+    headers = {}
+    if secret is not None:
+        when = int(time.time())
+        headers = {
+            peers.TIME_HEADER: str(when),
+            peers.SIGNATURE_HEADER: peers.signature(secret, method, target, body, when),
+        }
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(method, target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 class Member:

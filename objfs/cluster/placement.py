@@ -37,7 +37,6 @@ import logging
 import math
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, final
 
@@ -125,6 +124,7 @@ class Placement:
         remote: another node's device, to send a fragment to.
         abandon: told of each fragment written on another node that no record
             will name (its node is told to free it; else it does at its bound).
+        clock: seconds, for the age of fragments (tests move it).
     """
 
     def __init__(
@@ -139,6 +139,7 @@ class Placement:
         live: Callable[[int], bool],
         remote: Callable[[int], RemoteStore | None],
         abandon: Callable[[Extent], None] = lambda extent: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.datapath = datapath
         self.pending = pending
@@ -148,10 +149,14 @@ class Placement:
         self._live = live
         self._remote = remote
         self._abandon = abandon
+        self._clock = clock
         self._keys = itertools.count(secrets.randbits(48))
         self._policies: dict[tuple[tuple[int, int], ...], erasure.Policy] = {}
-        # When each fragment written for this node's stripes was stored, for check_age.
-        self._written: OrderedDict[Extent, float] = OrderedDict()
+        # When each fragment written for this node's stripes was stored, for
+        # check_age. An entry goes when a record naming it is proposed
+        # (check_age) or its stripe is given up (discard), however old: one
+        # dropped earlier would let a write that took too long commit.
+        self._written: dict[Extent, float] = {}
         self.fragments_sent = 0
         self.bytes_sent = 0
         self.replaced = 0  # fragments stored elsewhere than first chosen
@@ -251,10 +256,9 @@ class Placement:
                 f"could be stored: {'; '.join(str(e) for e in errors[-3:])}"
             )
         extents = [extent for extent in placed if extent is not None]
-        now = time.monotonic()
+        now = self._clock()
         for extent in extents:
             self._written[extent] = now
-        self._prune(now)
         return extents
 
     async def _store(self, device_index: int, payload: WriteData, size_bytes: int) -> Extent:
@@ -305,7 +309,7 @@ class Placement:
             Unavailable: a fragment is too old (the client's write took too long).
         """
         limit = BOUND_S - COMMIT_MARGIN_S
-        now = time.monotonic()
+        now = self._clock()
         for segment in segments:
             for fragment in segment.fragments:
                 written = self._written.pop(fragment.extent, None)
@@ -314,13 +318,6 @@ class Placement:
                         f"the write took over {limit:.0f} s from its first stripe to its "
                         "commit; its fragments may be reclaimed, so it is refused (retry it)"
                     )
-
-    def _prune(self, now: float) -> None:
-        while self._written:
-            extent, written = next(iter(self._written.items()))
-            if now - written <= BOUND_S:
-                break
-            del self._written[extent]
 
 
 def _as_bytes(payload: WriteData, size_bytes: int) -> bytes:

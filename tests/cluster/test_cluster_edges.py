@@ -4,11 +4,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+from typing import Any, cast
 
 import crc32c
+import pytest
 from cluster_nodes import Cluster, Member, signed
+
+from objfs.cluster.pending import BOUND_S
+from objfs.cluster.placement import Placement
+from objfs.errors import Unavailable
+from objfs.store.types import Extent, Fragment, Segment, global_device_index
 
 MiB = 1 << 20
 
@@ -64,3 +72,47 @@ def test_a_restart_takes_back_the_pending_fragment_written_last_where_lines_over
     assert forget(node, first) == 0
     assert forget(node, second, third) == 2
     assert node.status()["placement"]["pending_fragments"] == 0
+
+
+async def test_a_write_whose_first_stripe_outlived_the_bound_is_refused_at_its_commit() -> None:
+    """Other nodes free a pending fragment `BOUND_S` after it was written, so the
+    coordinator refuses to commit a record naming one written that long ago.
+    It forgot how old a fragment was once `BOUND_S` had passed and it placed
+    another stripe: a write streaming for over an hour (a slow PUT, a file
+    written through the mount) then committed fragments other nodes had freed
+    and could hand out again. (No real node here: the bound is an hour.)"""
+    now = [0.0]
+    offsets = itertools.count(0, MiB)
+
+    class OtherNode:
+        def __init__(self, device_index: int) -> None:
+            self.device_index = device_index
+
+        async def store(self, payload: bytes, crc: int) -> Extent:
+            return Extent(self.device_index, next(offsets), MiB)
+
+    devices = {n: tuple(global_device_index(n, i) for i in range(3)) for n in (1, 2)}
+    placement = Placement(
+        cast(Any, None),  # node 0 places nothing on its own devices here
+        cast(Any, None),
+        0,
+        shape="2+2",
+        backend="auto",
+        devices=lambda: {0: (), **devices},
+        live=lambda node: True,
+        remote=OtherNode,
+        clock=lambda: now[0],
+    )
+
+    async def stripe() -> Segment:
+        policy = placement.policy()
+        width = policy.width
+        extents = await placement.place(policy, [b"data"] * width, [4] * width)
+        assert extents is not None
+        return Segment(8, tuple(Fragment(e, 4, 0) for e in extents), policy.data_fragments)
+
+    first = await stripe()
+    now[0] += BOUND_S + 1  # the other nodes free the first stripe's fragments now
+    second = await stripe()
+    with pytest.raises(Unavailable, match="took over"):
+        placement.check_age([first, second])

@@ -456,6 +456,12 @@ class ClusterMember:
                 await self._change_membership("removing", gone.raft_address)
             return {"removed": number, "stripes_moved": 0}
         node = self.catalog.node(number)
+        if not node.admitted:  # joined, never ran: no stripes, no vote (leave_v1 refuses it)
+            await self.replicator.change_catalog({"op": "remove_node_v1", "number": number})
+            with contextlib.suppress(Unavailable):  # in Raft only if admitted half way
+                await self._change_membership("removing", node.raft_address)
+            log.info("node %d (%s), which never ran, is removed", number, node.name)
+            return {"removed": number, "stripes_moved": 0}
         self._check_quorum_without(node.raft_address)
         await self.replicator.change_catalog({"op": "leave_v1", "number": number})
         log.info("node %d (%s) is leaving: moving its stripes elsewhere", number, node.name)

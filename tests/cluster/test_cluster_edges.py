@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import crc32c
 import pytest
-from cluster_nodes import Cluster, Member, signed
+from cluster_nodes import SECRET, Cluster, Member, signed
 
 from objfs.cluster.pending import BOUND_S
 from objfs.cluster.placement import Placement
@@ -116,3 +116,27 @@ async def test_a_write_whose_first_stripe_outlived_the_bound_is_refused_at_its_c
     second = await stripe()
     with pytest.raises(Unavailable, match="took over"):
         placement.check_age([first, second])
+
+
+def test_a_node_that_joined_and_never_ran_can_be_removed(cluster: Cluster) -> None:
+    """`objfs cluster join` gives a node a number in the catalog; it becomes a
+    voting member when it first runs. One that never runs (its machine died)
+    could not be removed: the remove first marked it leaving, which the catalog
+    refuses for a node not admitted, so it stayed "joining" for good, its name
+    and Raft address taken."""
+    (first,) = cluster.start(1)
+    joined = cluster.add()
+    done = joined.cli(
+        "cluster", "join", first.api_address, "--name", "node1",
+        "--raft-address", joined.raft_address, "--api-address", joined.api_address,
+        "--device-count", "3", "--device-size", "64M",
+        environ={"OBJFS_CLUSTER_SECRET": SECRET},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [n["number"] for n in first.status()["catalog"]["nodes"]] == [0, 1]
+
+    done = first.cli("cluster", "remove", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "node 1 is removed from the cluster" in done.stdout, done.stdout
+    assert [n["number"] for n in first.status()["catalog"]["nodes"]] == [0]
+    first.s3().create_bucket(Bucket="still-committing")

@@ -3,17 +3,21 @@
 `user.NAME` with a printable ASCII value is the S3 user metadata NAME (S3
 shows it as x-amz-meta-NAME, and S3 metadata shows in the mount as user.*
 attributes). Any other name or value (security.*, binary values, names S3
-could not carry) is kept base64-encoded under "x:" + base64(name), which S3
-never shows (names with ":" are the faces' own).
+could not carry: an HTTP header name is a token, RFC 9110) is kept
+base64-encoded under "x:" + base64(name), which S3 never shows (names with
+":" are the faces' own).
 """
 
 from __future__ import annotations
 
 import base64
+import string
 
 XATTR_PREFIX = "x:"
 USER_XATTR = "user."
 MAX_VALUE_BYTES = 64 * 1024
+# What an HTTP header name (x-amz-meta-NAME) may hold: RFC 9110 tchar, lower case.
+_HEADER_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def stored_item(name: bytes, value: bytes) -> tuple[str, str]:
@@ -22,7 +26,7 @@ def stored_item(name: bytes, value: bytes) -> tuple[str, str]:
     text_name = name.decode("utf-8", "replace")
     if text_name.startswith(USER_XATTR) and name.isascii():
         short = text_name[len(USER_XATTR) :]
-        if short and short == short.lower() and ":" not in short and value.isascii():
+        if short and set(short) <= _HEADER_NAME_CHARS and value.isascii():
             text = value.decode("ascii")
             if text.isprintable():
                 return short, text

@@ -1,0 +1,31 @@
+"""Edges of the mount found by an audit against what POSIX programs expect,
+each a bug once: extended attribute names S3 cannot carry, ...
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from fuse_node import BUCKET, Mounted
+from mount_helpers import key_of, s3_get
+
+
+@pytest.mark.parametrize("name", [b"user.a b", b"user.a(b)", b"user.a/b", b'user.a"b'])
+def test_xattr_names_that_are_no_header_name_keep_s3_reads_working(
+    mounted: Mounted, workdir: str, s3: Any, name: bytes
+) -> None:
+    """user.NAME became x-amz-meta-NAME even when NAME cannot be an HTTP header
+    name: every S3 HEAD and GET of the file then failed with 500."""
+    path = os.path.join(workdir, "f")
+    with open(path, "wb") as file:
+        file.write(b"abc")
+    os.setxattr(path, name, b"v")
+    assert os.getxattr(path, name) == b"v"
+    assert name in [n.encode() for n in os.listxattr(path)]
+    head = s3.head_object(Bucket=BUCKET, Key=key_of(mounted, path))
+    assert set(head["Metadata"]) <= {"mode", "uid", "gid", "mtime"}  # kept out of S3's sight
+    assert s3_get(s3, key_of(mounted, path)) == b"abc"
+    os.removexattr(path, name)
+    assert os.listxattr(path) == []

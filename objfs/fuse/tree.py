@@ -25,6 +25,7 @@ from objfs.fuse.inodes import Inodes, Node
 from objfs.fuse.names import child_name, is_showable
 from objfs.store import ObjectInfo, PosixAttrs, Store
 from objfs.store.names import INTERNAL_BUCKET_PREFIX
+from objfs.store.types import UNSET_ID, UNSET_MODE
 
 FILE_MODE = stat.S_IFREG | 0o644
 DIR_MODE = stat.S_IFDIR | 0o755
@@ -227,9 +228,9 @@ class Tree:
             return Attrs(default_mode, self.uid, self.gid, stored, nlink, 0, mtime, mtime, mtime)
         mode = posix.mode if stat.S_IFMT(posix.mode) else posix.mode | stat.S_IFMT(default_mode)
         return Attrs(
-            mode,
-            posix.uid,
-            posix.gid,
+            default_mode if posix.mode == UNSET_MODE else mode,
+            self.uid if posix.uid == UNSET_ID else posix.uid,
+            self.gid if posix.gid == UNSET_ID else posix.gid,
             stored,
             nlink,
             posix.rdev,

@@ -465,8 +465,10 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
             "itself without changing the object's metadata, storage class, website "
             "redirect location or encryption attributes.",
         )
-    metadata = user_metadata(s3) if directive == "REPLACE" else None
-    content_type = s3.headers.get("content-type") if directive == "REPLACE" else None
+    metadata, posix, content_type = None, None, None
+    if directive == "REPLACE":
+        metadata, posix = posix_from(user_metadata(s3), source.posix)
+        content_type = s3.headers.get("content-type")
     info = await ctx.store.copy_object(
         source_bucket,
         source_key,
@@ -475,6 +477,7 @@ async def copy_object(ctx: S3Context, s3: S3Request) -> Response:
         version_id=source.version_id,
         metadata=metadata,
         content_type=content_type,
+        posix=posix,
     )
     headers: dict[str, str] = {}
     if target.versioning is not Versioning.DISABLED:

@@ -9,10 +9,12 @@ both back.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from objfs.s3.app import S3Request
 from objfs.s3.errors import S3Error
 from objfs.store import ObjectInfo, PosixAttrs
+from objfs.store.types import UNSET_ID, UNSET_MODE
 
 STORED_HEADERS = (
     "cache-control",
@@ -49,36 +51,71 @@ def user_metadata(s3: S3Request) -> dict[str, str]:
 
 
 def posix_headers(info: ObjectInfo) -> dict[str, str]:
-    """The POSIX attributes set through the mount, as s3fs shows them: x-amz-meta-
-    mode (decimal, with the file type), uid, gid and mtime (seconds)."""
+    """The POSIX attributes an object has, as s3fs shows them: x-amz-meta-mode
+    (decimal, with the file type), -uid, -gid (those that are set) and -mtime
+    (seconds, and a fraction to the nanosecond when there is one, as rclone writes it)."""
     posix = info.posix
     if posix is None:
         return {}
-    shown = {"mode": posix.mode, "uid": posix.uid, "gid": posix.gid}
-    headers = {f"x-amz-meta-{name}": str(value) for name, value in shown.items()}
-    mtime_ns = info.mtime_ns if posix.mtime_ns is None else posix.mtime_ns
-    headers["x-amz-meta-mtime"] = str(mtime_ns // 1_000_000_000)
+    headers = {}
+    if posix.mode != UNSET_MODE:
+        headers["x-amz-meta-mode"] = str(posix.mode)
+    for name, value in (("uid", posix.uid), ("gid", posix.gid)):
+        if value != UNSET_ID:
+            headers[f"x-amz-meta-{name}"] = str(value)
+    seconds, nanoseconds = divmod(
+        info.mtime_ns if posix.mtime_ns is None else posix.mtime_ns, 10**9
+    )
+    fraction = f".{nanoseconds:09d}".rstrip("0") if nanoseconds else ""
+    headers["x-amz-meta-mtime"] = f"{seconds}{fraction}"
     return {name: value for name, value in headers.items() if name[11:] not in dict(info.metadata)}
 
 
-def posix_from(metadata: dict[str, str]) -> tuple[dict[str, str], PosixAttrs | None]:
-    """s3fs's attributes in user metadata (x-amz-meta-mode, -uid, -gid, -mtime),
-    taken as the object's POSIX attributes so the mount shows what S3 does; the
-    rest of the metadata is kept as it is. Values that are not numbers stay metadata."""
+def posix_from(
+    metadata: dict[str, str], base: PosixAttrs | None = None
+) -> tuple[dict[str, str], PosixAttrs | None]:
+    """s3fs's attributes in user metadata (x-amz-meta-mode, -uid, -gid, -mtime; rclone
+    sends only -mtime), taken as the object's POSIX attributes so the mount shows
+    what S3 does, and a change through the mount moves what S3 shows; the rest of
+    the metadata is kept as it is. Values that are not numbers stay metadata.
+    Attributes not given are `base`'s (a copy's source), else not set."""
+    given = {name: metadata[name] for name in ("mode", "uid", "gid", "mtime") if name in metadata}
     try:
-        mode = int(metadata["mode"])
-        uid, gid = int(metadata.get("uid", "0")), int(metadata.get("gid", "0"))
-        mtime = metadata.get("mtime")
-        mtime_ns = None if mtime is None else round(float(mtime) * 1e9)
-    except (KeyError, ValueError, OverflowError):
-        return metadata, None
-    if not (0 < mode < 1 << 32 and 0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
-        return metadata, None
+        mode, uid, gid = (int(given.get(name, "-1")) for name in ("mode", "uid", "gid"))
+        mtime_ns = None if "mtime" not in given else _nanoseconds(given["mtime"])
+    except ValueError:
+        return metadata, base
+    if "mode" in given and not 0 < mode < 1 << 32:
+        return metadata, base
+    if not (-1 <= uid < 1 << 32 and -1 <= gid < 1 << 32):
+        return metadata, base
     if mtime_ns is not None and not 0 <= mtime_ns < 1 << 63:
-        return metadata, None
-    kept = {k: v for k, v in metadata.items() if k not in ("mode", "uid", "gid", "mtime")}
-    when = time.time_ns() if mtime_ns is None else mtime_ns  # access, change: the file's
-    return kept, PosixAttrs(mode, uid, gid, 0, when, when, mtime_ns)
+        return metadata, base
+    if not given:
+        return metadata, base
+    kept = {k: v for k, v in metadata.items() if k not in given}
+    if base is None:
+        when = time.time_ns() if mtime_ns is None else mtime_ns  # access, change: the file's
+        base = PosixAttrs(UNSET_MODE, UNSET_ID, UNSET_ID, 0, when, when)
+    return kept, replace(
+        base,
+        mode=mode if "mode" in given else base.mode,
+        uid=uid if "uid" in given else base.uid,
+        gid=gid if "gid" in given else base.gid,
+        mtime_ns=mtime_ns if "mtime" in given else base.mtime_ns,
+    )
+
+
+def _nanoseconds(seconds: str) -> int:
+    """An mtime in seconds ("1600000000", "1600000000.123456789") in ns, exactly.
+
+    Raises:
+        ValueError: not a number of seconds.
+    """
+    whole, dot, fraction = seconds.strip().partition(".")
+    if not whole.isdigit() or (dot and not fraction.isdigit()):
+        raise ValueError(f"not seconds: {seconds!r}")
+    return int(whole) * 10**9 + int(fraction[:9].ljust(9, "0") if dot else "0")
 
 
 def part_sizes(metadata: tuple[tuple[str, str], ...]) -> list[int] | None:

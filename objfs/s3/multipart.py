@@ -27,7 +27,7 @@ from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
-from objfs.s3.metadata import PART_SIZES, user_metadata
+from objfs.s3.metadata import PART_SIZES, posix_from, user_metadata
 from objfs.store import names
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
 
@@ -256,6 +256,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         for name, value in upload.metadata
         if name.startswith(_USER_PREFIX)
     }
+    metadata, posix = posix_from(metadata)
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
     info = await ctx.store.compose_object(
         s3.bucket,
@@ -266,6 +267,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         metadata=metadata,
         if_none_match=if_none_match == "*",
         if_match=ctx.check_if_match(s3),
+        posix=posix,
     )
     await _remove_upload(ctx, s3.bucket, upload_id)
     body = xml_render.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)

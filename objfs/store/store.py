@@ -623,8 +623,10 @@ class Store:
         version_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        posix: PosixAttrs | None = None,
     ) -> ObjectInfo:
-        """Copy by reference: the new version shares the source's stored segments."""
+        """Copy by reference: the new version shares the source's stored segments.
+        Metadata, content type and POSIX attributes are the source's unless given."""
         bucket_name, object_key = self._check_writable(target_bucket, target_key)
         self._check_room_to_grow()
         source = self._version(source_bucket, source_key, version_id)
@@ -639,6 +641,7 @@ class Store:
                 else tuple(sorted(metadata.items()))
             ),
             content_type=source.content_type if content_type is None else content_type,
+            posix=source.posix if posix is None else posix,
         )
         self._space.pin(segments)  # the source may go away before the record is applied
         try:
@@ -659,6 +662,7 @@ class Store:
         checksums: Mapping[str, str] | None = None,
         if_none_match: bool = False,
         if_match: Sequence[str] | None = None,
+        posix: PosixAttrs | None = None,
     ) -> ObjectInfo:
         """A new version made of byte ranges of other versions, by reference (one
         record, no data copied): S3 multipart Complete and UploadPartCopy.
@@ -696,7 +700,7 @@ class Store:
             content_type,
             metadata,
             checksums,
-            None,
+            posix,
         )
         if etag is None:
             version = replace(version, etag=None)

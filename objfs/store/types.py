@@ -152,9 +152,16 @@ class Piece:
         return self.offset_bytes + self.length_bytes
 
 
+UNSET_MODE = 0  # PosixAttrs.mode not set (a set mode always has permission or type bits)
+UNSET_ID = -1  # PosixAttrs.uid / gid not set
+
+
 @dataclass(frozen=True, slots=True)
 class PosixAttrs:
-    """POSIX attributes of an object written through the mount (None when never set)."""
+    """POSIX attributes of an object written through the mount, or given with it
+    over S3 (s3fs's and rclone's x-amz-meta-mode/-uid/-gid/-mtime); None when
+    never set. A mode of UNSET_MODE or an id of UNSET_ID is not set: the mount
+    shows its own default (an S3 client sent an mtime and no mode)."""
 
     mode: int
     uid: int

@@ -335,3 +335,59 @@ def test_s3fs_style_attributes_put_over_s3_are_used(
     assert info.st_mode == stat.S_IFREG | 0o700
     assert (info.st_uid, info.st_gid) == (1000, 1001)
     assert info.st_mtime == 1_600_000_000
+
+
+def test_an_mtime_given_alone_over_s3_is_the_files_and_moves_with_it(
+    mounted: Mounted, workdir: str, s3: Any
+) -> None:
+    """rclone keeps a file's mtime as x-amz-meta-mtime (seconds with nanoseconds)
+    and no mode: the mount shows that mtime with its default mode and owner, and
+    a write through the mount moves what S3 shows, so that a client comparing
+    size and mtime sees the change (it did not: the old mtime stayed)."""
+    key = prefix_of(workdir) + "synced"
+    path = os.path.join(workdir, "synced")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"original", Metadata={"mtime": "1600000000.5"})
+    info = os.stat(path)
+    assert info.st_mtime_ns == 1_600_000_000_500_000_000
+    assert info.st_mode == stat.S_IFREG | 0o644
+    assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
+    assert s3.head_object(Bucket=BUCKET, Key=key)["Metadata"] == {"mtime": "1600000000.5"}
+    with open(path, "r+b") as file:  # the same size: only the mtime tells
+        file.write(b"ORIG")
+    info = os.stat(path)
+    assert info.st_mtime_ns > 1_700_000_000 * 10**9
+    head = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+    seconds, nanoseconds = divmod(info.st_mtime_ns, 10**9)
+    assert head == {"mtime": f"{seconds}.{nanoseconds:09d}".rstrip("0").rstrip(".")}
+    # A copy onto itself with a new mtime (rclone touch) keeps a mode set in the mount.
+    os.chmod(path, 0o600)
+    s3.copy_object(
+        Bucket=BUCKET,
+        Key=key,
+        CopySource={"Bucket": BUCKET, "Key": key},
+        Metadata={"mtime": "1500000000"},
+        MetadataDirective="REPLACE",
+    )
+    info = os.stat(path)
+    assert (info.st_mtime_ns, info.st_mode) == (1_500_000_000 * 10**9, stat.S_IFREG | 0o600)
+    assert s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]["mtime"] == "1500000000"
+    with open(path, "rb") as file:
+        assert file.read() == b"ORIGinal"
+
+
+def test_s3fs_attributes_of_a_multipart_upload_are_used(
+    mounted: Mounted, workdir: str, s3: Any
+) -> None:
+    key = prefix_of(workdir) + "big"
+    metadata = {"mode": str(stat.S_IFREG | 0o751), "mtime": "1600000000"}
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, Metadata=metadata)["UploadId"]
+    etag = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"x")["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key=key,
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    info = os.stat(os.path.join(workdir, "big"))
+    assert (info.st_mode, info.st_mtime_ns) == (stat.S_IFREG | 0o751, 1_600_000_000 * 10**9)
+    assert s3.head_object(Bucket=BUCKET, Key=key)["Metadata"] == metadata

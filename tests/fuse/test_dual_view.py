@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
 from mount_helpers import prefix_of
+from test_clients import Rclone
 from test_s3_hostile import UNSIGNED, Wire, assert_error, raw_request, sign
 
 
@@ -274,3 +276,25 @@ def test_s3_put_if_match_loses_to_a_file_written_while_it_streams(
     assert_error(reply, 412, "PreconditionFailed")
     assert read_file(path) == b"from the mount"
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"from the mount"
+
+
+def test_rclone_sync_sees_a_file_changed_in_the_mount(
+    mounted: Mounted, workdir: str, tmp_path: Path
+) -> None:
+    """rclone up, an edit in place through the mount (same size), rclone back down:
+    the edit comes down. rclone compares size and its mtime metadata, which the
+    mount shows as the file's mtime and moves on every write."""
+    rclone = Rclone(mounted.node, tmp_path)
+    local, down = tmp_path / "local", tmp_path / "down"
+    local.mkdir()
+    (local / "notes.txt").write_bytes(b"version one")
+    os.utime(local / "notes.txt", ns=(1_600_000_000_123_456_789,) * 2)
+    remote = f"o:{BUCKET}/{prefix_of(workdir)}"
+    rclone("copy", local, remote)
+    path = os.path.join(workdir, "notes.txt")
+    assert os.stat(path).st_mtime_ns // 1000 == 1_600_000_000_123_456  # rclone's float: us
+    rclone("copy", remote, down)
+    with open(path, "r+b") as file:
+        file.write(b"VERSION")
+    rclone("sync", remote, down)
+    assert (down / "notes.txt").read_bytes() == b"VERSION one"

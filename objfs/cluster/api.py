@@ -32,6 +32,10 @@ from objfs.store.types import Extent
 if TYPE_CHECKING:
     from objfs.cluster.member import ClusterMember
 
+# What reading a field of a JSON body raises when it is not what is asked
+# (OverflowError: int() of 1e400 or Infinity, which JSON parsers accept).
+_MALFORMED = (KeyError, TypeError, ValueError, OverflowError)
+
 
 def create_cluster_app(member: ClusterMember) -> QuartTrio:
     app = QuartTrio(__name__)
@@ -59,8 +63,8 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
     async def json_body() -> dict[str, Any]:
         try:
             body = json.loads(await request.get_data(cache=True, as_text=False))
-        except ValueError:
-            raise InvalidArgument("the body is not JSON") from None
+        except (ValueError, RecursionError):
+            raise InvalidArgument("the body is not JSON (or nested too deep)") from None
         if not isinstance(body, dict):
             raise InvalidArgument("the body is not a JSON object")
         return body
@@ -75,7 +79,7 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         body = await json_body()
         try:
             number = int(body["number"])
-        except (KeyError, TypeError, ValueError):
+        except _MALFORMED:
             raise InvalidArgument("admit needs a node number") from None
         await member.admit_member(number)
         return answer({"admitted": number})
@@ -86,7 +90,7 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         try:
             device_index = int(body["device"])
             ranges = [(int(offset), int(length)) for offset, length in body["ranges"]]
-        except (KeyError, TypeError, ValueError):
+        except _MALFORMED:
             raise InvalidArgument("a read needs a device and [offset, length] ranges") from None
         data = await member.read_local(device_index, ranges)
         return quart.Response(data, content_type="application/octet-stream")
@@ -109,7 +113,7 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         body = await json_body()
         try:
             segment_ids = [int(each) for each in body["segments"]]
-        except (KeyError, TypeError, ValueError):
+        except _MALFORMED:
             raise InvalidArgument("a heal needs a list of segment ids") from None
         if len(segment_ids) > MAX_HEAL_HINTS:
             raise InvalidArgument(f"at most {MAX_HEAL_HINTS} segments per heal")
@@ -120,7 +124,7 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         body = await json_body()
         try:
             extents = [Extent(int(d), int(o), int(n)) for d, o, n in body["extents"]]
-        except (KeyError, TypeError, ValueError):
+        except _MALFORMED:
             raise InvalidArgument("a forget needs a list of [device, offset, length]") from None
         if len(extents) > MAX_FORGET_EXTENTS:
             raise InvalidArgument(f"at most {MAX_FORGET_EXTENTS} extents per forget")

@@ -374,11 +374,17 @@ class ClusterMember:
     async def admit_join(self, body: dict[str, Any]) -> dict[str, Any]:
         """A new node asks to join: give it a number (committed) and the peers to find."""
         try:
-            name = str(body["name"])
-            raft_address = str(body["raft_address"])
-            api_address = str(body["api_address"])
+            name, raft_address, api_address = (
+                body[f] for f in ("name", "raft_address", "api_address")
+            )
         except KeyError as exc:
             raise InvalidArgument(f"a join needs {exc}") from None
+        if not all(isinstance(f, str) and f for f in (name, raft_address, api_address)):
+            raise InvalidArgument("a join's name and addresses are non-empty strings")
+        for address in (raft_address, api_address):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdecimal() or not 0 < int(port) < 65536:
+                raise InvalidArgument(f"a join's address {address!r} is not HOST:PORT")
         await self.replicator.caught_up.wait()
         number = await self.replicator.change_catalog(
             {

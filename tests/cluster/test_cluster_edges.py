@@ -140,3 +140,29 @@ def test_a_node_that_joined_and_never_ran_can_be_removed(cluster: Cluster) -> No
     assert "node 1 is removed from the cluster" in done.stdout, done.stdout
     assert [n["number"] for n in first.status()["catalog"]["nodes"]] == [0]
     first.s3().create_bucket(Bucket="still-committing")
+
+
+def test_malformed_internal_requests_get_400_and_change_nothing(cluster: Cluster) -> None:
+    """Signed but malformed requests to the internal API: numbers JSON allows
+    that are no integers (1e400, Infinity), nesting deeper than the parser's
+    recursion limit, and a join whose addresses are not HOST:PORT. They were
+    500s with a traceback in the log, and the join went into the catalog for
+    good (every node's), to fail only when the node asked to be admitted."""
+    (node,) = cluster.start(1)
+    catalog = node.status()["catalog"]
+    malformed = [
+        ("/cluster/v1/read", b'{"device": 0, "ranges": [[Infinity, 1]]}'),
+        ("/cluster/v1/read", b'{"device": 1e400, "ranges": [[0, 4096]]}'),
+        ("/cluster/v1/read", b"[" * 100_000),
+        ("/cluster/v1/heal", b'{"segments": [1e400]}'),
+        ("/cluster/v1/forget", b'{"extents": [[0, 0, -Infinity]]}'),
+        ("/cluster/v1/admit", b'{"number": 1e400}'),
+        ("/cluster/v1/join", b'{"name": "x", "raft_address": "nowhere", "api_address": "a:1"}'),
+        ("/cluster/v1/join", b'{"name": "x", "raft_address": "a:1", "api_address": "a:99999"}'),
+        ("/cluster/v1/join", b'{"name": ["x"], "raft_address": "a:1", "api_address": "a:2"}'),
+    ]
+    for target, body in malformed:
+        status, answer = signed(node.api_address, "POST", target, body)
+        assert status == 400, (target, body[:60], status, answer)
+    assert node.status()["catalog"] == catalog
+    assert node.node is not None and "Traceback" not in node.node.log()

@@ -471,14 +471,13 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         key = parent.path + decode_name(name)
         now = time.time_ns()
+        await self._keep_parent(node.bucket, key)
         if self._other_names(node, key):  # one name of several goes; the file stays
             await self.store.delete_object(node.bucket, key)
             self.inodes.remove_name(node, key)
         elif node.handles:
-            await self._keep_parent(node.bucket, key)
             await self._set_aside(node)
         else:
-            await self._keep_parent(node.bucket, key)
             await self.store.delete_object(node.bucket, node.path)
             self.inodes.orphan(node)
         await self._touch_dir(parent, now)

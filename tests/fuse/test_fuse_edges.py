@@ -1,5 +1,6 @@
 """Edges of the mount found by an audit against what POSIX programs expect,
-each a bug once: extended attribute names S3 cannot carry, ...
+each a bug once: extended attribute names S3 cannot carry, a hard link's
+unlink in a directory S3 made, ...
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
-from mount_helpers import key_of, s3_get
+from mount_helpers import key_of, prefix_of, s3_get
 
 
 @pytest.mark.parametrize("name", [b"user.a b", b"user.a(b)", b"user.a/b", b'user.a"b'])
@@ -29,3 +30,19 @@ def test_xattr_names_that_are_no_header_name_keep_s3_reads_working(
     assert s3_get(s3, key_of(mounted, path)) == b"abc"
     os.removexattr(path, name)
     assert os.listxattr(path) == []
+
+
+def test_unlinking_a_hard_link_keeps_a_directory_s3_made(
+    mounted: Mounted, workdir: str, s3: Any
+) -> None:
+    """The last name in a directory that S3 made (no marker) going as one name of
+    a hard-linked file took the directory with it: `rm d/a` left no `d`."""
+    s3.put_object(Bucket=BUCKET, Key=prefix_of(workdir) + "d/a", Body=b"x")
+    directory = os.path.join(workdir, "d")
+    os.link(os.path.join(directory, "a"), os.path.join(workdir, "b"))
+    os.unlink(os.path.join(directory, "a"))
+    assert os.path.isdir(directory)
+    assert os.listdir(directory) == []
+    with open(os.path.join(workdir, "b"), "rb") as file:
+        assert file.read() == b"x"
+    os.rmdir(directory)

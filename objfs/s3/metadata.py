@@ -8,6 +8,7 @@ both back.
 
 from __future__ import annotations
 
+import string
 import time
 from dataclasses import replace
 
@@ -29,6 +30,8 @@ PART_SIZES = "p:sizes"  # a multipart object's part sizes, comma-separated
 # Metadata names with a ":" are kept by the faces (ACL a:, tags t:, uploads m:,
 # parts p:, the mount's links l: and xattrs x:): never shown as x-amz-meta.
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
+# An HTTP header name (x-amz-meta-NAME): RFC 9110 tchar, lower case; no ":".
+_HEADER_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def user_metadata(s3: S3Request) -> dict[str, str]:
@@ -47,6 +50,28 @@ def user_metadata(s3: S3Request) -> dict[str, str]:
             "Your metadata headers exceed the maximum allowed metadata size "
             f"({MAX_METADATA_BYTES} bytes).",
         )
+    return metadata
+
+
+def form_metadata(fields: dict[str, str]) -> dict[str, str]:
+    """The user metadata of a POST form's x-amz-meta-* fields: a form field can
+    carry what no header can, and metadata that cannot be sent back as
+    x-amz-meta-NAME would fail every GET and HEAD of the object.
+
+    Raises:
+        S3Error: InvalidArgument for a name that is no header name (RFC 9110
+            token; ":" is the faces' own) or a value with a control character.
+    """
+    metadata = {}
+    for field, value in fields.items():
+        if not field.startswith("x-amz-meta-"):
+            continue
+        name = field[len("x-amz-meta-") :]
+        if not name or not set(name) <= _HEADER_NAME_CHARS:
+            raise S3Error("InvalidArgument", f"metadata name {name!r} is no HTTP header name")
+        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+            raise S3Error("InvalidArgument", f"metadata {name!r} holds a control character")
+        metadata[name] = value
     return metadata
 
 

@@ -29,6 +29,7 @@ from quart import request
 from objfs.s3 import acl, sigv4
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.errors import S3Error
+from objfs.s3.metadata import form_metadata
 from objfs.s3.users import User
 
 _FIELD_LIMIT_BYTES = 20 * 1024
@@ -167,11 +168,7 @@ async def post_object(ctx: S3Context, s3: S3Request) -> Response:
     low, high = (
         _check_conditions(conditions, fields, s3.bucket) if conditions is not None else (0, None)
     )
-    metadata = {
-        n[len("x-amz-meta-") :]: v for n, v in fields.items() if n.startswith("x-amz-meta-")
-    }
-    if any(":" in name for name in metadata):  # names with ":" are the faces' own
-        raise S3Error("InvalidArgument", "a metadata name must not contain ':'")
+    metadata = form_metadata(fields)
     owner = user.canonical_id if user is not None else acl.ALL_USERS
     wanted = acl.canned(fields["acl"], owner, bucket.owner) if "acl" in fields else None
     if wanted is not None:

@@ -205,9 +205,11 @@ class Operations(pyfuse3.Operations):
         file = self._files.get(node.ino)
         if file is not None:
             await file.flush_data()
+        mtime_ns = self.store.head_object(node.bucket, node.path).mtime_ns
         self._orphans += 1
         aside = f"{self.tree.started_ns}-{self._orphans}"
         await self.store.copy_object(node.bucket, node.path, ORPHAN_BUCKET, aside)
+        await self.store.set_attributes(ORPHAN_BUCKET, aside, mtime_ns=mtime_ns)  # a copy's is now
         await self.store.delete_object(node.bucket, node.path)
         self.inodes.orphan(node)
         node.bucket, node.path = ORPHAN_BUCKET, aside

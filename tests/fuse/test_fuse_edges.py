@@ -1,11 +1,12 @@
 """Edges of the mount found by an audit against what POSIX programs expect,
 each a bug once: extended attribute names S3 cannot carry, a hard link's
-unlink in a directory S3 made, ...
+unlink in a directory S3 made, the mtime of an open file unlinked, ...
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -46,3 +47,30 @@ def test_unlinking_a_hard_link_keeps_a_directory_s3_made(
     with open(os.path.join(workdir, "b"), "rb") as file:
         assert file.read() == b"x"
     os.rmdir(directory)
+
+
+def test_an_open_file_keeps_its_mtime_when_unlinked_or_replaced(workdir: str) -> None:
+    """An open file unlinked (or renamed over) is set aside by a copy, which took a
+    new time: fstat() on the open descriptor showed the mtime of the unlink."""
+    unlinked, replaced = os.path.join(workdir, "unlinked"), os.path.join(workdir, "replaced")
+    for path in (unlinked, replaced):
+        with open(path, "wb") as file:
+            file.write(b"abc")
+    source = os.path.join(workdir, "source")
+    with open(source, "wb") as file:
+        file.write(b"new")
+    before = {path: os.stat(path) for path in (unlinked, replaced)}
+    time.sleep(0.05)
+    fds = {path: os.open(path, os.O_RDONLY) for path in (unlinked, replaced)}
+    try:
+        os.unlink(unlinked)
+        os.rename(source, replaced)
+        for path, fd in fds.items():
+            after = os.fstat(fd)
+            assert after.st_mtime_ns == before[path].st_mtime_ns
+            assert after.st_ctime_ns >= before[path].st_ctime_ns
+            assert (after.st_size, after.st_nlink, after.st_mode) == (3, 0, before[path].st_mode)
+            assert os.pread(fd, 10, 0) == b"abc"
+    finally:
+        for fd in fds.values():
+            os.close(fd)

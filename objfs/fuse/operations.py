@@ -40,6 +40,7 @@ from objfs.fuse.tree import (
 )
 from objfs.metrics import Metrics
 from objfs.store import PosixAttrs, Store
+from objfs.store.names import MAX_OBJECT_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -647,6 +648,10 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
+        if off + len(buf) > MAX_OBJECT_BYTES:  # now, not when the bytes are stored (Linux's rule)
+            if off >= MAX_OBJECT_BYTES:
+                raise fail(errno.EFBIG)
+            buf = buf[: MAX_OBJECT_BYTES - off]
         if handle.drop_setgid:
             await self._drop_setgid(handle)
         await handle.file.write(off, buf)

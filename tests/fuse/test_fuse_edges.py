@@ -1,17 +1,21 @@
 """Edges of the mount found by an audit against what POSIX programs expect,
 each a bug once: extended attribute names S3 cannot carry, a hard link's
-unlink in a directory S3 made, the mtime of an open file unlinked, ...
+unlink in a directory S3 made, the mtime of an open file unlinked, a write
+past the largest object, ...
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
-from mount_helpers import key_of, prefix_of, s3_get
+from mount_helpers import errno_of, key_of, prefix_of, s3_get
+
+from objfs.store.names import MAX_OBJECT_BYTES
 
 
 @pytest.mark.parametrize("name", [b"user.a b", b"user.a(b)", b"user.a/b", b'user.a"b'])
@@ -74,3 +78,21 @@ def test_an_open_file_keeps_its_mtime_when_unlinked_or_replaced(workdir: str) ->
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def test_a_write_past_the_largest_object_fails_at_once(workdir: str) -> None:
+    """A write past 5 TiB (the most an object may hold) was taken into memory and
+    acknowledged, and only close() failed (EFBIG), the bytes lost. As on Linux: a
+    write from there fails with EFBIG, one across it is cut short."""
+    path = os.path.join(workdir, "huge")
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert errno_of(lambda: os.pwrite(fd, b"x", MAX_OBJECT_BYTES)) == errno.EFBIG
+        assert os.pwrite(fd, b"0123456789", MAX_OBJECT_BYTES - 4) == 4
+        assert errno_of(lambda: os.ftruncate(fd, MAX_OBJECT_BYTES + 1)) == errno.EFBIG
+        os.fsync(fd)
+        assert os.fstat(fd).st_size == MAX_OBJECT_BYTES
+        assert os.pread(fd, 10, MAX_OBJECT_BYTES - 6) == b"\0\x000123"
+    finally:
+        os.close(fd)
+    os.unlink(path)

@@ -491,6 +491,9 @@ class ObjectIndex:
         versions = self.versions(bucket, key)
         if record.if_none_match and versions and not versions[0].delete_marker:
             raise KeyAlreadyExists(f"key {key!r} already exists in bucket {bucket!r}")
+        gone = [i for i in record.shared if i not in self._segments]
+        if gone:
+            raise NoSuchKey(f"a source of {key!r} was deleted before it landed (segment {gone[0]})")
         if record.if_match is not None:
             etag = self.current(bucket, key).etag  # NoSuchKey
             if "*" not in record.if_match and etag not in record.if_match:

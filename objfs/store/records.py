@@ -28,6 +28,7 @@ from objfs.store.types import (
     Piece,
     PosixAttrs,
     Segment,
+    SegmentId,
     VersionId,
     Versioning,
 )
@@ -60,8 +61,8 @@ class RecordType(enum.IntEnum):
     LINK_KEY = 13
     EXCHANGE = 14
     MOVE_SEGMENT = 15
-    PUT_VERSION_IF_MATCH = 16  # a PUT_VERSION with If-Match ETags: a decoder that
-    # ignored them would apply a put its writer saw refused
+    PUT_VERSION_IF = 16  # a PUT_VERSION with conditions (If-Match ETags, shared
+    # segments): a decoder that ignored them would apply a put its writer saw refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,10 @@ class PutVersion:
     added as the newest. With `if_none_match` the put fails if the key has a
     current (non-delete-marker) version (O_EXCL, If-None-Match: *). With
     `if_match` it fails unless the current version's ETag is one of these ("*":
-    any current version; If-Match).
+    any current version; If-Match). `shared` names the segments the version
+    shares by reference with others (a copy, a Complete): it fails (NoSuchKey)
+    unless each is still referenced, for a source deleted before the record
+    applied has had its space freed, on some cluster nodes perhaps reused.
     """
 
     bucket: BucketName
@@ -112,6 +116,7 @@ class PutVersion:
     version: ObjectVersion
     if_none_match: bool = False
     if_match: tuple[str, ...] | None = None
+    shared: tuple[SegmentId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +408,11 @@ def _fields(record: Record) -> list[Any]:
             return [name, versioning.value]
         case SetBucketSetting(name, setting, value):
             return [name, setting, value]
-        case PutVersion(bucket, key, version, if_none_match, if_match):
+        case PutVersion(bucket, key, version, if_none_match, if_match, shared):
             fields = [bucket, key, encode_version(version), if_none_match]
-            return fields if if_match is None else [*fields, list(if_match)]
+            if if_match is None and not shared:
+                return fields
+            return [*fields, None if if_match is None else list(if_match), list(shared)]
         case DeleteObject(bucket, key, version_id, marker, time_ns):
             marker_fields = None if marker is None else encode_version(marker)
             return [bucket, key, version_id, marker_fields, time_ns]
@@ -459,8 +466,8 @@ _TYPES: Final[dict[type, RecordType]] = {
 def encode_record(record: Record) -> tuple[RecordType, bytes]:
     """The record's type and msgpack payload."""
     record_type = _TYPES[type(record)]
-    if isinstance(record, PutVersion) and record.if_match is not None:
-        record_type = RecordType.PUT_VERSION_IF_MATCH
+    if isinstance(record, PutVersion) and (record.if_match is not None or record.shared):
+        record_type = RecordType.PUT_VERSION_IF
     return record_type, msgpack.packb(_fields(record), use_bin_type=True)
 
 
@@ -478,9 +485,10 @@ def _build(record_type: RecordType, f: list[Any]) -> Record:
             return SetBucketSetting(BucketName(f[0]), f[1], f[2])
         case RecordType.PUT_VERSION:
             return PutVersion(BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3])
-        case RecordType.PUT_VERSION_IF_MATCH:
+        case RecordType.PUT_VERSION_IF:
+            if_match = None if f[4] is None else tuple(f[4])
             return PutVersion(
-                BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3], tuple(f[4])
+                BucketName(f[0]), ObjectKey(f[1]), decode_version(f[2]), f[3], if_match, tuple(f[5])
             )
         case RecordType.DELETE_OBJECT:
             marker = None if f[3] is None else decode_version(f[3])

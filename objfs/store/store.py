@@ -645,7 +645,8 @@ class Store:
         )
         self._space.pin(segments)  # the source may go away before the record is applied
         try:
-            await self._commit(PutVersion(bucket_name, object_key, version))
+            shared = tuple(dict.fromkeys(s.segment_id for s in version_segments(version)))
+            await self._commit(PutVersion(bucket_name, object_key, version, shared=shared))
         finally:
             self._space.unpin(segments)
         return object_info(target_bucket, target_key, version)
@@ -707,7 +708,10 @@ class Store:
         self._space.pin(segments)  # the sources may go away before the record is applied
         try:
             wanted = None if if_match is None else tuple(if_match)
-            await self._commit(PutVersion(bucket_name, object_key, version, if_none_match, wanted))
+            shared = tuple(dict.fromkeys(s.segment_id for s in version_segments(version)))
+            await self._commit(
+                PutVersion(bucket_name, object_key, version, if_none_match, wanted, shared)
+            )
         finally:
             self._space.unpin(segments)
         return object_info(bucket, key, version)

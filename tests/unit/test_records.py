@@ -12,7 +12,7 @@ import uuid
 import msgpack
 import pytest
 
-from objfs.errors import Corrupted, DeviceError
+from objfs.errors import Corrupted, DeviceError, NoSuchKey
 from objfs.store.checkpoint import CheckpointPointer, decode_body, decode_pointer, encode_body
 from objfs.store.index import ObjectIndex
 from objfs.store.records import (
@@ -76,6 +76,7 @@ ALL_RECORDS: list[Record] = [
     SetBucketVersioning(B, Versioning.SUSPENDED),
     PutVersion(B, K, VERSION, True),
     PutVersion(B, K, VERSION, False, ("*", "abc-2")),
+    PutVersion(B, K, VERSION, True, None, (SEGMENT.segment_id, 7)),
     DeleteObject(B, K, VersionId("v1"), None),
     DeleteObject(B, K, None, dataclasses.replace(VERSION, delete_marker=True, pieces=())),
     RenameKey(B, K, ObjectKey("other"), True),
@@ -94,15 +95,36 @@ def test_every_record_type_round_trips(record: Record) -> None:
     assert decode_record(record_type, payload) == record
 
 
-def test_a_put_version_with_if_match_has_a_type_of_its_own() -> None:
+def test_a_put_version_with_conditions_has_a_type_of_its_own() -> None:
     """An objfs that knows only PUT_VERSION refuses it (Corrupted), rather than
-    dropping the condition and applying a put its writer saw refused."""
+    dropping the conditions and applying a put its writer saw refused."""
     assert encode_record(PutVersion(B, K, VERSION, True))[0] == RecordType.PUT_VERSION
-    record_type, payload = encode_record(PutVersion(B, K, VERSION, False, ("e",)))
-    assert record_type == RecordType.PUT_VERSION_IF_MATCH
-    assert msgpack.unpackb(payload)[:4] == msgpack.unpackb(
-        encode_record(PutVersion(B, K, VERSION))[1]
-    )
+    unconditional = msgpack.unpackb(encode_record(PutVersion(B, K, VERSION))[1])
+    for record in [
+        PutVersion(B, K, VERSION, if_match=("e",)),
+        PutVersion(B, K, VERSION, shared=(1,)),
+    ]:
+        record_type, payload = encode_record(record)
+        assert record_type == RecordType.PUT_VERSION_IF
+        assert msgpack.unpackb(payload)[:4] == unconditional
+
+
+def test_a_copy_whose_source_was_deleted_before_it_landed_is_refused() -> None:
+    """In a cluster a delete frees a segment's fragments on every node as it
+    applies, and they may be written over at once: a copy by reference (or a
+    multipart Complete) committed after it must not name them again."""
+    index = ObjectIndex()
+    index.apply(CreateBucket(B, "o", 1))
+    index.apply(PutVersion(B, K, VERSION))
+    copy = PutVersion(B, ObjectKey("copy"), VERSION, shared=(SEGMENT.segment_id,))
+    freed = index.apply(DeleteObject(B, K, VERSION.version_id, None))
+    assert [s.segment_id for s in freed] == [SEGMENT.segment_id]
+    with pytest.raises(NoSuchKey):
+        index.apply(copy)
+    assert index.versions(B, ObjectKey("copy")) == () and index.references(SEGMENT.segment_id) == 0
+    index.apply(PutVersion(B, K, VERSION))  # while it is referenced, the copy lands
+    index.apply(copy)
+    assert index.references(SEGMENT.segment_id) == 2
 
 
 def test_unknown_record_type_is_corrupted_not_a_crash() -> None:

@@ -557,11 +557,11 @@ class Operations(pyfuse3.Operations):
                     raise fail(errno.ENOTEMPTY)
             async with AsyncExitStack() as stack:
                 await self._hold_files(stack, bucket, source.path)
-                if target is not None:
-                    self.inodes.orphan(target)
                 if old_parent is not new_parent:
                     await self._keep_parent(bucket, source.path)
                 await self.store.rename_prefix(bucket, source.path, target_path)
+                if target is not None:  # only now: the core may refuse (ENOTEMPTY)
+                    self.inodes.orphan(target)
                 self.inodes.move(bucket, source.path, target_path)
         else:
             target_path = new_parent.path + new_text

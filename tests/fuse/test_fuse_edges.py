@@ -1,7 +1,7 @@
 """Edges of the mount found by an audit against what POSIX programs expect,
 each a bug once: extended attribute names S3 cannot carry, a hard link's
 unlink in a directory S3 made, the mtime of an open file unlinked, a write
-past the largest object, ...
+past the largest object, a directory rename refused, ...
 """
 
 from __future__ import annotations
@@ -96,3 +96,27 @@ def test_a_write_past_the_largest_object_fails_at_once(workdir: str) -> None:
     finally:
         os.close(fd)
     os.unlink(path)
+
+
+def test_a_refused_directory_rename_keeps_the_target_directory(
+    mounted: Mounted, workdir: str, s3: Any
+) -> None:
+    """rename(src, dst) over a directory holding only keys the mount hides is
+    refused (ENOTEMPTY), but dst's inode had been dropped first: dst came back
+    under a new number, and a descriptor open on it kept the old one, which no
+    later rename moved (fstat after renaming dst: ENOENT)."""
+    source, target = os.path.join(workdir, "src"), os.path.join(workdir, "dst")
+    os.mkdir(source)
+    os.mkdir(target)
+    s3.put_object(Bucket=BUCKET, Key=prefix_of(workdir) + "dst//hidden", Body=b"x")
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        inode = os.fstat(fd).st_ino
+        assert errno_of(lambda: os.rename(source, target)) == errno.ENOTEMPTY
+        assert os.stat(target).st_ino == inode
+        moved = os.path.join(workdir, "moved")
+        os.rename(target, moved)
+        assert os.fstat(fd).st_ino == os.stat(moved).st_ino == inode
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(workdir)) == ["moved", "src"]

@@ -66,7 +66,7 @@ class OpenFile:
         # MD5 of bytes [0, md5_end) as stored, while every store so far continued it.
         self._md5: Any = hashlib.md5() if fresh else None
         self._md5_end = 0
-        self._error: ObjfsError | None = None  # a failed background store, told at flush
+        self._error: Exception | None = None  # a failed background store, told at flush
         # When the last write came (the file's mtime from then on, stored with the runs).
         self.written_ns: int | None = None
 
@@ -150,7 +150,7 @@ class OpenFile:
         hashed = self._md5 is not None and len(runs) == 1 and runs[0][0] == self._md5_end
         if not hashed:
             self._md5 = None
-        failure: ObjfsError | None = None
+        failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             if hashed:  # hashlib lets go of the GIL: hash while the bytes are stored
                 nursery.start_soon(trio.to_thread.run_sync, self._md5.update, runs[0][1])
@@ -158,8 +158,8 @@ class OpenFile:
                 await self.store.write_runs(
                     self.node.bucket, self.node.path, runs, mtime_ns=self.written_ns
                 )
-            except ObjfsError as exc:
-                failure = exc  # raised below, outside the nursery: not as a group
+            except Exception as exc:  # any: the MD5 may hold bytes now lost
+                failure = _unwrapped(exc)  # raised below, outside the nursery: not as a group
         if failure is not None:
             # Writes already acknowledged are lost: say so on this call and, like a
             # failed writeback, on the next fsync() or close() as well.
@@ -227,6 +227,15 @@ class OpenFile:
                 self._raise_error()
             done = self._md5.hexdigest() if self._md5 is not None else None
             await settle_etag(self.store, self.node.bucket, self.node.path, done, self._md5_end)
+
+
+def _unwrapped(error: Exception) -> Exception:
+    """ObjfsErrors the core raised from a nursery of its own (a group, such as a
+    NoSpace from each segment of a write) as the first of them, so they keep their errno."""
+    if isinstance(error, ExceptionGroup) and error.split(ObjfsError)[1] is None:
+        while isinstance(error, ExceptionGroup):
+            error = error.exceptions[0]
+    return error
 
 
 async def settle_etag(

@@ -1,21 +1,57 @@
 """Edges of the mount found by an audit against what POSIX programs expect,
 each a bug once: extended attribute names S3 cannot carry, a hard link's
 unlink in a directory S3 made, the mtime of an open file unlinked, a write
-past the largest object, a directory rename refused, ...
+past the largest object, a directory rename refused, a full store.
+
+The node here has small devices, so a test can fill it in a second.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fuse_node import BUCKET, Mounted
+from fuse_node import BUCKET, WORK_DIR, Mounted
 from mount_helpers import errno_of, key_of, prefix_of, s3_get
+from s3_node import start_node, stop_node
 
+from objfs.config import FuseConfig
+from objfs.fuse.files import REHASH_MAX_BYTES
 from objfs.store.names import MAX_OBJECT_BYTES
+
+DEVICE_BYTES = 48 << 20  # three of them: about 80 MiB of data under 2+1
+STORE_BYTES = 3 * DEVICE_BYTES  # more than the store holds
+FILLER_BYTES = 32 << 20
+
+
+@pytest.fixture(scope="module")
+def mounted() -> Iterator[Mounted]:
+    """conftest's node, on small devices."""
+    os.makedirs(WORK_DIR, exist_ok=True)
+    path = tempfile.mkdtemp(dir=WORK_DIR)
+    fuse = FuseConfig(mountpoint=os.path.join(path, "mnt"), bucket=BUCKET)
+    node = start_node(os.path.join(path, "data"), fuse=fuse, device_size_bytes=DEVICE_BYTES)
+    try:
+        yield Mounted(node, fuse.mountpoint, BUCKET)
+    finally:
+        stop_node(node)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def errno_of_any(call: Callable[[], object]) -> int:
+    """The errno an OSError from `call()` carries, 0 if it raised none."""
+    try:
+        call()
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
 
 
 @pytest.mark.parametrize("name", [b"user.a b", b"user.a(b)", b"user.a/b", b'user.a"b'])
@@ -120,3 +156,62 @@ def test_a_refused_directory_rename_keeps_the_target_directory(
     finally:
         os.close(fd)
     assert sorted(os.listdir(workdir)) == ["moved", "src"]
+
+
+def _fill(path: str, size_bytes: int) -> None:
+    with open(path, "wb") as file:
+        file.write(os.urandom(size_bytes))
+
+
+def test_a_full_store_is_enospc_and_no_write_is_lost_silently(workdir: str) -> None:
+    """The core raised NoSpace for a write of several segments inside a group of
+    its own, which the open file did not take for a store failure: fsync() and
+    close() said EIO (logged as a bug), and a run stored behind the writer was
+    lost with nothing told at all: with space back by close(), close() returned
+    0 and the file had a hole of zeros."""
+    filler = os.path.join(workdir, "filler")
+    _fill(filler, FILLER_BYTES)
+    path = os.path.join(workdir, "big")
+    chunk = os.urandom(1 << 20)
+    errors: list[int] = []
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for _ in range(STORE_BYTES >> 20):  # more than the store holds, no fsync
+            if number := errno_of_any(lambda: os.write(fd, chunk)):
+                errors.append(number)
+        os.unlink(filler)  # space back before close()
+    finally:
+        if number := errno_of_any(lambda: os.close(fd)):
+            errors.append(number)
+    assert errors and set(errors) == {errno.ENOSPC}
+    os.unlink(path)
+
+
+def test_a_failed_fsync_leaves_no_wrong_etag(mounted: Mounted, workdir: str, s3: Any) -> None:
+    """A store that failed (a full store) had already hashed its bytes into the
+    file's MD5; the same bytes written again were hashed again, and close() gave
+    the object an ETag that was no MD5 of its bytes."""
+    filler = os.path.join(workdir, "filler")
+    _fill(filler, FILLER_BYTES)
+    path = os.path.join(workdir, "big")
+    chunk = os.urandom(4 << 20)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for _ in range(STORE_BYTES // len(chunk)):
+            os.write(fd, chunk)
+            if number := errno_of_any(lambda: os.fsync(fd)):
+                break
+        assert number == errno.ENOSPC
+        os.unlink(filler)
+        size = os.fstat(fd).st_size
+        for _ in range(2):  # the failed store is told once more (files.py), then writes go on
+            if not errno_of_any(lambda: os.pwrite(fd, chunk, size)):
+                break
+    finally:
+        os.close(fd)
+    with open(path, "rb") as file:
+        data = file.read()
+    assert len(data) == size + len(chunk) <= REHASH_MAX_BYTES
+    head = s3.head_object(Bucket=BUCKET, Key=key_of(mounted, path))
+    assert head["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    os.unlink(path)

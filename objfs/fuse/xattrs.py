@@ -11,13 +11,12 @@ base64-encoded under "x:" + base64(name), which S3 never shows (names with
 from __future__ import annotations
 
 import base64
-import string
+
+from objfs.store import names
 
 XATTR_PREFIX = "x:"
 USER_XATTR = "user."
 MAX_VALUE_BYTES = 64 * 1024
-# What an HTTP header name (x-amz-meta-NAME) may hold: RFC 9110 tchar, lower case.
-_HEADER_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def stored_item(name: bytes, value: bytes) -> tuple[str, str]:
@@ -26,7 +25,7 @@ def stored_item(name: bytes, value: bytes) -> tuple[str, str]:
     text_name = name.decode("utf-8", "replace")
     if text_name.startswith(USER_XATTR) and name.isascii():
         short = text_name[len(USER_XATTR) :]
-        if short and set(short) <= _HEADER_NAME_CHARS and value.isascii():
+        if names.is_metadata_name(short) and value.isascii():
             text = value.decode("ascii")
             if text.isprintable():
                 return short, text

@@ -8,13 +8,12 @@ both back.
 
 from __future__ import annotations
 
-import string
 import time
 from dataclasses import replace
 
 from objfs.s3.app import S3Request
 from objfs.s3.errors import S3Error
-from objfs.store import ObjectInfo, PosixAttrs
+from objfs.store import ObjectInfo, PosixAttrs, names
 from objfs.store.types import UNSET_ID, UNSET_MODE
 
 STORED_HEADERS = (
@@ -30,8 +29,6 @@ PART_SIZES = "p:sizes"  # a multipart object's part sizes, comma-separated
 # Metadata names with a ":" are kept by the faces (ACL a:, tags t:, uploads m:,
 # parts p:, the mount's links l: and xattrs x:): never shown as x-amz-meta.
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
-# An HTTP header name (x-amz-meta-NAME): RFC 9110 tchar, lower case; no ":".
-_HEADER_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def user_metadata(s3: S3Request) -> dict[str, str]:
@@ -67,7 +64,7 @@ def form_metadata(fields: dict[str, str]) -> dict[str, str]:
         if not field.startswith("x-amz-meta-"):
             continue
         name = field[len("x-amz-meta-") :]
-        if not name or not set(name) <= _HEADER_NAME_CHARS:
+        if not names.is_metadata_name(name):
             raise S3Error("InvalidArgument", f"metadata name {name!r} is no HTTP header name")
         if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
             raise S3Error("InvalidArgument", f"metadata {name!r} holds a control character")
@@ -105,6 +102,8 @@ def posix_from(
     the metadata is kept as it is. Values that are not numbers stay metadata.
     Attributes not given are `base`'s (a copy's source), else not set."""
     given = {name: metadata[name] for name in ("mode", "uid", "gid", "mtime") if name in metadata}
+    if not given:
+        return metadata, base
     try:
         mode, uid, gid = (int(given.get(name, "-1")) for name in ("mode", "uid", "gid"))
         mtime_ns = None if "mtime" not in given else _nanoseconds(given["mtime"])
@@ -115,8 +114,6 @@ def posix_from(
     if not (-1 <= uid < 1 << 32 and -1 <= gid < 1 << 32):
         return metadata, base
     if mtime_ns is not None and not 0 <= mtime_ns < 1 << 63:
-        return metadata, base
-    if not given:
         return metadata, base
     kept = {k: v for k, v in metadata.items() if k not in given}
     if base is None:

@@ -277,11 +277,6 @@ class ObjectIndex:
                     found.append((index_key, version.version_id))
         return found
 
-    def held_extents(self, segment_id: SegmentId) -> list[Extent]:
-        """The extents segment `segment_id` holds now; [] once nothing references it."""
-        packed = self._segments.get(segment_id)
-        return [] if packed is None else list(segment_extents(packed))
-
     def moved_count(self) -> int:
         return len(self._moved)
 

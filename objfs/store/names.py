@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 
 from objfs.errors import (
     EntityTooLarge,
@@ -27,6 +28,8 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # used with fullmatch
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+# What an HTTP header name may hold (RFC 9110 tchar), lower case; no ":".
+_METADATA_NAME_CHARS = frozenset(string.ascii_lowercase + string.digits + "!#$%&'*+-.^_`|~")
 
 
 def check_bucket_name(name: str) -> BucketName:
@@ -86,3 +89,10 @@ def check_prefix(prefix: str) -> str:
     if not prefix.endswith("/"):
         raise InvalidKey(f"prefix {prefix!r:.80} must end with '/'")
     return prefix
+
+
+def is_metadata_name(name: str) -> bool:
+    """Whether user metadata named `name` can be shown by both faces: S3 sends it
+    as the header x-amz-meta-NAME (a token, lower case), the mount as the xattr
+    user.NAME. Names with ":" are the faces' own (ACLs, tags, links...)."""
+    return bool(name) and set(name) <= _METADATA_NAME_CHARS

@@ -86,7 +86,6 @@ async def _assemble(
         # As after a checkpoint: room for a body twice the one just loaded.
         reserve_bytes=lambda: checkpointer.reserve_bytes(),
         reserve_devices=set(metadata),
-        held_extents=index.held_extents,
         # What Checkpointer._write_body allows each copy (more once a mirror drops).
         reserve_extents=max_extents_per_pointer(len(metadata)) // max(len(metadata), 1),
     )

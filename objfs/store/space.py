@@ -49,17 +49,12 @@ class Space:
         *,
         reserve_bytes: int | Callable[[], int],
         reserve_devices: set[int] | None = None,
-        held_extents: Callable[[SegmentId], list[Extent]] = lambda _: [],
         reserve_extents: int | None = None,
     ) -> None:
         self.allocators = allocators
         self._reserve_extents = reserve_extents
         # Only devices that hold checkpoint bodies need space kept back.
         self._reserve_devices = set(allocators) if reserve_devices is None else reserve_devices
-        # A pinned segment freed by the index can be referenced again before the pin
-        # goes (a copy racing a delete of its source): what it holds then must not
-        # be freed. `held_extents(id)` says what a segment holds now.
-        self._held_extents = held_extents
         self._reserve = reserve_bytes
         self._pins: Counter[SegmentId] = Counter()
         # Extents freed under a pinned segment's id (it was dropped, or moved), disjoint.
@@ -208,10 +203,8 @@ class Space:
             self._pins[segment_id] -= 1
             if self._pins[segment_id] == 0:
                 del self._pins[segment_id]
-                deferred = self._deferred.pop(segment_id, None)
-                if deferred:
-                    for extent in subtract_extents(deferred, self._held_extents(segment_id)):
-                        self.free_extent(extent)
+                for extent in self._deferred.pop(segment_id, ()):
+                    self.free_extent(extent)
 
     def free_segments(self, segments: Iterable[Segment]) -> None:
         """Free the fragments of segments the index let go (dropped, or moved

@@ -630,7 +630,6 @@ class Store:
         bucket_name, object_key = self._check_writable(target_bucket, target_key)
         self._check_room_to_grow()
         source = self._version(source_bucket, source_key, version_id)
-        segments = list(version_segments(source))
         version = replace(
             source,
             version_id=self._new_version_id(bucket_name),
@@ -643,12 +642,8 @@ class Store:
             content_type=source.content_type if content_type is None else content_type,
             posix=source.posix if posix is None else posix,
         )
-        self._space.pin(segments)  # the source may go away before the record is applied
-        try:
-            shared = tuple(dict.fromkeys(s.segment_id for s in version_segments(version)))
-            await self._commit(PutVersion(bucket_name, object_key, version, shared=shared))
-        finally:
-            self._space.unpin(segments)
+        # A source deleted before the record applies makes it fail: nothing to pin.
+        await self._commit(PutVersion(bucket_name, object_key, version, shared=_shared(version)))
         return object_info(target_bucket, target_key, version)
 
     async def compose_object(
@@ -677,7 +672,6 @@ class Store:
         bucket_name, object_key = self._check_writable(bucket, key)
         self._check_room_to_grow()
         pieces: list[Piece] = []
-        segments: list[Segment] = []
         position = 0
         for source in sources:
             version = self._version(source.bucket, source.key, source.version_id)
@@ -690,7 +684,6 @@ class Store:
                 )
             for piece in piece_math.clip(version.pieces, start, end):
                 pieces.append(replace(piece, offset_bytes=piece.offset_bytes - start + position))
-            segments.extend(version_segments(version))
             position += end - start
         names.check_extent_of_object(0, position)
         version = self._new_version(
@@ -705,15 +698,10 @@ class Store:
         )
         if etag is None:
             version = replace(version, etag=None)
-        self._space.pin(segments)  # the sources may go away before the record is applied
-        try:
-            wanted = None if if_match is None else tuple(if_match)
-            shared = tuple(dict.fromkeys(s.segment_id for s in version_segments(version)))
-            await self._commit(
-                PutVersion(bucket_name, object_key, version, if_none_match, wanted, shared)
-            )
-        finally:
-            self._space.unpin(segments)
+        wanted = None if if_match is None else tuple(if_match)
+        await self._commit(
+            PutVersion(bucket_name, object_key, version, if_none_match, wanted, _shared(version))
+        )
         return object_info(bucket, key, version)
 
     async def write_at(self, bucket: str, key: str, offset_bytes: int, data: bytes) -> ObjectInfo:
@@ -931,3 +919,9 @@ def _lay_out(runs: Sequence[tuple[int, bytes | bytearray]], stored: list[Segment
             pieces.append(Piece(position, take, segment, used))
             position, left, used = position + take, left - take, used + take
     return pieces
+
+
+def _shared(version: ObjectVersion) -> tuple[SegmentId, ...]:
+    """The segments a copy or a Complete shares with its sources, for its record to
+    check they are still referenced when it applies (PutVersion.shared)."""
+    return tuple(dict.fromkeys(segment.segment_id for segment in version_segments(version)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from fuse_node import BUCKET, Mounted
 from mount_helpers import prefix_of
 from test_clients import Rclone
-from test_s3_hostile import UNSIGNED, Wire, assert_error, raw_request, sign
+from test_s3_hostile import assert_error, start_slow_put
 
 
 def read_file(path: str) -> bytes:
@@ -263,12 +262,7 @@ def test_s3_put_if_match_loses_to_a_file_written_while_it_streams(
     key = prefix_of(workdir) + "guarded"
     etag = s3.put_object(Bucket=BUCKET, Key=key, Body=b"v1")["ETag"]
     body = os.urandom(1024 * 1024)
-    target = f"/{BUCKET}/{key}"
-    headers = sign(mounted.node, "PUT", target, headers={"If-Match": etag}, payload_hash=UNSIGNED)
-    headers["Content-Length"] = str(len(body))
-    with Wire(mounted.node) as wire:
-        wire.send(raw_request("PUT", target, headers, body[: len(body) // 2]))
-        time.sleep(0.3)  # the handler has checked If-Match and streams the body
+    with start_slow_put(mounted.node, f"/{BUCKET}/{key}", body, {"If-Match": etag}) as wire:
         with open(path, "wb") as file:
             file.write(b"from the mount")
         wire.send(body[len(body) // 2 :])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import time
 import unicodedata
 import zlib
 from typing import Any
@@ -22,15 +21,12 @@ import pytest
 from botocore.exceptions import ClientError
 from s3_node import Node
 from test_s3_hostile import (
-    UNSIGNED,
-    Wire,
     assert_error,
     assert_ok,
     exchange,
     keys_in,
-    raw_request,
-    sign,
     signed_request,
+    start_slow_put,
 )
 
 from objfs.s3.multipart import UPLOADS_BUCKET
@@ -148,22 +144,12 @@ def test_complete_with_a_part_of_a_wrong_etag_is_invalid_part(node: Node, s3: An
     assert upload_keys(node, bucket) == []
 
 
-def _start_slow_put(node: Node, target: str, body: bytes, headers: dict[str, str]) -> Wire:
-    """A signed PUT whose head and first half of the body are sent; the rest is not yet."""
-    signed = sign(node, "PUT", target, headers=headers, payload_hash=UNSIGNED)
-    signed["Content-Length"] = str(len(body))
-    wire = Wire(node)
-    wire.send(raw_request("PUT", target, signed, body[: len(body) // 2]))
-    time.sleep(0.3)  # the handler is streaming the body by now
-    return wire
-
-
 def test_upload_aborted_while_a_part_streams_leaves_nothing(node: Node, s3: Any) -> None:
     bucket = new_bucket(s3, "edge-abort-streaming")
     before = free_bytes(node)
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     body = os.urandom(3 * MiB)
-    wire = _start_slow_put(node, f"/{bucket}/k?partNumber=1&uploadId={upload_id}", body, {})
+    wire = start_slow_put(node, f"/{bucket}/k?partNumber=1&uploadId={upload_id}", body, {})
     with wire:
         s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)
         wire.send(body[len(body) // 2 :])
@@ -277,7 +263,7 @@ def test_put_if_match_loses_to_a_put_that_lands_while_it_streams(node: Node, s3:
     bucket = new_bucket(s3, "edge-if-match-race")
     etag = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["ETag"]
     body = os.urandom(1 * MiB)
-    wire = _start_slow_put(node, f"/{bucket}/k", body, {"If-Match": etag})
+    wire = start_slow_put(node, f"/{bucket}/k", body, {"If-Match": etag})
     with wire:
         s3.put_object(Bucket=bucket, Key="k", Body=b"v2 from another writer")
         wire.send(body[len(body) // 2 :])
@@ -290,7 +276,7 @@ def test_put_if_none_match_loses_to_a_put_that_lands_while_it_streams(node: Node
     bucket = new_bucket(s3, "edge-if-none-match-race")
     body = os.urandom(1 * MiB)
     before = free_bytes(node)
-    wire = _start_slow_put(node, f"/{bucket}/k", body, {"If-None-Match": "*"})
+    wire = start_slow_put(node, f"/{bucket}/k", body, {"If-None-Match": "*"})
     with wire:
         s3.put_object(Bucket=bucket, Key="k", Body=b"first")
         wire.send(body[len(body) // 2 :])

@@ -298,6 +298,16 @@ def signed_request(
     return raw_request(method, target, all_headers, body)
 
 
+def start_slow_put(node: Node, target: str, body: bytes, headers: dict[str, str]) -> Wire:
+    """A signed PUT whose head and first half of the body are sent; the rest is not yet."""
+    signed = sign(node, "PUT", target, headers=headers, payload_hash=UNSIGNED)
+    signed["Content-Length"] = str(len(body))
+    wire = Wire(node)
+    wire.send(raw_request("PUT", target, signed, body[: len(body) // 2]))
+    time.sleep(0.3)  # the handler is streaming the body by now
+    return wire
+
+
 def signing_key(secret_key: str, date: str) -> bytes:
     """SigV4's kSigning, derived as the AWS documentation gives it (independent of objfs)."""
     key = ("AWS4" + secret_key).encode()

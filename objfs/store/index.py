@@ -515,7 +515,7 @@ class ObjectIndex:
             # Unversioned delete: the null version goes; deleting nothing is not an error (S3).
             remaining = tuple(v for v in versions if v.version_id != NULL_VERSION)
         gone = bool(versions) and not versions[0].delete_marker
-        if not remaining or remaining[0] is not versions[0]:  # the current version goes
+        if versions and (not remaining or remaining[0] is not versions[0]):  # the current goes
             self._leave_group(bucket, key, freed, record.time_ns)
             remaining = tuple(links.strip(v) for v in remaining)
         self._set_versions(bucket, key, remaining, freed)

@@ -1050,6 +1050,29 @@ async def test_versioned_bucket_keeps_every_version_and_delete_adds_a_marker(nod
         assert keys(store) == ["k"]
 
 
+async def test_deleting_a_key_that_never_existed_in_a_versioned_bucket_adds_a_marker(
+    node: Node,
+) -> None:
+    # S3 does this (DeleteObjects of names that are not there, say); the record
+    # once crashed its apply, and then every replay of it: the node never opened.
+    async with node.open() as store:
+        await store.create_bucket(BUCKET)
+        await store.set_bucket_versioning(BUCKET, Versioning.ENABLED)
+        deleted = await store.delete_object(BUCKET, "never-was")
+        assert deleted.delete_marker and deleted.version_id is not None
+        await store.put_object(BUCKET, "k", b"data")
+        with pytest.raises(NoSuchKey):
+            store.head_object(BUCKET, "never-was")
+        assert keys(store) == ["k"]
+    node.power_cut()
+    async with node.open() as store:
+        markers = [v for v in store.list_object_versions(BUCKET).entries if v.delete_marker]
+        assert [(v.key, v.version_id) for v in markers] == [("never-was", deleted.version_id)]
+        await store.delete_object(BUCKET, "never-was", version_id=deleted.version_id)
+        assert [v.key for v in store.list_object_versions(BUCKET).entries] == ["k"]
+        assert await store.get_object(BUCKET, "k") == b"data"
+
+
 async def test_copy_of_an_older_version_reads_that_versions_bytes(store: Store) -> None:
     await store.set_bucket_versioning(BUCKET, Versioning.ENABLED)
     old = os.urandom(300_000)

@@ -404,11 +404,20 @@ class ClusterMember:
 
     async def admit_member(self, number: int) -> None:
         """Make a joined node a voting member: through Raft's membership change, then
-        the catalog says so. Asked by the node itself once it runs."""
+        the catalog says so. Asked by the node itself once it runs, and again until
+        it is done: an admission cut short between the two steps (its coordinator
+        died, or the catalog change failed) finds the node in Raft already and
+        only finishes (pysyncobj refuses to add a member twice)."""
+        await self.replicator.caught_up.wait()
         node = self.catalog.node(number)
         if node.admitted:
             return
-        await self._change_membership("adding", node.raft_address)
+        # After a barrier, a Raft change proposed before it has committed or is gone
+        # (a new leader dropped it): the node is in Raft then only if for good.
+        await self.store.barrier()
+        raft = self.raft
+        if raft is None or node.raft_address not in raft.members():
+            await self._change_membership("adding", node.raft_address)
         await self.replicator.change_catalog({"op": "admitted_v1", "number": number})
         log.info("node %d (%s) is a voting member now", number, node.name)
 

@@ -272,6 +272,13 @@ class Raft:
             "peers_match_index": match,
         }
 
+    def members(self) -> set[str]:
+        """Every Raft member's address, as this node knows them: a membership change
+        counts from when its entry reaches this node's log, before it commits
+        (empty if they could not be read)."""
+        status = self.status()
+        return {self.me, *status["peers_connected"]} if status else set()
+
     def bound(self) -> bool:
         """Whether the Raft port is listening (blocks up to a second or so)."""
         try:

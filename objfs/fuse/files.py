@@ -159,7 +159,7 @@ class OpenFile:
                     self.node.bucket, self.node.path, runs, mtime_ns=self.written_ns
                 )
             except Exception as exc:  # any: the MD5 may hold bytes now lost
-                failure = _unwrapped(exc)  # raised below, outside the nursery: not as a group
+                failure = exc  # raised below, outside the nursery: not as a group
         if failure is not None:
             # Writes already acknowledged are lost: say so on this call and, like a
             # failed writeback, on the next fsync() or close() as well.
@@ -227,15 +227,6 @@ class OpenFile:
                 self._raise_error()
             done = self._md5.hexdigest() if self._md5 is not None else None
             await settle_etag(self.store, self.node.bucket, self.node.path, done, self._md5_end)
-
-
-def _unwrapped(error: Exception) -> Exception:
-    """ObjfsErrors the core raised from a nursery of its own (a group, such as a
-    NoSpace from each segment of a write) as the first of them, so they keep their errno."""
-    if isinstance(error, ExceptionGroup) and error.split(ObjfsError)[1] is None:
-        while isinstance(error, ExceptionGroup):
-            error = error.exceptions[0]
-    return error
 
 
 async def settle_etag(

@@ -217,25 +217,42 @@ class DataPath:
 
     async def store_bytes(self, data: bytes, *, in_flight: int = 4) -> list[Segment]:
         """Store `data` as full segments (the last one shorter), up to `in_flight`
-        at once; undo all on failure."""
+        at once; undo all on failure.
+
+        Raises:
+            NoSpace, Unavailable, DeviceError: as `write_segments`; one error for
+                the whole call however many segments failed (`_first_error`).
+        """
         step = self.segment_size_bytes
         starts = range(0, len(data), step)
         stored: list[list[Segment]] = [[] for _ in starts]
         limiter = trio.CapacityLimiter(in_flight)
         view = memoryview(data)
+        errors: list[ObjfsError] = []
+        scope = trio.CancelScope()
 
         async def one(number: int, start: int) -> None:
             async with limiter:
                 chunk = view[start : start + step]
-                stored[number] = await self.write_segments(chunk, len(chunk))
+                try:
+                    stored[number] = await self.write_segments(chunk, len(chunk))
+                except ObjfsError as exc:
+                    # Raised below, outside the nursery: a group of them is no
+                    # ObjfsError to the faces (S3 500, the mount EIO). The other
+                    # writes stop, as if this one had raised in the nursery.
+                    errors.append(exc)
+                    scope.cancel()
 
         try:
-            if len(starts) == 1:
-                await one(0, 0)
-            else:
-                async with trio.open_nursery() as nursery:
-                    for number, start in enumerate(starts):
-                        nursery.start_soon(one, number, start)
+            with scope:
+                if len(starts) == 1:
+                    await one(0, 0)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        for number, start in enumerate(starts):
+                            nursery.start_soon(one, number, start)
+            if errors:
+                raise _first_error(errors)
         except BaseException:
             self.discard([segment for part in stored for segment in part])
             raise
@@ -773,6 +790,12 @@ class DataPath:
                 self.health.mark_down(device_index, f"flush after heal failed: {exc}")
                 ok = False
         return ok
+
+
+def _first_error(errors: Sequence[ObjfsError]) -> ObjfsError:
+    """The one error to raise for segments that failed at once: NoSpace if any
+    (what the user can act on: delete something), else the first."""
+    return next((error for error in errors if isinstance(error, NoSpace)), errors[0])
 
 
 def _checksums(datas: Sequence[bytes]) -> list[int]:

@@ -24,7 +24,14 @@ from typing import final
 import crc32c
 import trio
 
-from objfs.errors import DigestMismatch, EntityTooLarge, ObjfsError, OutcomeUnknown, ReadOnly
+from objfs.errors import (
+    DigestMismatch,
+    EntityTooLarge,
+    NoSpace,
+    ObjfsError,
+    OutcomeUnknown,
+    ReadOnly,
+)
 from objfs.store.datapath import DataPath
 from objfs.store.device import AlignedBuffer
 from objfs.store.erasure import SCHEME_REPLICAS
@@ -235,7 +242,12 @@ class ObjectWriter:
             segments = await self._datapath.write_segments(payload, size, whole_crc=crc)
             self._stored.append((offset, segments))
         except (ObjfsError, OSError) as exc:
-            self._error = exc
+            # Several segments may fail at once: tell one, NoSpace if any (as
+            # `DataPath.store_bytes` does), else the first.
+            if self._error is None or (
+                isinstance(exc, NoSpace) and not isinstance(self._error, NoSpace)
+            ):
+                self._error = exc
         finally:
             if gathered.buffer is not None:
                 self._datapath.buffers.give(gathered.buffer)

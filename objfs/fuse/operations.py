@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import pyfuse3
 import trio
 
-from objfs.errors import NoSuchBucket, ObjfsError
+from objfs.errors import NoSpace, NoSuchBucket, ObjfsError
 from objfs.fuse import xattrs
 from objfs.fuse.coherence import Coherence
 from objfs.fuse.errors import fail, guarded
@@ -205,11 +205,15 @@ class Operations(pyfuse3.Operations):
         """Unlinked (or replaced) while open: move the object out of sight until released."""
         file = self._files.get(node.ino)
         if file is not None:
-            await file.flush_data()
+            try:
+                await file.flush_data()
+            except NoSpace:
+                pass  # the file tells it at its next write, fsync or close; the name goes
         mtime_ns = self.store.head_object(node.bucket, node.path).mtime_ns
         self._orphans += 1
         aside = f"{self.tree.started_ns}-{self._orphans}"
-        await self.store.copy_object(node.bucket, node.path, ORPHAN_BUCKET, aside)
+        # The source goes right after: a full store must still let a file go.
+        await self.store.copy_object(node.bucket, node.path, ORPHAN_BUCKET, aside, use_reserve=True)
         await self.store.set_attributes(ORPHAN_BUCKET, aside, mtime_ns=mtime_ns)  # a copy's is now
         await self.store.delete_object(node.bucket, node.path)
         self.inodes.orphan(node)
@@ -331,9 +335,17 @@ class Operations(pyfuse3.Operations):
         return self._entry(node)
 
     async def _make_marker(self, bucket: str, prefix: str, attrs: Attrs) -> None:
-        """Give a directory that only exists as a prefix its marker, to hold attributes."""
+        """Give a directory that only exists as a prefix its marker, to hold attributes.
+
+        Even on a full store: an unlink, rename or attribute change needs it, and a
+        directory gets one marker at most (it has names under it already)."""
         await self.store.put_object(
-            bucket, prefix, b"", content_type=DIR_CONTENT_TYPE, posix=attrs.posix()
+            bucket,
+            prefix,
+            b"",
+            content_type=DIR_CONTENT_TYPE,
+            posix=attrs.posix(),
+            use_reserve=True,
         )
 
     @guarded
@@ -598,7 +610,10 @@ class Operations(pyfuse3.Operations):
             file = self._files.get(node.ino)
             if file is not None:
                 await stack.enter_async_context(file.lock)
-                await file._flush_locked()
+                try:
+                    await file._flush_locked()
+                except NoSpace:
+                    pass  # the file tells it at its next write, fsync or close; it moves
 
     # -- files ----------------------------------------------------------------------
 

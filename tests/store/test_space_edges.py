@@ -98,3 +98,69 @@ async def test_a_streaming_write_that_does_not_fit_raises_no_space(store: Store)
     assert store.space.free_bytes == free
     with pytest.raises(NoSuchKey):
         store.head_object(BUCKET, "huge")
+
+
+# -- 2. a full store still frees space and changes metadata ------------------------------
+
+
+async def fill(store: Store) -> list[str]:
+    """Fill the data space, then grow the index with small inline objects until
+    the store refuses (the devices are down to the space kept for checkpoints);
+    the keys stored."""
+    keys = await fill_data(store)
+    with pytest.raises(NoSpace):
+        while True:
+            key = f"small{len(keys):04d}"
+            await store.put_object(BUCKET, key, payload(key, 4000))
+            keys.append(key)
+    assert not store.space.room_to_grow()
+    return keys
+
+
+async def test_a_full_store_deletes_renames_and_changes_attributes(store: Store) -> None:
+    """Nothing that frees space or only changes metadata needs room: on a store
+    that refuses every PUT, these all work, a reader open on the object deleted
+    keeps reading it, and then there is room again."""
+    await store.put_object(BUCKET, "dir/a", payload("a", 1 * MiB))
+    await store.put_object(BUCKET, "dir/b", payload("b", 1 * MiB))
+    await store.put_object(BUCKET, "read", payload("read", 3 * MiB))
+    keys = await fill(store)
+    with pytest.raises(NoSpace):
+        await store.put_object(BUCKET, "more", b"x")
+    await store.set_attributes(BUCKET, "dir/a", content_type="text/plain")
+    await store.rename_object(BUCKET, "dir/a", "other/a")
+    await store.rename_prefix(BUCKET, "dir/", "moved/")
+    await store.truncate(BUCKET, "moved/b", 10)
+    async with store.open_reader(BUCKET, "read") as reader:
+        await store.delete_object(BUCKET, "read")
+        assert await reader.read(0, 3 * MiB) == payload("read", 3 * MiB)
+    await store.delete_object(BUCKET, "other/a")
+    await store.delete_object(BUCKET, "moved/b")
+    for key in keys[:4]:
+        await store.delete_object(BUCKET, key)
+    await store.put_object(BUCKET, "more", payload("more", 1 * MiB))
+    assert await store.get_object(BUCKET, "more") == payload("more", 1 * MiB)
+
+
+async def test_a_full_store_lets_a_face_set_an_object_aside_and_keep_a_directory(
+    store: Store,
+) -> None:
+    """The mount sets an open file aside when it is unlinked (a copy, then a delete
+    of the source) and gives a directory S3 made its marker (an empty object)
+    when its last name goes: a full store refused both, so rm said ENOSPC. With
+    `use_reserve` they are made; without it, they are still refused."""
+    await store.create_bucket(".objfs-aside", internal=True)
+    await store.put_object(BUCKET, "dir/open", payload("open", 1 * MiB))
+    await fill(store)
+    with pytest.raises(NoSpace):
+        await store.copy_object(BUCKET, "dir/open", ".objfs-aside", "1")
+    with pytest.raises(NoSpace):
+        await store.put_object(BUCKET, "dir/", b"")
+    await store.copy_object(BUCKET, "dir/open", ".objfs-aside", "1", use_reserve=True)
+    await store.put_object(BUCKET, "dir/", b"", use_reserve=True)
+    await store.delete_object(BUCKET, "dir/open")
+    assert await store.get_object(".objfs-aside", "1") == payload("open", 1 * MiB)
+    assert store.head_object(BUCKET, "dir/").size_bytes == 0
+    with pytest.raises(NoSpace):
+        await store.put_object(BUCKET, "big", payload("big", 1 * MiB), use_reserve=True)
+    await store.delete_object(".objfs-aside", "1")

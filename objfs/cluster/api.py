@@ -2,7 +2,8 @@
 
 A Quart-Trio app on `api_address` (cluster.json), separate from S3 and from
 the admin API. Every request must be signed with the cluster secret
-(objfs.cluster.peers); anything else gets 401 before its body is used.
+(objfs.cluster.peers); anything else, a replay included, gets 401 before
+its body is used.
 
     POST /cluster/v1/join     {name, raft_address, api_address} -> {cluster_id, node_number, peers}
     POST /cluster/v1/admit    {number}   make a joined node a voting Raft member
@@ -41,6 +42,7 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_FRAGMENT_BYTES
     app.config["RESPONSE_TIMEOUT"] = None  # a large read may take its time
+    seen = peers.SeenNonces(time.time())
 
     def answer(body: Any, status: int = 200) -> quart.Response:
         return quart.Response(
@@ -54,7 +56,13 @@ def create_cluster_app(member: ClusterMember) -> QuartTrio:
         query = request.query_string.decode("ascii", "replace")
         target = request.path + (f"?{query}" if query else "")
         refused = peers.verify(
-            member.state.secret, request.method, target, body, dict(request.headers), time.time()
+            member.state.secret,
+            request.method,
+            target,
+            body,
+            dict(request.headers),
+            time.time(),
+            seen,
         )
         if refused is not None:
             return answer({"error": f"refused: {refused}"}, 401)

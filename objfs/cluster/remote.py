@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import http.client
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import final
 
@@ -180,7 +179,6 @@ class RemoteDevice:
             raise DeviceError(f"{self.path}: {exc!r}") from None
 
     def _post(self, target: str, body: bytes, content_type: str) -> bytes:
-        when = int(time.time())
         host, _, port = self.api_address.rpartition(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
         try:
@@ -190,10 +188,7 @@ class RemoteDevice:
                 body=body,
                 headers={
                     "Content-Type": content_type,
-                    peers.TIME_HEADER: str(when),
-                    peers.SIGNATURE_HEADER: peers.signature(
-                        self._secret, "POST", target, body, when
-                    ),
+                    **peers.signed_headers(self._secret, "POST", target, body),
                 },
             )
             response = connection.getresponse()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
+import random
 
+import crc32c
 import pytest
 from cluster_nodes import SECRET, Cluster, Member
 
@@ -30,11 +31,7 @@ def send(
 
 def signed_headers(method: str, target: str, body: bytes) -> dict[str, str]:
     """The headers a node signs a request with."""
-    when = int(time.time())
-    return {
-        peers.TIME_HEADER: str(when),
-        peers.SIGNATURE_HEADER: peers.signature(SECRET, method, target, body, when),
-    }
+    return peers.signed_headers(SECRET, method, target, body)
 
 
 def join(cluster: Cluster, first: Member) -> Member:
@@ -76,3 +73,58 @@ def test_an_admission_cut_short_after_its_raft_change_is_finished_by_the_retry(
     cluster.wait_for_members(2)
     joined.s3().create_bucket(Bucket="admitted")
     assert [b["Name"] for b in first.s3().list_buckets()["Buckets"]] == ["admitted"]
+
+
+MiB = 1 << 20
+
+
+def test_a_replayed_internal_request_is_refused(cluster: Cluster) -> None:
+    """An internal request was accepted again and again for as long as its
+    signature time was within 300 s of the node's clock. Whoever captured one
+    could replay it: a write took another fragment's worth of space for an
+    hour, and a forget freed whatever fragment the node had placed in the
+    space since (two fragments in one place once that one's record applies)."""
+    (node,) = cluster.start(1)
+
+    def captured(target: str, body: bytes) -> tuple[str, bytes, dict[str, str]]:
+        return target, body, signed_headers("POST", target, body)
+
+    def sent(request: tuple[str, bytes, dict[str, str]]) -> tuple[int, bytes]:
+        return send(node.api_address, "POST", *request, timeout=30)
+
+    def pending() -> int:
+        count: int = node.status()["placement"]["pending_fragments"]
+        return count
+
+    data = random.randbytes(MiB)
+    write = captured(f"/cluster/v1/write?device=0&size={MiB}&crc={crc32c.crc32c(data)}", data)
+    status, answer = sent(write)
+    assert status == 200, answer
+    first = json.loads(answer)
+    assert sent(write)[0] == 401
+    assert pending() == 1
+
+    extent = [0, first["offset"], first["length"]]
+    forget = captured("/cluster/v1/forget", json.dumps({"extents": [extent]}).encode())
+    assert sent(forget) == (200, b'{"freed": 1}\n')
+    status, answer = sent(captured(write[0], data))  # the same bytes again, in the same place
+    assert status == 200 and json.loads(answer) == first, answer
+    assert sent(forget)[0] == 401
+    assert pending() == 1
+
+    node.kill()  # a node that starts again has forgotten what it accepted
+    node.serve()
+    node.ready()
+    assert sent(forget)[0] == 401
+    assert sent(write)[0] == 401
+    assert pending() == 1
+
+
+def test_nonces_are_forgotten_once_their_time_is_out_of_the_window() -> None:
+    """What a node remembers against replays stays bounded."""
+    seen = peers.SeenNonces(1000.0)
+    assert seen.check("00" * 16, 999, 1000.5) is not None  # signed before the start
+    for second in range(1000, 1000 + 2 * peers.MAX_SKEW_S):
+        assert seen.check(f"{second:032x}", second, second + 0.5) is None
+        assert seen.check(f"{second:032x}", second, second + 0.5) is not None
+    assert len(seen) == peers.MAX_SKEW_S  # those still within the window

@@ -7,7 +7,7 @@ means "serving":
 2. store recovery (`open_store`: replays the WAL, starts the checkpointer and
    the scrubber) — before anything that serves data listens; on a cluster
    node, then the cluster member (objfs.cluster.member), after which the S3
-   users are the catalog's (`CatalogUsers`),
+   users are the catalog's (objfs.cluster.users),
 3. the S3 listener,
 4. the FUSE mount (when configured), which counts as up once it answers a stat,
 
@@ -30,12 +30,10 @@ import errno
 import functools
 import logging
 import math
-import os
 import signal
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import Any, final
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -44,16 +42,16 @@ from hypercorn.trio import serve
 from hypercorn.trio import tcp_server as hypercorn_tcp_server
 
 from objfs.admin import NodeState, create_admin_app, remove_runtime_file, write_runtime_file
-from objfs.cluster.catalog import Catalog
 from objfs.cluster.member import ClusterMember
 from objfs.cluster.state import ClusterState
 from objfs.cluster.state import load as load_cluster_state
+from objfs.cluster.users import CatalogUsers
 from objfs.config import NodeConfig
 from objfs.errors import ConfigError, ObjfsError
 from objfs.fuse.mount import check_mount_config, mount_answers, run_mount, stop_mount
 from objfs.metrics import Metrics
 from objfs.s3.app import create_app
-from objfs.s3.users import ROOT, User, Users
+from objfs.s3.users import ROOT, Users
 from objfs.sdnotify import Notifier
 from objfs.store import Store, erasure, open_store
 
@@ -161,7 +159,7 @@ async def run_node(
         _show_generated_root(users)
     stop = trio.Event() if stop is None else stop
     state = NodeState(config, users=users)
-    # A cluster node's users are the catalog's (CatalogUsers); users.json is
+    # A cluster node's users are the catalog's (objfs.cluster.users); users.json is
     # only their cache there, which no one else writes, so nothing to watch.
     catalog_users = None if cluster is None else CatalogUsers(users, generated=generated)
     metrics = Metrics()
@@ -231,7 +229,8 @@ async def _serve(
                                 catalog_users.catalog_changed, member.catalog
                             )
                             await member_nursery.start(member.run, _cluster_listener(config))
-                            await catalog_users.adopt(member)
+                            if await catalog_users.adopt(member):
+                                _show_generated_root(catalog_users.users)
                             member_nursery.start_soon(catalog_users.keep_cache)
                         await _serve_faces(state, metrics, stop, notifier, on_ready)
                         member_nursery.cancel_scope.cancel()
@@ -377,71 +376,6 @@ def _show_generated_root(users: Users) -> None:
         f"  secret key: {root.secret_key}",
         flush=True,
     )
-
-
-@final
-class CatalogUsers:
-    """A cluster node's S3 users, kept equal to the catalog's (docs/cluster.md, "Users").
-
-    `catalog_changed` runs on the event loop after every catalog change the
-    node applies, catch-up included: when the users changed, the S3 face's
-    list is replaced at once and `keep_cache` rewrites `users.json` (in a
-    thread), the cache `objfs user list` reads while the node is stopped.
-    `adopt`, once the member is caught up, seeds the catalog with this node's
-    users if it has none (the first node's first start), else checks the
-    catalog's root against OBJFS_ROOT_*.
-    """
-
-    def __init__(self, users: Users, *, generated: bool) -> None:
-        self.users = users
-        # A root made at this start is shown only if it becomes the cluster's.
-        self._generated_root = users.get(ROOT) if generated else None
-        # The catalog's users last copied. Compared whole, not by a counter: a
-        # catalog rebuilt from a snapshot may count its changes differently.
-        self._copied: dict[str, User] = {}
-        self._dirty = trio.Event()
-
-    def catalog_changed(self, catalog: Catalog) -> None:
-        if catalog.users == self._copied:
-            return
-        self._copied = dict(catalog.users)
-        self.users.replace_all(catalog.user_list())
-        self._dirty.set()
-
-    async def adopt(self, member: ClusterMember) -> None:
-        catalog = member.catalog
-        if not catalog.users and member.state.node_number == 0:
-            seed = [asdict(user) for user in self.users.all()]
-            await member.replicator.change_catalog({"op": "users_seed_v1", "users": seed})
-            log.info("the cluster's users are this node's: %d, root among them", len(seed))
-        if not catalog.users:  # the first node has not run since it was made
-            log.warning("the cluster's catalog has no users yet: serving this node's own")
-            return
-        self.catalog_changed(catalog)
-        root = catalog.users.get(ROOT)
-        key = os.environ.get("OBJFS_ROOT_ACCESS_KEY")
-        secret = os.environ.get("OBJFS_ROOT_SECRET_KEY")
-        if root is not None and key and (key, secret) != (root.access_key, root.secret_key):
-            log.warning(
-                "OBJFS_ROOT_ACCESS_KEY/OBJFS_ROOT_SECRET_KEY differ from the root user in the "
-                "cluster's catalog; the catalog's root (access key %s) is used: a cluster's "
-                "users live in its catalog",
-                root.access_key,
-            )
-        if self._generated_root is not None and self._generated_root == root:
-            _show_generated_root(self.users)
-
-    async def keep_cache(self) -> None:
-        """Rewrite users.json after each change, and once more on the way out."""
-        try:
-            while True:
-                await self._dirty.wait()
-                self._dirty = trio.Event()
-                await trio.to_thread.run_sync(self.users.save)
-        finally:
-            if self._dirty.is_set():
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self.users.save)
 
 
 async def _watch_users(users: Users) -> None:

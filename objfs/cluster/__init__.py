@@ -5,6 +5,7 @@
 and the catalog's changes are applied in one log order on every node;
 `placement` spreads each stripe's fragments over the nodes and `remote` reads
 and writes the other nodes' fragments through `api`; `moves` moves stripes off
-a leaving node and back into the full shape. `docs/cluster.md` has the whole
-design; `commands` is the `objfs cluster` CLI.
+a leaving node and back into the full shape; `users` keeps a node's S3 users
+equal to the catalog's. `docs/cluster.md` has the whole design; `commands` is
+the `objfs cluster` CLI.
 """

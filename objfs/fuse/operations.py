@@ -751,7 +751,9 @@ class Operations(pyfuse3.Operations):
         data.f_frsize = 4096
         data.f_blocks = int(stats.device_bytes * usable) // 4096
         data.f_bfree = int(stats.free_bytes * usable) // 4096
-        data.f_bavail = data.f_bfree
+        # What a user can still write: not the space kept for checkpoints, nor
+        # space stripes cannot use (the core's count).
+        data.f_bavail = int(stats.available_bytes * usable) // 4096
         data.f_files = stats.objects + (1 << 32)
         data.f_ffree = 1 << 32
         data.f_favail = data.f_ffree

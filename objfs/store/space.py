@@ -98,6 +98,32 @@ class Space:
     def free_bytes(self) -> int:
         return sum(allocator.free_bytes for allocator in self.allocators.values())
 
+    def available_bytes(self, width: int) -> int:
+        """Free bytes that data may still take in stripes `width` devices wide: on
+        a metadata device only those beyond its reserve, and none at all once
+        `room_to_grow` says no (no PUT is taken then). Each stripe takes as much
+        on `width` different devices, so a device's space beyond what the others
+        can match is no use and is not counted.
+
+        With `spare` the devices' bytes beyond their reserve, largest first:
+        whatever the stripes, the `j` largest devices hold one fragment of each
+        at most, so the others hold `width - j` of each, and no device holds
+        more than min over j of sum(spare[j:]) / (width - j). Worked example,
+        width 3, spare [96, 32, 32] MiB: min(160 / 3, 64 / 2, 32 / 1) = 32 MiB
+        per device, 96 MiB in all (not 160)."""
+        if not self.room_to_grow() or width > len(self.allocators):
+            return 0
+        reserve = self.reserve_bytes
+        spare = sorted(
+            (
+                max(allocator.free_bytes - (reserve if i in self._reserve_devices else 0), 0)
+                for i, allocator in self.allocators.items()
+            ),
+            reverse=True,
+        )
+        per_device = min(sum(spare[j:]) // (width - j) for j in range(width))
+        return per_device * width
+
     @property
     def total_bytes(self) -> int:
         return sum(allocator.total_bytes for allocator in self.allocators.values())

@@ -913,6 +913,7 @@ class Store:
             logical_bytes=self._index.logical_bytes,
             device_bytes=self._space.total_bytes,
             free_bytes=self._space.free_bytes,
+            available_bytes=self._space.available_bytes(self.policy.width),
             wal_bytes_used=self._wal.used_bytes,
             wal_bytes_total=self._wal.size_bytes,
             last_lsn=self._wal.applied_lsn,

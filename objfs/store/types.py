@@ -271,6 +271,7 @@ class StoreStatistics:
     logical_bytes: int
     device_bytes: int
     free_bytes: int
+    available_bytes: int  # of free_bytes, what new data may take (Space.available_bytes)
     wal_bytes_used: int
     wal_bytes_total: int
     last_lsn: int

@@ -230,3 +230,30 @@ def close_errno(fd: int) -> int:
     except OSError as exc:
         return exc.errno or 0
     return 0
+
+
+# -- 3. what df says --------------------------------------------------------------------
+
+
+def test_df_says_what_can_still_be_written(mounted: Mounted, workdir: str) -> None:
+    """statvfs's f_bavail is what a user can still write: free space less the
+    space kept for checkpoints, less parity. It counted that reserve as free:
+    df said megabytes were available on a store whose every write failed."""
+    before = os.statvfs(workdir)
+    assert 0 < before.f_bavail <= before.f_bfree <= before.f_blocks
+    assert before.f_blocks * before.f_frsize < 3 * DEVICE_BYTES * 2 // 3  # less parity (2+1)
+    available = before.f_bavail * before.f_frsize
+    keys = fill(mounted, prefix_of(workdir) + "data/", index=False)
+    try:
+        stored = len(keys) * MiB
+        assert stored <= available < stored + 2 * MiB  # one more PUT at most
+        after = os.statvfs(workdir)
+        assert after.f_bavail * after.f_frsize < 2 * MiB
+        keys += fill(mounted, prefix_of(workdir) + "index/")  # down to the reserve
+        full = os.statvfs(workdir)
+        assert full.f_bavail == 0 < full.f_bfree
+    finally:
+        delete_many(mounted, keys)
+    # Free again, less what the reserve grew by: it follows the records logged since
+    # the last checkpoint, which the fill and its deletes added.
+    assert 0 < os.statvfs(workdir).f_bavail <= before.f_bavail

@@ -23,7 +23,8 @@ from store_helpers import assert_fsck_clean, payload
 from objfs.config import StoreConfig
 from objfs.errors import NoSpace, NoSuchKey
 from objfs.store import Store, open_store
-from objfs.store.format import create_data_dir
+from objfs.store.device import create_device_file, open_devices
+from objfs.store.format import create_data_dir, format_devices
 from objfs.store.types import KiB, MiB
 
 BUCKET = "full"
@@ -164,3 +165,55 @@ async def test_a_full_store_lets_a_face_set_an_object_aside_and_keep_a_directory
     with pytest.raises(NoSpace):
         await store.put_object(BUCKET, "big", payload("big", 1 * MiB), use_reserve=True)
     await store.delete_object(".objfs-aside", "1")
+
+
+# -- 3. what the store says is still available -----------------------------------------
+
+
+async def test_available_bytes_are_what_writes_can_still_take(store: Store) -> None:
+    """`statistics().available_bytes` (a mount's df) is free space less the space
+    kept for checkpoints on each metadata device: free space counted it, so df
+    showed megabytes free on a store that refused every write."""
+    stats = store.statistics()
+    assert stats.available_bytes <= stats.free_bytes - 3 * store.space.reserve_bytes
+    keys = await fill_data(store)
+    assert_about_what_was_stored(store, stats.available_bytes, len(keys) * MiB)
+    assert store.statistics().available_bytes < 2 * MiB  # not room for one more object
+    await fill(store)
+    assert store.statistics().available_bytes == 0
+
+
+async def test_available_bytes_count_only_space_stripes_can_use(disk_dir: str) -> None:
+    """Each 2+1 stripe takes a fragment on each of three devices: of devices of
+    32, 32 and 96 MiB, the large one's space beyond the others' is no use to
+    them, and available space must not count it."""
+    directory = os.path.join(disk_dir, "node", "devices")
+    os.makedirs(directory)
+    paths = [os.path.join(directory, f"dev{i}.img") for i in range(3)]
+    for path, size in zip(paths, (32 * MiB, 32 * MiB, 96 * MiB), strict=True):
+        create_device_file(path, size)
+    devices = await open_devices(paths)
+    try:
+        await format_devices(devices)
+    finally:
+        for device in devices:
+            await device.aclose()
+    config = StoreConfig(data_dir=os.path.join(disk_dir, "node"), fragment_size_bytes=256 * KiB)
+    async with open_store(config) as opened:
+        await opened.create_bucket(BUCKET)
+        available = opened.statistics().available_bytes
+        keys = await fill_data(opened)
+        assert_about_what_was_stored(opened, available, len(keys) * MiB)
+        assert opened.statistics().available_bytes < 2 * MiB  # not room for one more object
+        for key in keys:
+            await opened.delete_object(BUCKET, key)
+        await assert_fsck_clean(opened)
+
+
+def assert_about_what_was_stored(store: Store, available_bytes: int, stored_bytes: int) -> None:
+    """Available space said before a fill (device bytes: with parity) was what
+    the fill stored, give or take one 1 MiB object and the block each fragment
+    rounds up to."""
+    policy = store.policy
+    user_bytes = available_bytes * policy.data_fragments // policy.width
+    assert stored_bytes <= user_bytes < stored_bytes + 2 * MiB

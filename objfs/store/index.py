@@ -620,7 +620,9 @@ class ObjectIndex:
             self._objects[(bucket, moved)] = packed[key]
         groups: set[tuple[str, ...]] = set()
         for moved in moves.values():
-            current = self.current(bucket, ObjectKey(moved))
+            current = self.versions(bucket, ObjectKey(moved))[0]
+            if current.delete_marker:  # a name with history only: it moves, nothing more
+                continue
             if record.time_ns and current.posix is not None:  # moved: its ctime is now
                 posix = replace(current.posix, ctime_ns=record.time_ns)
                 self._replace_current(bucket, moved, replace(current, posix=posix), freed)

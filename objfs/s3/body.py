@@ -64,8 +64,12 @@ async def read_small_body(s3: S3Request, *, need_md5: bool = False) -> bytes:
     return body
 
 
-async def stream_object_body(s3: S3Request, write: Callable[[bytes], Awaitable[None]]) -> Received:
-    """Pass an object body to `write` chunk by chunk, verifying every digest sent.
+async def stream_object_body(
+    s3: S3Request, write: Callable[[bytes], Awaitable[None]], *, compute: str | None = None
+) -> Received:
+    """Pass an object body to `write` chunk by chunk, verifying every digest sent;
+    `compute` names a checksum algorithm to compute when none of it is sent (a part
+    of an upload that has one).
 
     Raises:
         S3Error: MissingContentLength, IncompleteBody, XAmzContentSHA256Mismatch,
@@ -83,6 +87,8 @@ async def stream_object_body(s3: S3Request, write: Callable[[bytes], Awaitable[N
     received = Received(content_md5_hex=_content_md5(s3))
     expected = requested_checksums(headers)  # algorithm -> base64 ('' if from a trailer)
     checksums = {algorithm: Checksum(algorithm) for algorithm in expected}
+    if compute is not None and compute not in checksums:
+        checksums[compute] = Checksum(compute)
     payload_sha256 = hashlib.sha256() if _is_hex_sha256(mode) else None
     hashers: list[Callable[[bytes], object]] = [c.update for c in checksums.values()]
     if payload_sha256 is not None:
@@ -120,8 +126,11 @@ async def stream_object_body(s3: S3Request, write: Callable[[bytes], Awaitable[N
         )
     trailers = decoder.trailers if decoder is not None else {}
     for algorithm, checksum in checksums.items():
-        wanted = expected[algorithm] or trailers.get(f"x-amz-checksum-{algorithm}", "")
         got = checksum.base64()
+        if algorithm not in expected:  # computed, not sent
+            received.checksums[algorithm] = got
+            continue
+        wanted = expected[algorithm] or trailers.get(f"x-amz-checksum-{algorithm}", "")
         if not wanted:
             raise S3Error(
                 "InvalidRequest",

@@ -259,3 +259,78 @@ def _check_sdk_algorithm(sdk_algorithm: str, present: list[str]) -> None:
         )
     if present != [sdk_algorithm]:
         raise S3Error("InvalidRequest", "Value for x-amz-sdk-checksum-algorithm header is invalid.")
+
+
+# -- multipart uploads -------------------------------------------------------------------
+# An upload created with x-amz-checksum-algorithm gives its object a checksum made of
+# its parts': COMPOSITE, the checksum of the parts' checksums end to end with "-N"
+# (N parts), or FULL_OBJECT, the CRC of the whole object, combined from the parts'
+# CRCs and lengths without reading a byte. CRC64NVME is full-object only; SHA1 and
+# SHA256 composite only; CRC32 and CRC32C either (composite by default).
+
+COMPOSITE = "COMPOSITE"
+FULL_OBJECT = "FULL_OBJECT"
+_COMBINE: dict[str, Callable[[int, int, int], int]] = {
+    "crc32": crt.combine_crc32,
+    "crc32c": crt.combine_crc32c,
+    "crc64nvme": crt.combine_crc64nvme,
+}
+
+
+def upload_checksum(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """(algorithm, type) a CreateMultipartUpload asks for, or None.
+
+    Raises:
+      S3Error: InvalidRequest for an unknown algorithm or type, a type without an
+        algorithm, or a pair S3 does not offer (CRC64NVME composite, SHA full-object).
+    """
+    name = headers.get("x-amz-checksum-algorithm")
+    kind = headers.get("x-amz-checksum-type")
+    if name is None:
+        if kind is not None:
+            raise S3Error(
+                "InvalidRequest",
+                "The x-amz-checksum-type header can only be used with the "
+                "x-amz-checksum-algorithm header.",
+            )
+        return None
+    algorithm = name.strip().lower()
+    if algorithm not in ALGORITHMS:
+        raise S3Error(
+            "InvalidRequest",
+            "Checksum algorithm provided is unsupported. Please try again with any of the "
+            f"valid types: {_ALGORITHM_LIST}",
+        )
+    default = FULL_OBJECT if algorithm == "crc64nvme" else COMPOSITE
+    kind = default if kind is None else kind.strip().upper()
+    if (
+        kind not in (COMPOSITE, FULL_OBJECT)
+        or (kind == FULL_OBJECT and algorithm not in _COMBINE)
+        or (kind == COMPOSITE and algorithm == "crc64nvme")
+    ):
+        raise S3Error(
+            "InvalidRequest",
+            f"The {algorithm.upper()} checksum algorithm does not support the checksum "
+            f"type {kind}.",
+        )
+    return algorithm, kind
+
+
+def checksum_type(value: str) -> str:
+    """COMPOSITE for a multipart object's checksum of checksums ("...=-3": base64 has
+    no "-"), else FULL_OBJECT."""
+    return COMPOSITE if "-" in value else FULL_OBJECT
+
+
+def combined_checksum(algorithm: str, kind: str, parts: list[tuple[str, int]]) -> str:
+    """The object's checksum from its parts' (base64 checksum, length), in order."""
+    digests = [base64.b64decode(value) for value, _ in parts]
+    if kind == COMPOSITE:
+        whole = Checksum(algorithm)
+        whole.update(b"".join(digests))
+        return f"{whole.base64()}-{len(parts)}"
+    combine = _COMBINE[algorithm]
+    crc = 0
+    for digest, (_, length) in zip(digests, parts, strict=True):
+        crc = combine(crc, int.from_bytes(digest, "big"), length)
+    return base64.b64encode(crc.to_bytes(DIGEST_SIZE_BYTES[algorithm], "big")).decode("ascii")

@@ -26,6 +26,7 @@ STORED_HEADERS = (
 HEADER_PREFIX = "h:"
 TAG_PREFIX = "t:"  # object tags: t:KEY = value
 PART_SIZES = "p:sizes"  # a multipart object's part sizes, comma-separated
+PART_CHECKSUMS = "p:checksums"  # and, if its upload had an algorithm, the parts' checksums
 # Metadata names with a ":" are kept by the faces (ACL a:, tags t:, uploads m:,
 # parts p:, the mount's links l: and xattrs x:): never shown as x-amz-meta.
 MAX_METADATA_BYTES = 2048  # AWS: user metadata up to 2 KB
@@ -140,10 +141,24 @@ def _nanoseconds(seconds: str) -> int:
     return int(whole) * 10**9 + int(fraction[:9].ljust(9, "0") if dot else "0")
 
 
-def part_sizes(metadata: tuple[tuple[str, str], ...]) -> list[int] | None:
-    """The part sizes of an object made by a multipart upload, or None."""
-    raw = dict(metadata).get(PART_SIZES)
-    return None if raw is None else [int(size) for size in raw.split(",")]
+def part_sizes(info: ObjectInfo) -> list[int] | None:
+    """The part sizes of an object made by a multipart upload, or None (also once
+    written in place through the mount: its ETag is then no multipart ETag)."""
+    raw = dict(info.metadata).get(PART_SIZES)
+    if raw is None:
+        return None
+    sizes = [int(size) for size in raw.split(",")]
+    return sizes if (info.etag or "").endswith(f"-{len(sizes)}") else None
+
+
+def part_checksum(info: ObjectInfo, part_number: int) -> tuple[str, str] | None:
+    """(algorithm, checksum) part `part_number` of a multipart object was uploaded
+    with, or None."""
+    raw = dict(info.metadata).get(PART_CHECKSUMS)
+    values = [] if raw is None or not info.checksums else raw.split(",")
+    if part_sizes(info) is None or not 1 <= part_number <= len(values):
+        return None
+    return info.checksums[0][0], values[part_number - 1]
 
 
 def part_span(sizes: list[int] | None, total: int, part_number: int) -> tuple[int, int]:

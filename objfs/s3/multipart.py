@@ -22,12 +22,12 @@ import hashlib
 import secrets
 
 from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
-from objfs.s3 import acl, xml_listing, xml_parse, xml_render, xml_values
+from objfs.s3 import acl, checksums, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body, stream_object_body
 from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
-from objfs.s3.metadata import PART_SIZES, posix_from, user_metadata
+from objfs.s3.metadata import PART_CHECKSUMS, PART_SIZES, posix_from, user_metadata
 from objfs.store import names
 from objfs.store.types import ComposeSource, ObjectInfo, Versioning
 
@@ -37,6 +37,7 @@ MAX_PART_NUMBER = 10_000
 MAX_PART_BYTES = 5 * 1024**3
 _META_KEY = "key"
 _META_OWNER = "owner"
+_META_CHECKSUM = "checksum"  # "ALGORITHM:TYPE" when the upload was created with one
 _USER_PREFIX = "m:"
 
 
@@ -82,6 +83,21 @@ def _upload(ctx: S3Context, s3: S3Request) -> tuple[str, ObjectInfo]:
     return upload_id, info
 
 
+def _checksum_of(upload: ObjectInfo) -> tuple[str, str] | None:
+    """(algorithm, COMPOSITE | FULL_OBJECT) the upload was created with, or None."""
+    raw = dict(upload.metadata).get(_META_CHECKSUM)
+    if raw is None:
+        return None
+    algorithm, _, kind = raw.partition(":")
+    return algorithm, kind
+
+
+def _checksum_headers(wanted: tuple[str, str] | None) -> dict[str, str]:
+    if wanted is None:
+        return {}
+    return {"x-amz-checksum-algorithm": wanted[0].upper(), "x-amz-checksum-type": wanted[1]}
+
+
 def _part_number(s3: S3Request) -> int:
     raw = s3.query.get("partNumber", "")
     if not is_number(raw) or not 1 <= int(raw) <= MAX_PART_NUMBER:
@@ -98,10 +114,13 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     names.check_key(s3.key)  # a key Complete would refuse: refused before any part comes
+    wanted = checksums.upload_checksum(s3.headers)
     await _uploads_bucket(ctx)
     upload_id = secrets.token_hex(16)
     owner = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS
     metadata = {_META_KEY: s3.key, _META_OWNER: owner}
+    if wanted is not None:
+        metadata[_META_CHECKSUM] = ":".join(wanted)
     for name, value in user_metadata(s3).items():
         metadata[_USER_PREFIX + name] = value
     await ctx.store.put_object(
@@ -112,18 +131,27 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         metadata=metadata,
     )
     body = xml_render.initiate_multipart_upload(s3.bucket, s3.key, upload_id)
-    return Response(body, content_type="application/xml")
+    return Response(body, content_type="application/xml", headers=_checksum_headers(wanted))
 
 
 async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
-    upload_id, _ = _upload(ctx, s3)
+    upload_id, upload = _upload(ctx, s3)
+    wanted = _checksum_of(upload)
+    algorithm = None if wanted is None else wanted[0]
+    sent = checksums.requested_checksums(s3.headers)
+    if algorithm is not None and any(name != algorithm for name in sent):
+        raise S3Error(
+            "InvalidRequest",
+            f"Checksum Type mismatch occurred, expected checksum Type: {algorithm}, "
+            f"actual checksum Type: {next(iter(sent))}",
+        )
     async with ctx.store.open_writer(
         UPLOADS_BUCKET, _part_key(s3.bucket, upload_id, part_number)
     ) as writer:
-        received = await stream_object_body(s3, writer.write)
+        received = await stream_object_body(s3, writer.write, compute=algorithm)
         if received.size_bytes > MAX_PART_BYTES:
             raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
         version = await writer.commit(
@@ -140,7 +168,8 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
-    upload_id, _ = _upload(ctx, s3)
+    upload_id, upload = _upload(ctx, s3)
+    wanted = _checksum_of(upload)
     source_bucket, source_key, source_version = xml_parse.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
@@ -149,19 +178,23 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     ctx.check_object(s3, source_info, source)
     check_copy_source(s3.headers, source)
     start, end = _copy_range(s3.headers.get("x-amz-copy-source-range"), source.size_bytes)
-    etag = None
-    if (start, end) == (0, source.size_bytes) and source.etag and "-" not in source.etag:
-        etag = source.etag  # the whole object: its MD5 is known
+    whole = (start, end) == (0, source.size_bytes) and "-" not in (source.etag or "-")
+    part_checksums: dict[str, str] = {}
+    if whole and wanted is None and source.etag is not None:
+        etag = source.etag  # its MD5 is known: nothing to read
     else:
-        etag = await _md5_of_range(ctx, source, start, end)
+        etag, part_checksums = await _digests_of_range(
+            ctx, source, start, end, None if wanted is None else wanted[0]
+        )
     info = await ctx.store.compose_object(
         UPLOADS_BUCKET,
         _part_key(s3.bucket, upload_id, part_number),
         [ComposeSource(source_bucket, source_key, source.version_id, start, end - start)],
         etag=etag,
+        checksums=part_checksums,
     )
     await _drop_part_if_upload_ended(ctx, s3.bucket, upload_id, part_number)
-    body = xml_render.copy_part_result(etag, info.mtime_ns)
+    body = xml_render.copy_part_result(etag, info.mtime_ns, part_checksums)
     return Response(body, content_type="application/xml")
 
 
@@ -206,8 +239,12 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
     return start, end
 
 
-async def _md5_of_range(ctx: S3Context, source: ObjectInfo, start: int, end: int) -> str:
+async def _digests_of_range(
+    ctx: S3Context, source: ObjectInfo, start: int, end: int, algorithm: str | None
+) -> tuple[str, dict[str, str]]:
+    """The MD5 (hex) of a byte range of `source` and, with `algorithm`, its checksum."""
     digest = hashlib.md5()
+    checksum = None if algorithm is None else checksums.Checksum(algorithm)
     async with ctx.store.open_reader(
         source.bucket, source.key, version_id=source.version_id
     ) as reader:
@@ -217,8 +254,12 @@ async def _md5_of_range(ctx: S3Context, source: ObjectInfo, start: int, end: int
             if not data:
                 break
             digest.update(data)
+            if checksum is not None:
+                checksum.update(data)
             position += len(data)
-    return digest.hexdigest()
+    if checksum is None:
+        return digest.hexdigest(), {}
+    return digest.hexdigest(), {checksum.algorithm: checksum.base64()}
 
 
 async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
@@ -231,8 +272,9 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         raise S3Error("NotImplemented", "If-None-Match on CompleteMultipartUpload takes only '*'")
     if not wanted:
         raise S3Error("MalformedXML", "You must specify at least one part")
-    sources, digests, sizes = [], [], []
-    for index, (part_number, etag, _) in enumerate(wanted):
+    checksum = _checksum_of(upload)
+    sources, digests, sizes, part_checksums = [], [], [], []
+    for index, (part_number, etag, sent) in enumerate(wanted):
         try:
             part = ctx.store.head_object(
                 UPLOADS_BUCKET, _part_key(s3.bucket, upload_id, part_number)
@@ -247,6 +289,11 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
                 "Your proposed upload is smaller than the minimum allowed object size.",
                 PartNumber=str(part_number),
             )
+        if checksum is not None:
+            value = dict(part.checksums).get(checksum[0])
+            if value is None or sent.get(checksum[0], value) != value:
+                raise _invalid_part(part_number)  # none: stored by an objfs before checksums
+            part_checksums.append((value, part.size_bytes))
         sources.append(ComposeSource(UPLOADS_BUCKET, part.key, part.version_id))
         digests.append(bytes.fromhex(part.etag))
         sizes.append(part.size_bytes)
@@ -258,6 +305,14 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     }
     metadata, posix = posix_from(metadata)
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
+    whole: dict[str, str] = {}
+    if checksum is not None:
+        algorithm, kind = checksum
+        whole[algorithm] = checksums.combined_checksum(algorithm, kind, part_checksums)
+        claimed = s3.headers.get(checksums.header_name(algorithm))
+        if kind == checksums.FULL_OBJECT and claimed is not None:
+            checksums.verify_checksum(algorithm, claimed, whole[algorithm])
+        metadata[PART_CHECKSUMS] = ",".join(value for value, _ in part_checksums)
     info = await ctx.store.compose_object(
         s3.bucket,
         s3.key,
@@ -265,12 +320,20 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         etag=etag,
         content_type=upload.content_type,
         metadata=metadata,
+        checksums=whole,
         if_none_match=if_none_match == "*",
         if_match=ctx.check_if_match(s3),
         posix=posix,
     )
     await _remove_upload(ctx, s3.bucket, upload_id)
-    body = xml_render.complete_multipart_upload(f"/{s3.bucket}/{s3.key}", s3.bucket, s3.key, etag)
+    body = xml_render.complete_multipart_upload(
+        f"/{s3.bucket}/{s3.key}",
+        s3.bucket,
+        s3.key,
+        etag,
+        whole,
+        checksum_type=None if checksum is None else checksum[1],
+    )
     headers = {}
     if bucket_info.versioning is not Versioning.DISABLED:
         headers["x-amz-version-id"] = info.version_id
@@ -315,6 +378,7 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
     if not is_number(marker_raw) or not is_number(max_raw):
         raise S3Error("InvalidArgument", "part-number-marker and max-parts are whole numbers")
     marker, max_parts = int(marker_raw), min(int(max_raw), 1000)
+    checksum = _checksum_of(upload)
     start_after = _part_key(s3.bucket, upload_id, marker) if marker else ""
     page = ctx.store.list_objects(
         UPLOADS_BUCKET,
@@ -344,6 +408,8 @@ async def list_parts(ctx: S3Context, s3: S3Request) -> Response:
         is_truncated=page.is_truncated,
         owner=owner,
         initiator=owner,
+        checksum_algorithm=None if checksum is None else checksum[0].upper(),
+        checksum_type=None if checksum is None else checksum[1],
     )
     return Response(body, content_type="application/xml")
 

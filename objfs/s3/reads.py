@@ -16,9 +16,17 @@ from collections.abc import AsyncIterator
 
 from objfs.errors import NoSuchKey
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
+from objfs.s3.checksums import checksum_type
 from objfs.s3.conditions import evaluate_conditions, precondition_failed
 from objfs.s3.errors import S3Error, is_number
-from objfs.s3.metadata import HEADER_PREFIX, TAG_PREFIX, part_sizes, part_span, posix_headers
+from objfs.s3.metadata import (
+    HEADER_PREFIX,
+    TAG_PREFIX,
+    part_checksum,
+    part_sizes,
+    part_span,
+    posix_headers,
+)
 from objfs.s3.xml_values import http_date
 from objfs.store import Store
 from objfs.store.types import ObjectInfo, Versioning
@@ -147,6 +155,7 @@ def _object_headers(info: ObjectInfo, *, versioned: bool, checksum_mode: bool) -
     if checksum_mode:
         for algorithm, value in info.checksums:
             headers[f"x-amz-checksum-{algorithm}"] = value
+            headers["x-amz-checksum-type"] = checksum_type(value)
     return headers
 
 
@@ -184,12 +193,18 @@ def _response_overrides(s3: S3Request, headers: dict[str, str]) -> None:
 def _select_span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int, int, int]:
     """(status, start, end) of what a GET or HEAD answers: 200 and the whole object,
     or 206 and the span asked for. A span takes the whole-object checksums out of
-    `headers` (they say nothing about a range) and puts Content-Range in."""
+    `headers` (they say nothing about a range), except that a part asked for by
+    number gets the checksum it was uploaded with, and puts Content-Range in."""
     span = _span(s3, info, headers)
     if span is None:
         return 200, 0, info.size_bytes
-    for name in [name for name in headers if name.startswith("x-amz-checksum-")]:
+    asked = [name for name in headers if name.startswith("x-amz-checksum-")]
+    for name in asked:
         del headers[name]
+    part = s3.query.get("partNumber")
+    checksum = None if part is None or not asked else part_checksum(info, int(part))
+    if checksum is not None:
+        headers[f"x-amz-checksum-{checksum[0]}"] = checksum[1]
     headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{info.size_bytes}"
     return 206, span[0], span[1]
 
@@ -205,7 +220,7 @@ def _span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int
         raise S3Error(
             "InvalidArgument", "Part number must be an integer", ArgumentName="partNumber"
         )
-    sizes = part_sizes(info.metadata)
+    sizes = part_sizes(info)
     headers["x-amz-mp-parts-count"] = str(len(sizes) if sizes else 1)
     return part_span(sizes, info.size_bytes, int(part))
 

@@ -17,9 +17,10 @@ from objfs.errors import ObjfsError
 from objfs.s3 import acl, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, OWNER, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body
+from objfs.s3.checksums import checksum_type
 from objfs.s3.errors import S3Error
-from objfs.s3.metadata import TAG_PREFIX, part_sizes
-from objfs.store.types import BucketInfo
+from objfs.s3.metadata import TAG_PREFIX, part_checksum, part_sizes
+from objfs.store.types import BucketInfo, ObjectInfo
 
 TAGGING_SETTING = "tagging"
 CORS_SETTING = "cors"
@@ -297,12 +298,16 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
         raise S3Error("InvalidArgument", "x-amz-object-attributes header is required")
     parts = None
     if "objectparts" in wanted:
-        sizes = part_sizes(info.metadata)
+        sizes = part_sizes(info)
         if sizes is not None:
             parts = xml_render.ObjectParts(
                 total_parts_count=len(sizes),
                 parts=tuple(
-                    xml_render.Part(part_number=n, size_bytes=size)
+                    xml_render.Part(
+                        part_number=n,
+                        size_bytes=size,
+                        checksums=_part_checksums(info, n),
+                    )
                     for n, size in enumerate(sizes[:1000], 1)
                 ),
                 is_truncated=len(sizes) > 1000,
@@ -310,6 +315,9 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
     body = xml_render.get_object_attributes(
         etag=info.etag if "etag" in wanted else None,
         checksums=info.checksums if "checksum" in wanted else None,
+        checksum_type=checksum_type(info.checksums[0][1])
+        if "checksum" in wanted and info.checksums
+        else None,
         object_parts=parts,
         storage_class="STANDARD" if "storageclass" in wanted else None,
         object_size=info.size_bytes if "objectsize" in wanted else None,
@@ -318,3 +326,9 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
     response.headers["Last-Modified"] = xml_values.http_date(info.mtime_ns)
     response.headers["x-amz-version-id"] = info.version_id
     return response
+
+
+def _part_checksums(info: ObjectInfo, part_number: int) -> tuple[tuple[str, str], ...]:
+    """The checksum part `part_number` of a multipart object was uploaded with, if any."""
+    checksum = part_checksum(info, part_number)
+    return () if checksum is None else (checksum,)

@@ -125,6 +125,43 @@ def test_s3_multipart_upload_reads_back_through_the_mount(workdir: str, s3: Any)
         assert file.read(20) == parts[0][-10:] + parts[1][:10]
 
 
+def test_a_multipart_object_written_in_the_mount_is_one_part_with_no_old_checksums(
+    workdir: str, s3: Any
+) -> None:
+    key = prefix_of(workdir) + "parts.bin"
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm="CRC32C")
+    done = []
+    for number, part in enumerate(parts, start=1):
+        answer = s3.upload_part(
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=part,
+            ChecksumAlgorithm="CRC32C",
+        )
+        done.append({"PartNumber": number, "ETag": answer["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": done}
+    )
+    second = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=2, ChecksumMode="ENABLED")
+    assert second["Body"].read() == parts[1] and "ChecksumCRC32C" in second
+    with open(os.path.join(workdir, "parts.bin"), "r+b") as file:  # one byte of part 2
+        file.seek(len(parts[0]))
+        file.write(b"!")
+    data = parts[0] + b"!" + parts[1][1:]
+    # The parts' sizes and checksums said nothing of the new bytes: one part now.
+    whole = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=1, ChecksumMode="ENABLED")
+    assert whole["Body"].read() == data and whole["PartsCount"] == 1
+    assert not [name for name in whole if name.startswith("Checksum")]
+    attributes = s3.get_object_attributes(
+        Bucket=BUCKET, Key=key, ObjectAttributes=["ETag", "ObjectParts", "Checksum"]
+    )
+    assert attributes["ETag"] == hashlib.md5(data).hexdigest()
+    assert "ObjectParts" not in attributes and "Checksum" not in attributes
+
+
 def test_s3_directory_marker_is_an_empty_directory(workdir: str, s3: Any) -> None:
     s3.put_object(Bucket=BUCKET, Key=prefix_of(workdir) + "made-by-s3/", Body=b"")
     assert os.path.isdir(os.path.join(workdir, "made-by-s3"))

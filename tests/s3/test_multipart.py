@@ -8,6 +8,7 @@ Abort leave nothing behind.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3_node import Node
 
+from objfs.s3.checksums import Checksum
 from objfs.s3.multipart import UPLOADS_BUCKET
 
 MiB = 1024 * 1024
@@ -215,3 +217,185 @@ def test_get_by_part_number_and_object_attributes(s3: Any) -> None:
     assert attributes["ObjectParts"]["TotalPartsCount"] == 3
     assert [p["Size"] for p in attributes["ObjectParts"]["Parts"]] == [len(p) for p in parts]
     assert attributes["StorageClass"] == "STANDARD"
+
+
+# -- checksums of multipart objects ---------------------------------------------------
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def crc(algorithm: str, data: bytes) -> bytes:
+    checksum = Checksum(algorithm)
+    checksum.update(data)
+    return checksum.digest()
+
+
+def upload_in_parts(s3: Any, bucket: str, key: str, parts: list[bytes], **create: Any) -> Any:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **create)
+    algorithm = create.get("ChecksumAlgorithm")
+    done = []
+    for number, part in enumerate(parts, 1):
+        extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+        answer = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=part,
+            **extra,
+        )
+        entry = {"PartNumber": number, "ETag": answer["ETag"]}
+        if algorithm:
+            entry[f"Checksum{algorithm}"] = answer[f"Checksum{algorithm}"]
+        done.append(entry)
+    return upload, s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": done}
+    )
+
+
+def test_an_upload_with_a_checksum_algorithm_gives_its_object_a_composite_checksum(
+    s3: Any,
+) -> None:
+    s3.create_bucket(Bucket="composite")
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB + 7), os.urandom(1000)]
+    upload, done = upload_in_parts(s3, "composite", "k", parts, ChecksumAlgorithm="CRC32C")
+    assert upload["ChecksumAlgorithm"] == "CRC32C"
+    assert upload["ChecksumType"] == "COMPOSITE"
+    # S3's composite: the CRC32C of the parts' CRC32Cs end to end, then "-N".
+    expected = b64(crc("crc32c", b"".join(crc("crc32c", p) for p in parts))) + "-3"
+    assert done["ChecksumCRC32C"] == expected
+    assert done["ChecksumType"] == "COMPOSITE"
+    head = s3.head_object(Bucket="composite", Key="k", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC32C"], head["ChecksumType"]) == (expected, "COMPOSITE")
+    got = s3.get_object(Bucket="composite", Key="k", ChecksumMode="ENABLED")
+    assert got["Body"].read() == b"".join(parts)
+    second = s3.get_object(Bucket="composite", Key="k", PartNumber=2, ChecksumMode="ENABLED")
+    assert second["Body"].read() == parts[1]
+    assert second["ChecksumCRC32C"] == b64(crc("crc32c", parts[1]))
+    attributes = s3.get_object_attributes(
+        Bucket="composite", Key="k", ObjectAttributes=["Checksum", "ObjectParts"]
+    )
+    assert attributes["Checksum"] == {"ChecksumCRC32C": expected, "ChecksumType": "COMPOSITE"}
+    assert [p["ChecksumCRC32C"] for p in attributes["ObjectParts"]["Parts"]] == [
+        b64(crc("crc32c", p)) for p in parts
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32"])
+def test_a_full_object_checksum_is_the_crc_of_the_whole_object(s3: Any, algorithm: str) -> None:
+    bucket = f"full-{algorithm.lower()}"
+    s3.create_bucket(Bucket=bucket)
+    parts = [os.urandom(5 * MiB + 3), os.urandom(4321)]
+    create = {"ChecksumAlgorithm": algorithm}
+    if algorithm == "CRC32":
+        create["ChecksumType"] = "FULL_OBJECT"
+    _, done = upload_in_parts(s3, bucket, "k", parts, **create)
+    whole = b64(crc(algorithm.lower(), b"".join(parts)))
+    assert (done[f"Checksum{algorithm}"], done["ChecksumType"]) == (whole, "FULL_OBJECT")
+    got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert got["Body"].read() == b"".join(parts)  # boto3 checks a full-object CRC as it reads
+    assert (got[f"Checksum{algorithm}"], got["ChecksumType"]) == (whole, "FULL_OBJECT")
+
+
+def test_upload_part_copy_and_transfer_manager_parts_carry_the_uploads_checksum(
+    s3: Any,
+) -> None:
+    s3.create_bucket(Bucket="copied-parts")
+    source = os.urandom(6 * MiB)
+    s3.put_object(Bucket="copied-parts", Key="source", Body=source)
+    upload = s3.create_multipart_upload(Bucket="copied-parts", Key="k", ChecksumAlgorithm="SHA256")
+    copied = s3.upload_part_copy(
+        Bucket="copied-parts",
+        Key="k",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        CopySource={"Bucket": "copied-parts", "Key": "source"},
+        CopySourceRange=f"bytes=0-{5 * MiB - 1}",
+    )["CopyPartResult"]
+    first = hashlib.sha256(source[: 5 * MiB]).digest()
+    assert copied["ChecksumSHA256"] == b64(first)
+    tail = os.urandom(10)
+    second = s3.upload_part(
+        Bucket="copied-parts",
+        Key="k",
+        UploadId=upload["UploadId"],
+        PartNumber=2,
+        Body=tail,
+        ChecksumAlgorithm="SHA256",
+    )
+    listed = s3.list_parts(Bucket="copied-parts", Key="k", UploadId=upload["UploadId"])
+    assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == ("SHA256", "COMPOSITE")
+    assert [p["ChecksumSHA256"] for p in listed["Parts"]] == [
+        b64(first),
+        b64(hashlib.sha256(tail).digest()),
+    ]
+    done = s3.complete_multipart_upload(
+        Bucket="copied-parts",
+        Key="k",
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": 1, "ETag": copied["ETag"]},
+                {"PartNumber": 2, "ETag": second["ETag"]},
+            ]
+        },
+    )
+    composite = hashlib.sha256(first + hashlib.sha256(tail).digest()).digest()
+    assert done["ChecksumSHA256"] == b64(composite) + "-2"
+    # The transfer manager asks for CRC32 (boto3's default): its objects get one.
+    data = os.urandom(17 * MiB)
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "copied-parts", "managed", Config=config)
+    head = s3.head_object(Bucket="copied-parts", Key="managed", ChecksumMode="ENABLED")
+    chunks = [data[i : i + 8 * MiB] for i in range(0, len(data), 8 * MiB)]
+    assert (
+        head["ChecksumCRC32"] == b64(crc("crc32", b"".join(crc("crc32", c) for c in chunks))) + "-3"
+    )
+
+
+def test_multipart_checksum_errors(node: Node, s3: Any) -> None:
+    s3.create_bucket(Bucket="checksum-errors")
+    for create in (
+        {"ChecksumAlgorithm": "CRC64NVME", "ChecksumType": "COMPOSITE"},
+        {"ChecksumAlgorithm": "SHA1", "ChecksumType": "FULL_OBJECT"},
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            s3.create_multipart_upload(Bucket="checksum-errors", Key="k", **create)
+        assert error_code(excinfo) == "InvalidRequest"
+    upload = s3.create_multipart_upload(
+        Bucket="checksum-errors", Key="k", ChecksumAlgorithm="CRC32C"
+    )
+    with pytest.raises(ClientError) as excinfo:  # a part with another algorithm
+        s3.upload_part(
+            Bucket="checksum-errors",
+            Key="k",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"x",
+            ChecksumAlgorithm="CRC32",
+        )
+    assert error_code(excinfo) == "InvalidRequest"
+    plain = node.client(request_checksum_calculation="when_required")  # sends no CRC32
+    part = plain.upload_part(  # no checksum sent: the node computes the upload's own
+        Bucket="checksum-errors", Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"x"
+    )
+    assert part["ChecksumCRC32C"] == b64(crc("crc32c", b"x"))
+    with pytest.raises(ClientError) as excinfo:  # Complete names a checksum the part lacks
+        s3.complete_multipart_upload(
+            Bucket="checksum-errors",
+            Key="k",
+            UploadId=upload["UploadId"],
+            MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumCRC32C": "AAAAAA=="}]
+            },
+        )
+    assert error_code(excinfo) == "InvalidPart"
+    done = s3.complete_multipart_upload(
+        Bucket="checksum-errors",
+        Key="k",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert done["ChecksumCRC32C"] == b64(crc("crc32c", crc("crc32c", b"x"))) + "-1"

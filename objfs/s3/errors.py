@@ -56,6 +56,9 @@ STATUS: dict[str, int] = {
     "SignatureDoesNotMatch": 403,
     "SlowDown": 503,
     "XAmzContentSHA256Mismatch": 400,
+    # Not AWS's (AWS is never full): 507 as MinIO answers, so that SDKs do not retry
+    # it as they retry 503; a full store stays full until something is deleted.
+    "XObjfsStorageFull": 507,
 }
 
 
@@ -102,7 +105,7 @@ _FROM_CORE: tuple[tuple[type[core.ObjfsError], str], ...] = (
     (core.EntityTooLarge, "EntityTooLarge"),
     (core.InvalidArgument, "InvalidArgument"),
     (core.NotSupported, "NotImplemented"),
-    (core.NoSpace, "ServiceUnavailable"),
+    (core.NoSpace, "XObjfsStorageFull"),
     (core.Unavailable, "ServiceUnavailable"),
     (core.ReadOnly, "ServiceUnavailable"),
     (core.Corrupted, "InternalError"),

@@ -78,8 +78,8 @@ def fill(mounted: Mounted, prefix: str, *, index: bool = True) -> list[str]:
 
 
 def test_a_put_to_a_full_store_is_a_clean_s3_error(mounted: Mounted, workdir: str, s3: Any) -> None:
-    """NoSpace from the core is the S3 error its table names (ServiceUnavailable,
-    503), for a PUT of several segments into full data space and for a small
+    """NoSpace from the core is the S3 error its table names (XObjfsStorageFull,
+    507: not retried by SDKs as 503 is), for a PUT of several segments into full data space and for a small
     one once the index may grow no more: never an InternalError (500)."""
     key = prefix_of(workdir) + "more"
     keys = fill(mounted, prefix_of(workdir) + "fill/", index=False)
@@ -96,8 +96,8 @@ def assert_put_refused(s3: Any, key: str, body: bytes) -> None:
     with pytest.raises(ClientError) as caught:
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     response = caught.value.response
-    assert response["Error"]["Code"] == "ServiceUnavailable", response
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert response["Error"]["Code"] == "XObjfsStorageFull", response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 507
 
 
 # -- 2. what frees space or changes metadata works on a full store ------------------------

@@ -4,7 +4,9 @@
 `committer`): `append(record)` proposes the record as a Raft entry and returns
 once this node has applied it, with what applying it returned (or the
 ObjfsError it raised: every node raises the same one, since applying is
-deterministic). `deliver(index, entry)` is called by `objfs.cluster.raft` on
+deterministic). Any other exception is a bug: this node stops applying
+(`failure`), and the caller hears `OutcomeUnknown`, for the entry is committed
+and other nodes have applied it. `deliver(index, entry)` is called by `objfs.cluster.raft` on
 the event loop for every committed entry, in log order, on every node.
 
 Retries (docs/cluster.md, "Errors"): a proposal refused for want of a leader
@@ -158,7 +160,9 @@ class Replicator:
             log.critical(
                 "%s; this node stops applying (restart it to rebuild from the log)", self.failure
             )
-            error = Unavailable(self.failure)
+            # The entry is committed, and applied on the other nodes: its writer
+            # must keep what it names (its fresh fragments here), not free them.
+            error = OutcomeUnknown(f"{self.failure}; the change is committed, on other nodes")
         if entry.origin == self.node_number:
             waiter = self._waiting.pop(entry.tag, None)
             if waiter is not None:

@@ -1,0 +1,149 @@
+"""A node whose apply of a committed entry failed (a bug: not an ObjfsError).
+
+Method: a one-node cluster made by `objfs cluster init`, its node run in this
+process (`objfs.node.run_node` in a thread of its own, as tests/s3/s3_node.py
+runs one), so that the index's apply can be made to raise for one record; the
+store is called directly on the node's event loop, the internal API over
+loopback with signed requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+from cluster_nodes import SECRET, Cluster, Member, signed
+
+from objfs.config import load_config
+from objfs.errors import OutcomeUnknown
+from objfs.node import run_node
+from objfs.s3.users import Users
+from objfs.store import Store
+from objfs.store.records import PutVersion, Record, new_segments
+from objfs.store.types import device_node_number
+
+MiB = 1 << 20
+
+
+@dataclass
+class LocalNode:
+    """A cluster node run by this process: its member's addresses, its store."""
+
+    member: Member
+    store: Store
+    token: trio.lowlevel.TrioToken
+    stop: trio.Event
+    thread: threading.Thread
+    errors: list[BaseException] = field(default_factory=list)
+
+    def run(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """`await function(*args)` on the node's event loop."""
+        return trio.from_thread.run(function, *args, trio_token=self.token)
+
+    def status(self) -> dict[str, Any]:
+        code, body = signed(self.member.api_address, "GET", "/cluster/v1/status")
+        assert code == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    def close(self) -> None:
+        trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the node did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def local_node(cluster: Cluster) -> Iterator[LocalNode]:
+    member = cluster.add()
+    done = member.cli(
+        "cluster", "init", "--name", "node0",
+        "--raft-address", member.raft_address, "--api-address", member.api_address,
+        "--device-count", "3", "--device-size", "64M",
+        environ={"OBJFS_CLUSTER_SECRET": SECRET},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = load_config(member.config, data_dir=member.data, environ=os.environ)
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        box["token"] = trio.lowlevel.current_trio_token()
+        box["stop"] = stop = trio.Event()
+
+        def on_ready(store: Store, bound: list[str], users: Users) -> None:
+            box["store"] = store
+            ready.set()
+
+        await run_node(
+            config, stop=stop, on_ready=on_ready, freeze_index=False, handle_signals=False
+        )
+
+    def thread_main() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="objfs-cluster-node", daemon=True)
+    thread.start()
+    ready.wait(90)
+    if errors:
+        raise errors[0]
+    node = LocalNode(member, box["store"], box["token"], box["stop"], thread, errors)
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def fail_once(node: LocalNode, key: str) -> list[Record]:
+    """Make the node's index raise (a bug) when it applies the PUT of `key`, once;
+    the record it was given is appended to the list returned."""
+    index = node.store.index
+    apply = index.apply
+    failed: list[Record] = []
+
+    def broken(record: Record) -> Any:
+        if isinstance(record, PutVersion) and record.key == key and not failed:
+            failed.append(record)
+            raise RuntimeError("injected: the index's apply failed")
+        return apply(record)
+
+    index.apply = broken  # type: ignore[method-assign]
+    return failed
+
+
+def test_a_committed_record_that_failed_to_apply_keeps_its_fragments(
+    local_node: LocalNode,
+) -> None:
+    """The writer of a record whose apply raised heard Unavailable although the
+    record was committed (and applied on the other nodes): the store took the
+    write for refused and freed the record's fragments here, which the other
+    nodes' index names; the space was handed out again, two fragments in one
+    place. The writer hears OutcomeUnknown, and the fragments are kept."""
+    node = local_node
+    node.run(node.store.create_bucket, "bucket")
+    failed = fail_once(node, "boom")
+    assert node.status()["placement"]["pending_fragments"] == 0
+
+    with pytest.raises(OutcomeUnknown, match="injected"):
+        node.run(node.store.put_object, "bucket", "boom", random.randbytes(2 * MiB))
+
+    assert node.status()["failure"] is not None
+    (record,) = failed
+    extents = [f.extent for s in new_segments(record) for f in s.fragments]
+    assert extents and all(device_node_number(e.device_index) == 0 for e in extents)
+    # Still pending (named by nothing this node applied), not freed.
+    assert node.status()["placement"]["pending_fragments"] == len(extents)

@@ -542,7 +542,8 @@ class ClusterMember:
 
         Raises:
             InvalidArgument: not this node's device, or the bytes do not match.
-            Unavailable: this node is not ready to take fragments yet.
+            Unavailable: this node is not ready to take fragments yet, or has
+                stopped applying the log (`Replicator.failure`).
             NoSpace: the device is full.
             DeviceError: the device is down or failed.
         """
@@ -556,6 +557,11 @@ class ClusterMember:
             raise InvalidArgument("the fragment does not match its CRC32C (damaged on the way)")
         if not self._taking_fragments:
             raise Unavailable("this node is still catching up with the cluster")
+        if self.replicator.failure is not None:
+            # It applies no record any more, so it cannot tell what space is free.
+            raise Unavailable(
+                f"this node stopped applying the cluster's log ({self.replicator.failure})"
+            )
         store = self.store
         extent = await store.datapath.store_fragment(device_index, data, size)
         try:

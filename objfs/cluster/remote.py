@@ -26,10 +26,10 @@ was given up) are freed by their node when told so (`forget`), instead of an
 hour later.
 
 A node that cannot be reached (refused, reset, silent for `TIMEOUT_S`), or
-that answers a write with 503 (still catching up after a start, or its
-device is down), is reported through `unreachable(node number)`, so reads and
-placement skip it for a while instead of waiting on it again
-(objfs.cluster.member).
+that answers a write with 503 (still catching up after a start, stopped
+applying the log, or its device is down), is reported through
+`unreachable(node number)`, so reads and placement skip it for a while
+instead of waiting on it again (objfs.cluster.member).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class RemoteDevice:
         except _Refused as exc:
             if exc.status == 507:
                 raise NoSpace(f"{self.path}: {exc}") from None
-            if exc.status == 503:  # catching up after a start, or its device is down:
+            if exc.status == 503:  # catching up, stopped applying, or its device is down:
                 self._unreachable(self.node_number)  # place without it for a while
             raise
         except (ValueError, KeyError, TypeError) as exc:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import crc32c
 import pytest
 import trio
 from cluster_nodes import SECRET, Cluster, Member, signed
@@ -147,3 +148,24 @@ def test_a_committed_record_that_failed_to_apply_keeps_its_fragments(
     assert extents and all(device_node_number(e.device_index) == 0 for e in extents)
     # Still pending (named by nothing this node applied), not freed.
     assert node.status()["placement"]["pending_fragments"] == len(extents)
+
+
+def test_a_node_that_stopped_applying_refuses_fragment_writes(local_node: LocalNode) -> None:
+    """A node whose apply failed applies no record after it, so its space map no
+    longer says what is free (a fragment a later record names may be freed here
+    once its pending time is up), yet it still took other nodes' fragments. It
+    refuses them now with 503, which the writing node takes as "place them
+    elsewhere"."""
+    node = local_node
+    node.run(node.store.create_bucket, "bucket")
+    fail_once(node, "boom")
+    with pytest.raises(OutcomeUnknown):
+        node.run(node.store.put_object, "bucket", "boom", random.randbytes(2 * MiB))
+    pending = node.status()["placement"]["pending_fragments"]
+
+    data = random.randbytes(MiB)
+    target = f"/cluster/v1/write?device=0&size={MiB}&crc={crc32c.crc32c(data)}"
+    status, answer = signed(node.member.api_address, "POST", target, data)
+    assert status == 503, answer
+    assert b"stopped applying" in answer
+    assert node.status()["placement"]["pending_fragments"] == pending

@@ -2,8 +2,8 @@
 
 A Quart-Trio app on `api_address` (cluster.json), separate from S3 and from
 the admin API. Every request must be signed with the cluster secret
-(objfs.cluster.peers); anything else, a replay included, gets 401 before
-its body is used.
+(objfs.cluster.peers), a nonce included; anything else, a replay included,
+gets 401 before its body is used.
 
     POST /cluster/v1/join     {name, raft_address, api_address} -> {cluster_id, node_number, peers}
     POST /cluster/v1/admit    {number}   make a joined node a voting Raft member

@@ -13,10 +13,10 @@ or more than `MAX_SKEW_S` away from the receiver's clock is refused before
 anything in it is used. So is a replay: the receiver remembers the nonces it
 accepted until their time leaves that window (`SeenNonces`), and refuses a
 nonce signed before it started (what it accepted before is forgotten). A
-request signed without a nonce (an objfs before nonces; the message then ends
-at the time) is accepted as before; the signature covers the nonce, so none
-can be taken off a request. `signed_headers` makes the headers; `call` is the
-client side (blocking; run it in a thread).
+request without a nonce is refused like a bad signature: the nodes of a
+cluster are upgraded together, so none still signs as an objfs before nonces
+did. `signed_headers` makes the headers; `call` is the client side (blocking;
+run it in a thread).
 """
 
 from __future__ import annotations
@@ -47,12 +47,8 @@ def _key(secret: str) -> bytes:
     return hashlib.sha256(b"objfs internal api v1\0" + secret.encode()).digest()
 
 
-def signature(
-    secret: str, method: str, target: str, body: bytes, when: int, nonce: str = ""
-) -> str:
-    message = f"{method}\n{target}\n{hashlib.sha256(body).hexdigest()}\n{when}"
-    if nonce:
-        message += f"\n{nonce}"
+def signature(secret: str, method: str, target: str, body: bytes, when: int, nonce: str) -> str:
+    message = f"{method}\n{target}\n{hashlib.sha256(body).hexdigest()}\n{when}\n{nonce}"
     return hmac.new(_key(secret), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -112,8 +108,8 @@ def verify(
     now: float,
     seen: SeenNonces | None = None,
 ) -> str | None:
-    """None if the request is signed with the secret (and, given `seen`, its
-    nonce is new); else why not."""
+    """None if the request is signed with the secret, a nonce included (and,
+    given `seen`, the nonce is new); else why not."""
     given = headers.get(SIGNATURE_HEADER, "")
     try:
         when = int(headers.get(TIME_HEADER, ""))
@@ -122,10 +118,12 @@ def verify(
     if abs(now - when) > MAX_SKEW_S:
         return f"the signature time is {abs(now - when):.0f} s away from this node's clock"
     nonce = headers.get(NONCE_HEADER, "")
+    if not nonce:
+        return "no nonce (a replay could not be told; signed by an objfs before nonces?)"
     expected = signature(secret, method, target, body, when, nonce)
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return "the signature does not match (another cluster's secret?)"
-    if seen is not None and nonce:
+    if seen is not None:
         return seen.check(nonce, when, now)
     return None
 

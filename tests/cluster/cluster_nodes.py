@@ -46,13 +46,7 @@ def signed(
 ) -> tuple[int, bytes]:
     """One request to a node's internal API, signed with `secret` (None: unsigned)."""
     host, port = address.rsplit(":", 1)
-    headers = {}
-    if secret is not None:
-        when = int(time.time())
-        headers = {
-            peers.TIME_HEADER: str(when),
-            peers.SIGNATURE_HEADER: peers.signature(secret, method, target, body, when),
-        }
+    headers = {} if secret is None else peers.signed_headers(secret, method, target, body)
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         connection.request(method, target, body=body, headers=headers)

@@ -230,13 +230,7 @@ def forgotten(address: str, body: bytes) -> int:
 
 def post(address: str, target: str, body: bytes, *, secret: str | None) -> tuple[int, bytes]:
     host, port = address.split(":")
-    headers = {}
-    if secret is not None:
-        when = int(time.time())
-        headers = {
-            peers.TIME_HEADER: str(when),
-            peers.SIGNATURE_HEADER: peers.signature(secret, "POST", target, body, when),
-        }
+    headers = {} if secret is None else peers.signed_headers(secret, "POST", target, body)
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         connection.request("POST", target, body=body, headers=headers)

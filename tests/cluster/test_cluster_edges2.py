@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
 import random
+import time
 
 import crc32c
 import pytest
@@ -128,3 +131,33 @@ def test_nonces_are_forgotten_once_their_time_is_out_of_the_window() -> None:
         assert seen.check(f"{second:032x}", second, second + 0.5) is None
         assert seen.check(f"{second:032x}", second, second + 0.5) is not None
     assert len(seen) == peers.MAX_SKEW_S  # those still within the window
+
+
+def test_a_request_signed_without_a_nonce_is_refused(cluster: Cluster) -> None:
+    """A request signed as objfs signed them before nonces (no X-Objfs-Nonce; the
+    signed message ends at the time) was still accepted, and could be replayed
+    for as long as its time was in the window. The nodes of a cluster are
+    upgraded together, so there is no older node to accept it from: it is
+    refused like a bad signature, before its body is used."""
+    (node,) = cluster.start(1)
+    data = random.randbytes(MiB)
+    target = f"/cluster/v1/write?device=0&size={MiB}&crc={crc32c.crc32c(data)}"
+    when = int(time.time())
+    message = f"POST\n{target}\n{hashlib.sha256(data).hexdigest()}\n{when}".encode()
+    without_nonce = {
+        peers.TIME_HEADER: str(when),
+        peers.SIGNATURE_HEADER: hmac.new(peers._key(SECRET), message, hashlib.sha256).hexdigest(),
+    }
+    status, answer = send(node.api_address, "POST", target, data, without_nonce, 30)
+    assert status == 401 and b"nonce" in answer, answer
+    assert node.status()["placement"]["pending_fragments"] == 0
+
+    status, answer = send(
+        node.api_address, "POST", target, data, without_nonce | {peers.NONCE_HEADER: ""}, 30
+    )
+    assert status == 401, answer
+    status, answer = send(
+        node.api_address, "POST", target, data, signed_headers("POST", target, data), 30
+    )
+    assert status == 200, answer
+    assert node.status()["placement"]["pending_fragments"] == 1

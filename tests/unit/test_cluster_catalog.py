@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from objfs.cluster import entries, peers
@@ -82,10 +85,25 @@ def test_entries_round_trip_and_refuse_garbage() -> None:
             entries.decode(bad)
 
 
-def test_signatures_bind_method_target_body_and_time() -> None:
-    signed = peers.signature(SECRET, "POST", "/cluster/v1/join", b"{}", 1000)
-    headers = {peers.TIME_HEADER: "1000", peers.SIGNATURE_HEADER: signed}
+def test_signatures_bind_method_target_body_time_and_nonce() -> None:
+    nonce = "5a" * 16
+    signed = peers.signature(SECRET, "POST", "/cluster/v1/join", b"{}", 1000, nonce)
+    headers = {
+        peers.TIME_HEADER: "1000",
+        peers.NONCE_HEADER: nonce,
+        peers.SIGNATURE_HEADER: signed,
+    }
     assert peers.verify(SECRET, "POST", "/cluster/v1/join", b"{}", headers, 1010) is None
+    assert "does not match" in str(
+        peers.verify(
+            SECRET,
+            "POST",
+            "/cluster/v1/join",
+            b"{}",
+            {**headers, peers.NONCE_HEADER: "a5" * 16},
+            1010,
+        )
+    )
     assert "does not match" in str(
         peers.verify(SECRET, "POST", "/cluster/v1/join", b"{ }", headers, 1010)
     )
@@ -99,6 +117,20 @@ def test_signatures_bind_method_target_body_and_time() -> None:
         peers.verify(SECRET, "POST", "/cluster/v1/join", b"{}", headers, 2000)
     )
     assert peers.verify(SECRET, "POST", "/x", b"", {}, 1000) == "no signature time"
+    headers = peers.signed_headers(SECRET, "POST", "/cluster/v1/join", b"{}")
+    now = int(headers[peers.TIME_HEADER])
+    assert peers.verify(SECRET, "POST", "/cluster/v1/join", b"{}", headers, now) is None
+
+
+def test_a_request_signed_without_a_nonce_is_refused() -> None:
+    """As an objfs before nonces signed it (the message ends at the time), or
+    with an empty nonce: no replay could be told, so it is refused."""
+    message = f"POST\n/cluster/v1/join\n{hashlib.sha256(b'{}').hexdigest()}\n1000".encode()
+    old = hmac.new(peers._key(SECRET), message, hashlib.sha256).hexdigest()
+    headers = {peers.TIME_HEADER: "1000", peers.SIGNATURE_HEADER: old}
+    for each in (headers, {**headers, peers.NONCE_HEADER: ""}):
+        refused = peers.verify(SECRET, "POST", "/cluster/v1/join", b"{}", each, 1010)
+        assert refused is not None and "no nonce" in refused
 
 
 def test_a_node_leaves_before_it_is_removed_and_never_the_last() -> None:

@@ -79,8 +79,9 @@ def fill(mounted: Mounted, prefix: str, *, index: bool = True) -> list[str]:
 
 def test_a_put_to_a_full_store_is_a_clean_s3_error(mounted: Mounted, workdir: str, s3: Any) -> None:
     """NoSpace from the core is the S3 error its table names (XObjfsStorageFull,
-    507: not retried by SDKs as 503 is), for a PUT of several segments into full data space and for a small
-    one once the index may grow no more: never an InternalError (500)."""
+    507: SDKs do not retry it as they retry 503), for a PUT of several segments
+    into full data space and for a small one once the index may grow no more:
+    never an InternalError (500)."""
     key = prefix_of(workdir) + "more"
     keys = fill(mounted, prefix_of(workdir) + "fill/", index=False)
     try:

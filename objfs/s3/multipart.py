@@ -92,10 +92,10 @@ def _checksum_of(upload: ObjectInfo) -> tuple[str, str] | None:
     return algorithm, kind
 
 
-def _checksum_headers(wanted: tuple[str, str] | None) -> dict[str, str]:
-    if wanted is None:
+def _checksum_headers(checksum: tuple[str, str] | None) -> dict[str, str]:
+    if checksum is None:
         return {}
-    return {"x-amz-checksum-algorithm": wanted[0].upper(), "x-amz-checksum-type": wanted[1]}
+    return {"x-amz-checksum-algorithm": checksum[0].upper(), "x-amz-checksum-type": checksum[1]}
 
 
 def _part_number(s3: S3Request) -> int:
@@ -114,13 +114,13 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     assert s3.bucket is not None and s3.key is not None
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     names.check_key(s3.key)  # a key Complete would refuse: refused before any part comes
-    wanted = checksums.upload_checksum(s3.headers)
+    checksum = checksums.upload_checksum(s3.headers)
     await _uploads_bucket(ctx)
     upload_id = secrets.token_hex(16)
     owner = s3.user.canonical_id if s3.user is not None else acl.ALL_USERS
     metadata = {_META_KEY: s3.key, _META_OWNER: owner}
-    if wanted is not None:
-        metadata[_META_CHECKSUM] = ":".join(wanted)
+    if checksum is not None:
+        metadata[_META_CHECKSUM] = ":".join(checksum)
     for name, value in user_metadata(s3).items():
         metadata[_USER_PREFIX + name] = value
     await ctx.store.put_object(
@@ -131,7 +131,7 @@ async def create_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         metadata=metadata,
     )
     body = xml_render.initiate_multipart_upload(s3.bucket, s3.key, upload_id)
-    return Response(body, content_type="application/xml", headers=_checksum_headers(wanted))
+    return Response(body, content_type="application/xml", headers=_checksum_headers(checksum))
 
 
 async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
@@ -139,8 +139,8 @@ async def upload_part(ctx: S3Context, s3: S3Request) -> Response:
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
     upload_id, upload = _upload(ctx, s3)
-    wanted = _checksum_of(upload)
-    algorithm = None if wanted is None else wanted[0]
+    checksum = _checksum_of(upload)
+    algorithm = None if checksum is None else checksum[0]
     sent = checksums.requested_checksums(s3.headers)
     if algorithm is not None and any(name != algorithm for name in sent):
         raise S3Error(
@@ -169,7 +169,7 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     ctx.bucket_for(s3, s3.bucket, acl.WRITE)
     part_number = _part_number(s3)
     upload_id, upload = _upload(ctx, s3)
-    wanted = _checksum_of(upload)
+    checksum = _checksum_of(upload)
     source_bucket, source_key, source_version = xml_parse.parse_copy_source(
         s3.headers["x-amz-copy-source"]
     )
@@ -178,13 +178,13 @@ async def upload_part_copy(ctx: S3Context, s3: S3Request) -> Response:
     ctx.check_object(s3, source_info, source)
     check_copy_source(s3.headers, source)
     start, end = _copy_range(s3.headers.get("x-amz-copy-source-range"), source.size_bytes)
-    whole = (start, end) == (0, source.size_bytes) and "-" not in (source.etag or "-")
+    whole_source = (start, end) == (0, source.size_bytes) and "-" not in (source.etag or "-")
     part_checksums: dict[str, str] = {}
-    if whole and wanted is None and source.etag is not None:
+    if whole_source and checksum is None and source.etag is not None:
         etag = source.etag  # its MD5 is known: nothing to read
     else:
         etag, part_checksums = await _digests_of_range(
-            ctx, source, start, end, None if wanted is None else wanted[0]
+            ctx, source, start, end, None if checksum is None else checksum[0]
         )
     info = await ctx.store.compose_object(
         UPLOADS_BUCKET,
@@ -305,13 +305,14 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
     }
     metadata, posix = posix_from(metadata)
     metadata[PART_SIZES] = ",".join(str(size) for size in sizes)
-    whole: dict[str, str] = {}
+    object_checksums: dict[str, str] = {}
     if checksum is not None:
         algorithm, kind = checksum
-        whole[algorithm] = checksums.combined_checksum(algorithm, kind, part_checksums)
+        value = checksums.combined_checksum(algorithm, kind, part_checksums)
         claimed = s3.headers.get(checksums.header_name(algorithm))
         if kind == checksums.FULL_OBJECT and claimed is not None:
-            checksums.verify_checksum(algorithm, claimed, whole[algorithm])
+            checksums.verify_checksum(algorithm, claimed, value)
+        object_checksums[algorithm] = value
         metadata[PART_CHECKSUMS] = ",".join(value for value, _ in part_checksums)
     info = await ctx.store.compose_object(
         s3.bucket,
@@ -320,7 +321,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         etag=etag,
         content_type=upload.content_type,
         metadata=metadata,
-        checksums=whole,
+        checksums=object_checksums,
         if_none_match=if_none_match == "*",
         if_match=ctx.check_if_match(s3),
         posix=posix,
@@ -331,7 +332,7 @@ async def complete_multipart_upload(ctx: S3Context, s3: S3Request) -> Response:
         s3.bucket,
         s3.key,
         etag,
-        whole,
+        object_checksums,
         checksum_type=None if checksum is None else checksum[1],
     )
     headers = {}

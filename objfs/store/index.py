@@ -614,6 +614,11 @@ class ObjectIndex:
                 if len(moved.encode("utf-8")) > MAX_KEY_BYTES:
                     raise KeyTooLong(f"exchanging makes {moved[:80]!r}... longer than 1024 bytes")
                 moves[key] = moved
+        # A name taken by a key that does not move (S3 keeps "a" beside "a/x"; the
+        # mount shows one of them) would be overwritten, its versions lost unfreed.
+        taken = [m for m in moves.values() if m not in moves and (bucket, m) in self._objects]
+        if taken:
+            raise KeyAlreadyExists(f"cannot exchange {first!r} and {second!r}: {taken[0]!r} exists")
         # The same versions under swapped names: references, counts and sizes are unchanged.
         packed = {key: self._objects.pop((bucket, key)) for key in moves}
         for key, moved in moves.items():

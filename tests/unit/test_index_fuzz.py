@@ -318,3 +318,17 @@ def test_an_exchange_refused_for_a_name_with_only_a_marker_changed_nothing() -> 
     check_one(world, Exchange(bucket, "a/", "c/", world.tick()))
     assert [key for key, _ in world.index.iter_keys(bucket)] == ["a/d", "c/"]
     assert world.index.current(bucket, ObjectKey("a/d")).version_id == put.version_id
+
+
+def test_an_exchange_onto_a_name_another_key_holds_is_refused() -> None:
+    # Found by the run above: S3 keeps a key "a" beside the directory "a/"; swapping
+    # the file "a.b" with that directory moved "a.b" onto "a", overwriting its
+    # versions without dropping their references (their space never freed).
+    world = World()
+    bucket = BUCKETS[0]
+    world.index.apply(CreateBucket(bucket, "owner", 1))
+    for key in ("a", "a.b", "a/x"):
+        made = ObjectVersion(world.version_id(), 1, world.tick(), "e1", pieces=(Piece(0, 1, b"x"),))
+        check_one(world, PutVersion(bucket, ObjectKey(key), made))
+    check_one(world, Exchange(bucket, "a.b", "a/", world.tick()))  # refused: "a" is taken
+    assert [key for key, _ in world.index.iter_keys(bucket)] == ["a", "a.b", "a/x"]

@@ -170,6 +170,7 @@ class ClusterMember:
         self.store.on_new_segments = self.pending.claim
         self.store.replicate_with(self.replicator)
         self.store.datapath.remote = self.remote_device
+        self.store.datapath.last_resort = self._device_of
         self.store.datapath.on_remote_damage = self._remote_damage
         try:
             async with trio.open_nursery() as nursery:

@@ -117,6 +117,9 @@ class DataPath:
         # In a cluster: another node's device by index, to read fragments through
         # that node (objfs.cluster.remote); None for this node's own devices.
         self.remote: Callable[[int], BlockDevice | None] = lambda device_index: None
+        # In a cluster: the same, also through a node skipped lately for failing a
+        # call (a read with too few fragments otherwise tries it before giving up).
+        self.last_resort: Callable[[int], BlockDevice | None] = lambda device_index: None
         # In a cluster: told of a damaged fragment on another node's device (that
         # node heals it: each node heals only its own devices' fragments).
         self.on_remote_damage: Callable[[Segment, int], None] = lambda segment, number: None
@@ -158,8 +161,20 @@ class DataPath:
             return self.usable(device_index)
         return self.remote(device_index) is not None
 
+    def _skipped(self, device_index: int) -> bool:
+        """Another node's device whose node is skipped for now (it failed a call lately)."""
+        return (
+            not self.own(device_index)
+            and self.remote(device_index) is None
+            and self.last_resort(device_index) is not None
+        )
+
     def _reading_device(self, device_index: int) -> BlockDevice:
-        device = self.devices.get(device_index) or self.remote(device_index)
+        device = (
+            self.devices.get(device_index)
+            or self.remote(device_index)
+            or self.last_resort(device_index)
+        )
         if device is None:
             raise DeviceError(f"device {device_index} is neither open here nor another node's")
         return device
@@ -482,7 +497,9 @@ class DataPath:
 
         Reads each segment's data fragments (on devices that are up); any that
         fails its checksum or its read is replaced by the next fragment in turn,
-        and the segment is decoded from the k it has. Large reads are split over
+        and the segment is decoded from the k it has. A segment still short of k
+        then tries the fragments on nodes skipped lately for a failed call (one
+        timeout must not make intact bytes unreadable). Large reads are split over
         up to `parallel_reads` hops per device, because one thread keeps a virtio
         or NVMe queue only one request deep.
 
@@ -508,6 +525,19 @@ class DataPath:
                 break
             for (position, number), data in zip(
                 wanted, await self._read_fragments(segments, wanted), strict=True
+            ):
+                if data is not None:
+                    good[position][number] = data
+        skipped = [
+            (position, number)
+            for position, segment in enumerate(segments)
+            if len(good[position]) < segment.data_fragments
+            for number, fragment in enumerate(segment.fragments)
+            if number not in good[position] and self._skipped(fragment.extent.device_index)
+        ]
+        if skipped:
+            for (position, number), data in zip(
+                skipped, await self._read_fragments(segments, skipped), strict=True
             ):
                 if data is not None:
                     good[position][number] = data

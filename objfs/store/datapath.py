@@ -134,7 +134,10 @@ class DataPath:
         self.buffers = BufferPool()  # for writers of whole-copy segments
         self.encode_seconds = latency_histogram()  # per segment, CRC32C of fragments included
         self.decode_seconds = latency_histogram()  # per segment that needed pyeclib
-        self._dirty: set[int] = set()  # written since flushed; drained by the WAL only
+        self._dirty: set[int] = set()  # written since flushed; drained by flush_dirty
+        # One flush_dirty at a time: a caller whose device another caller took out
+        # of `_dirty` must not return before that caller's flush of it is done.
+        self._flushing = trio.Lock()
         self._healed_dirty: set[int] = set()  # written by heals; drained by flush_healed
 
     @property
@@ -464,7 +467,14 @@ class DataPath:
         """Before a WAL batch: persist a grown owed mask, then flush every device
         written since its last flush (in parallel). A device whose flush fails is
         marked down; the batch fails only if that leaves a stripe short (not
-        knowable per stripe here, so: only if fewer than k devices remain up)."""
+        knowable per stripe here, so: only if fewer than k devices remain up).
+
+        Callers in a cluster run it concurrently (one per record proposed); each
+        returns only once every write made before its call is flushed."""
+        async with self._flushing:
+            await self._flush_dirty_locked()
+
+    async def _flush_dirty_locked(self) -> None:
         if self.health.owed_unpersisted() and self._persist_owed is not None:
             await self._persist_owed(self.health.owed_mask)
         if not self._dirty:

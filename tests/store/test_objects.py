@@ -1162,3 +1162,36 @@ async def test_every_committed_change_survives_a_power_cut_without_close(node: N
         patched = big[:1000] + patch + big[6000:]
         assert await store.get_object(BUCKET, "moved/renamed") == patched
         assert data_free_bytes(store) == free
+
+
+async def test_a_flush_before_a_commit_waits_for_one_already_under_way(store: Store) -> None:
+    # In a cluster every record proposed flushes the data devices first, several
+    # at once. The first took the devices out of the to-flush set and flushed
+    # them; a second writer whose fragment was on one of them found the set empty
+    # and committed before that flush had finished (lost on a power cut).
+    datapath = store.datapath
+    device_index = next(iter(datapath.devices))
+    device = datapath.devices[device_index]
+    released = trio.Event()
+    real_flush = device.flush
+
+    async def slow_flush() -> None:
+        await released.wait()
+        await real_flush()
+
+    device.flush = slow_flush  # type: ignore[method-assign]
+    datapath._dirty.add(device_index)  # as a fragment write leaves it
+    second_done = trio.Event()
+
+    async def second() -> None:
+        await datapath.flush_dirty()
+        second_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(datapath.flush_dirty)
+        await trio.sleep(0.05)
+        nursery.start_soon(second)
+        await trio.sleep(0.2)
+        assert not second_done.is_set(), "the second flush returned before the first's was done"
+        released.set()
+    assert second_done.is_set()

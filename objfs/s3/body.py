@@ -105,10 +105,7 @@ async def stream_object_body(
         source = decoder.__aiter__()
     async for chunk in source:
         if hashers:
-            if len(chunk) >= _HASH_OFF_LOOP_BYTES:
-                await trio.to_thread.run_sync(_update_all, hashers, chunk)
-            else:
-                _update_all(hashers, chunk)
+            await hash_chunk(hashers, chunk)
         received.size_bytes += len(chunk)
         await write(chunk)
     declared = _int_header(headers, "content-length")
@@ -143,6 +140,15 @@ async def stream_object_body(
             )
         received.checksums[algorithm] = got
     return received
+
+
+async def hash_chunk(hashers: list[Callable[[bytes], object]], chunk: bytes) -> None:
+    """Feed `chunk` to every hasher: in a worker thread when it is large enough
+    that hashing would hold the event loop (hashlib and the CRCs let go of the GIL)."""
+    if len(chunk) >= _HASH_OFF_LOOP_BYTES:
+        await trio.to_thread.run_sync(_update_all, hashers, chunk)
+    else:
+        _update_all(hashers, chunk)
 
 
 def _update_all(hashers: list[Callable[[bytes], object]], chunk: bytes) -> None:

@@ -151,14 +151,17 @@ def part_sizes(info: ObjectInfo) -> list[int] | None:
     return sizes if (info.etag or "").endswith(f"-{len(sizes)}") else None
 
 
-def part_checksum(info: ObjectInfo, part_number: int) -> tuple[str, str] | None:
-    """(algorithm, checksum) part `part_number` of a multipart object was uploaded
-    with, or None."""
+def part_checksums(info: ObjectInfo) -> list[tuple[str, str]] | None:
+    """(algorithm, checksum) of each part of a multipart object whose upload had a
+    checksum algorithm, in part order; None for any other object."""
     raw = dict(info.metadata).get(PART_CHECKSUMS)
-    values = [] if raw is None or not info.checksums else raw.split(",")
-    if part_sizes(info) is None or not 1 <= part_number <= len(values):
+    sizes = part_sizes(info)
+    if raw is None or not info.checksums or sizes is None:
         return None
-    return info.checksums[0][0], values[part_number - 1]
+    values = raw.split(",")
+    if len(values) != len(sizes):
+        return None
+    return [(info.checksums[0][0], value) for value in values]
 
 
 def part_span(sizes: list[int] | None, total: int, part_number: int) -> tuple[int, int]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 
 from objfs.errors import BucketAlreadyExists, NoSuchKey, ObjfsError
 from objfs.s3 import acl, checksums, xml_listing, xml_parse, xml_render, xml_values
 from objfs.s3.app import OBJECT, Response, S3Context, S3Request
-from objfs.s3.body import read_small_body, stream_object_body
+from objfs.s3.body import hash_chunk, read_small_body, stream_object_body
 from objfs.s3.conditions import check_copy_source
 from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import PART_CHECKSUMS, PART_SIZES, posix_from, user_metadata
@@ -245,6 +246,9 @@ async def _digests_of_range(
     """The MD5 (hex) of a byte range of `source` and, with `algorithm`, its checksum."""
     digest = hashlib.md5()
     checksum = None if algorithm is None else checksums.Checksum(algorithm)
+    hashers: list[Callable[[bytes], object]] = [digest.update]
+    if checksum is not None:
+        hashers.append(checksum.update)
     async with ctx.store.open_reader(
         source.bucket, source.key, version_id=source.version_id
     ) as reader:
@@ -253,9 +257,7 @@ async def _digests_of_range(
             data = await reader.read(position, min(1 << 20, end - position))
             if not data:
                 break
-            digest.update(data)
-            if checksum is not None:
-                checksum.update(data)
+            await hash_chunk(hashers, data)
             position += len(data)
     if checksum is None:
         return digest.hexdigest(), {}

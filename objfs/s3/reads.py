@@ -22,7 +22,7 @@ from objfs.s3.errors import S3Error, is_number
 from objfs.s3.metadata import (
     HEADER_PREFIX,
     TAG_PREFIX,
-    part_checksum,
+    part_checksums,
     part_sizes,
     part_span,
     posix_headers,
@@ -202,9 +202,10 @@ def _select_span(s3: S3Request, info: ObjectInfo, headers: dict[str, str]) -> tu
     for name in asked:
         del headers[name]
     part = s3.query.get("partNumber")
-    checksum = None if part is None or not asked else part_checksum(info, int(part))
-    if checksum is not None:
-        headers[f"x-amz-checksum-{checksum[0]}"] = checksum[1]
+    checksums = part_checksums(info) if part is not None and asked else None
+    if part is not None and checksums is not None:  # _span checked the part's number
+        algorithm, value = checksums[int(part) - 1]
+        headers[f"x-amz-checksum-{algorithm}"] = value
     headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{info.size_bytes}"
     return 206, span[0], span[1]
 

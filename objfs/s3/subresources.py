@@ -19,8 +19,8 @@ from objfs.s3.app import OBJECT, OWNER, Response, S3Context, S3Request
 from objfs.s3.body import read_small_body
 from objfs.s3.checksums import checksum_type
 from objfs.s3.errors import S3Error
-from objfs.s3.metadata import TAG_PREFIX, part_checksum, part_sizes
-from objfs.store.types import BucketInfo, ObjectInfo
+from objfs.s3.metadata import TAG_PREFIX, part_checksums, part_sizes
+from objfs.store.types import BucketInfo
 
 TAGGING_SETTING = "tagging"
 CORS_SETTING = "cors"
@@ -300,13 +300,14 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
     if "objectparts" in wanted:
         sizes = part_sizes(info)
         if sizes is not None:
+            checksums = part_checksums(info)
             parts = xml_render.ObjectParts(
                 total_parts_count=len(sizes),
                 parts=tuple(
                     xml_render.Part(
                         part_number=n,
                         size_bytes=size,
-                        checksums=_part_checksums(info, n),
+                        checksums=() if checksums is None else (checksums[n - 1],),
                     )
                     for n, size in enumerate(sizes[:1000], 1)
                 ),
@@ -326,9 +327,3 @@ async def get_object_attributes(ctx: S3Context, s3: S3Request) -> Response:
     response.headers["Last-Modified"] = xml_values.http_date(info.mtime_ns)
     response.headers["x-amz-version-id"] = info.version_id
     return response
-
-
-def _part_checksums(info: ObjectInfo, part_number: int) -> tuple[tuple[str, str], ...]:
-    """The checksum part `part_number` of a multipart object was uploaded with, if any."""
-    checksum = part_checksum(info, part_number)
-    return () if checksum is None else (checksum,)

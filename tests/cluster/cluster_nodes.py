@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
 
 from service_node import ServiceNode, mounted, objfs, s3_client, write_config
 
@@ -41,19 +42,31 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def signed(
-    address: str, method: str, target: str, body: bytes = b"", *, secret: str | None = SECRET
+def send(
+    address: str,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> tuple[int, bytes]:
-    """One request to a node's internal API, signed with `secret` (None: unsigned)."""
+    """One request to a node's internal API, with exactly these headers."""
     host, port = address.rsplit(":", 1)
-    headers = {} if secret is None else peers.signed_headers(secret, method, target, body)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request(method, target, body=body, headers=headers)
+        connection.request(method, target, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def signed(
+    address: str, method: str, target: str, body: bytes = b"", *, secret: str | None = SECRET
+) -> tuple[int, bytes]:
+    """One request to a node's internal API, signed with `secret` (None: unsigned)."""
+    headers = {} if secret is None else peers.signed_headers(secret, method, target, body)
+    return send(address, method, target, body, headers)
 
 
 class Member:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import random
 import signal
@@ -14,24 +13,10 @@ import time
 
 import crc32c
 import pytest
-from cluster_nodes import SECRET, Cluster, Member
+from cluster_nodes import SECRET, Cluster, Member, send
 from test_cluster_faults import LARGE_BYTES, leader_of
 
 from objfs.cluster import peers
-
-
-def send(
-    address: str, method: str, target: str, body: bytes, headers: dict[str, str], timeout: float
-) -> tuple[int, bytes]:
-    """One request to a node's internal API, with exactly these headers."""
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        connection.request(method, target, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def signed_headers(method: str, target: str, body: bytes) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """A node whose apply of a committed entry failed (a bug: not an ObjfsError).
 
 Method: a one-node cluster made by `objfs cluster init`, its node run in this
-process (`objfs.node.run_node` in a thread of its own, as tests/s3/s3_node.py
-runs one), so that the index's apply can be made to raise for one record; the
+process (`s3_node.run_in_thread`: `objfs.node.run_node` in a thread of its
+own), so that the index's apply can be made to raise for one record; the
 store is called directly on the node's event loop, the internal API over
 loopback with signed requests.
 """
@@ -12,20 +12,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import crc32c
 import pytest
 import trio
 from cluster_nodes import SECRET, Cluster, Member, signed
+from s3_node import Node, run_in_thread, stop_node
 
 from objfs.config import load_config
 from objfs.errors import OutcomeUnknown
-from objfs.node import run_node
-from objfs.s3.users import Users
 from objfs.store import Store
 from objfs.store.records import PutVersion, Record, new_segments
 from objfs.store.types import device_node_number
@@ -35,31 +33,24 @@ MiB = 1 << 20
 
 @dataclass
 class LocalNode:
-    """A cluster node run by this process: its member's addresses, its store."""
+    """A cluster node run by this process: its member's addresses, the node."""
 
     member: Member
-    store: Store
-    token: trio.lowlevel.TrioToken
-    stop: trio.Event
-    thread: threading.Thread
-    errors: list[BaseException] = field(default_factory=list)
+    node: Node
+
+    @property
+    def store(self) -> Store:
+        return self.node.store
 
     def run(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """`await function(*args)` on the node's event loop."""
-        return trio.from_thread.run(function, *args, trio_token=self.token)
+        return trio.from_thread.run(function, *args, trio_token=self.node.token)
 
     def status(self) -> dict[str, Any]:
         code, body = signed(self.member.api_address, "GET", "/cluster/v1/status")
         assert code == 200, body
         answer: dict[str, Any] = json.loads(body)
         return answer
-
-    def close(self) -> None:
-        trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the node did not stop"
-        if self.errors:
-            raise self.errors[0]
 
 
 @pytest.fixture
@@ -73,40 +64,11 @@ def local_node(cluster: Cluster) -> Iterator[LocalNode]:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     config = load_config(member.config, data_dir=member.data, environ=os.environ)
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    async def main() -> None:
-        box["token"] = trio.lowlevel.current_trio_token()
-        box["stop"] = stop = trio.Event()
-
-        def on_ready(store: Store, bound: list[str], users: Users) -> None:
-            box["store"] = store
-            ready.set()
-
-        await run_node(
-            config, stop=stop, on_ready=on_ready, freeze_index=False, handle_signals=False
-        )
-
-    def thread_main() -> None:
-        try:
-            trio.run(main)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=thread_main, name="objfs-cluster-node", daemon=True)
-    thread.start()
-    ready.wait(90)
-    if errors:
-        raise errors[0]
-    node = LocalNode(member, box["store"], box["token"], box["stop"], thread, errors)
+    node = run_in_thread(config, timeout=90)
     try:
-        yield node
+        yield LocalNode(member, node)
     finally:
-        node.close()
+        stop_node(node)
 
 
 def fail_once(node: LocalNode, key: str) -> list[Record]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fuse_node import WORK_DIR, Mounted, mount_node, stop_node
+from fuse_node import Mounted, mounted_node
 
 if not os.path.exists("/dev/fuse"):
     pytest.skip("no /dev/fuse on this machine: FUSE tests need it", allow_module_level=True)
@@ -18,14 +16,8 @@ if not os.path.exists("/dev/fuse"):
 
 @pytest.fixture(scope="module")
 def mounted() -> Iterator[Mounted]:
-    os.makedirs(WORK_DIR, exist_ok=True)
-    path = tempfile.mkdtemp(dir=WORK_DIR)
-    running = mount_node(path)
-    try:
+    with mounted_node() as running:
         yield running
-    finally:
-        stop_node(running.node)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

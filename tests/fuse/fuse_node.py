@@ -8,7 +8,11 @@ thread. One mount per process (pyfuse3), so one mounted node at a time.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,7 @@ from s3_node import WORK_DIR, Node, start_node, stop_node
 from objfs.config import FuseConfig
 
 BUCKET = "mounted"
-__all__ = ["BUCKET", "WORK_DIR", "Mounted", "mount_node", "stop_node"]
+__all__ = ["BUCKET", "WORK_DIR", "Mounted", "mounted_node", "stop_node"]
 
 
 @dataclass
@@ -32,9 +36,16 @@ class Mounted:
         return self.node.client(**config)
 
 
-def mount_node(path: str, fuse: FuseConfig | None = None) -> Mounted:
-    """A node on fresh devices under `path`, with BUCKET mounted at path/mnt."""
-    mountpoint = os.path.join(path, "mnt")
-    fuse = fuse or FuseConfig(mountpoint=mountpoint, bucket=BUCKET)
-    running = start_node(os.path.join(path, "data"), fuse=fuse)
-    return Mounted(running, fuse.mountpoint, fuse.bucket)
+@contextmanager
+def mounted_node(*, device_size_bytes: int = 256 << 20) -> Iterator[Mounted]:
+    """A node on fresh devices in a new directory under WORK_DIR, with BUCKET
+    mounted; stopped and its directory removed after."""
+    os.makedirs(WORK_DIR, exist_ok=True)
+    path = tempfile.mkdtemp(dir=WORK_DIR)
+    fuse = FuseConfig(mountpoint=os.path.join(path, "mnt"), bucket=BUCKET)
+    running = start_node(os.path.join(path, "data"), fuse=fuse, device_size_bytes=device_size_bytes)
+    try:
+        yield Mounted(running, fuse.mountpoint, fuse.bucket)
+    finally:
+        stop_node(running)
+        shutil.rmtree(path, ignore_errors=True)

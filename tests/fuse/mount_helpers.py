@@ -29,6 +29,16 @@ UTIME_OMIT = (1 << 30) - 2
 PARALLEL = 64  # store calls in flight at once in put_many/delete_many
 
 
+def write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def key_of(mounted: Mounted, path: str) -> str:
     """The S3 key of a path in the mount (the mount's root is the bucket)."""
     return os.path.relpath(path, mounted.mountpoint)

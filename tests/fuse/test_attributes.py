@@ -20,17 +20,13 @@ from mount_helpers import (
     prefix_of,
     s3_objects,
     utimensat,
+    write_file,
 )
 
 OLD_NS = 1_000_000_000_123_456_789  # 2001-09-09, with nanoseconds
 CLOCK_TICK_NS = 20_000_000  # the kernel's coarse clock may lag time.time_ns() by a tick
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other users needs root")
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
 
 
 def test_chmod(mounted: Mounted, workdir: str, s3: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fuse_node import WORK_DIR
+from mount_helpers import write_file
 from test_differential import RENAME_EXCHANGE, renameat2
 
 
@@ -41,11 +42,6 @@ def outcome(action: Callable[[], Any]) -> Any:
 def same_on_both(scenario: Callable[[str], Any], mount: str, local: str) -> None:
     expected = scenario(local)
     assert scenario(mount) == expected
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
 
 
 def test_open_rdonly_trunc_truncates(workdir: str, local: str) -> None:

@@ -9,14 +9,10 @@ from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
-from mount_helpers import prefix_of
+from mount_helpers import prefix_of, read_file
 from test_clients import Rclone
+from test_multipart import upload_in_parts
 from test_s3_hostile import assert_error, start_slow_put
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def md5_etag(data: bytes) -> str:
@@ -130,21 +126,7 @@ def test_a_multipart_object_written_in_the_mount_is_one_part_with_no_old_checksu
 ) -> None:
     key = prefix_of(workdir) + "parts.bin"
     parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
-    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm="CRC32C")
-    done = []
-    for number, part in enumerate(parts, start=1):
-        answer = s3.upload_part(
-            Bucket=BUCKET,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-            ChecksumAlgorithm="CRC32C",
-        )
-        done.append({"PartNumber": number, "ETag": answer["ETag"]})
-    s3.complete_multipart_upload(
-        Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": done}
-    )
+    upload_in_parts(s3, BUCKET, key, parts, ChecksumAlgorithm="CRC32C")
     second = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=2, ChecksumMode="ENABLED")
     assert second["Body"].read() == parts[1] and "ChecksumCRC32C" in second
     with open(os.path.join(workdir, "parts.bin"), "r+b") as file:  # one byte of part 2

@@ -19,19 +19,18 @@ from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
-from mount_helpers import errno_of, key_of, s3_get, s3_missing, s3_objects, wait_for
+from mount_helpers import (
+    errno_of,
+    key_of,
+    read_file,
+    s3_get,
+    s3_missing,
+    s3_objects,
+    wait_for,
+    write_file,
+)
 
 from objfs.fuse.operations import ORPHAN_BUCKET
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
 
 
 def test_create_write_read(mounted: Mounted, workdir: str, s3: Any) -> None:

@@ -11,18 +11,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fuse_node import BUCKET, WORK_DIR, Mounted
+from fuse_node import BUCKET, Mounted, mounted_node
 from mount_helpers import errno_of, key_of, prefix_of, s3_get
-from s3_node import start_node, stop_node
 
-from objfs.config import FuseConfig
 from objfs.fuse.files import REHASH_MAX_BYTES
 from objfs.store.names import MAX_OBJECT_BYTES
 
@@ -34,15 +30,8 @@ FILLER_BYTES = 32 << 20
 @pytest.fixture(scope="module")
 def mounted() -> Iterator[Mounted]:
     """conftest's node, on small devices."""
-    os.makedirs(WORK_DIR, exist_ok=True)
-    path = tempfile.mkdtemp(dir=WORK_DIR)
-    fuse = FuseConfig(mountpoint=os.path.join(path, "mnt"), bucket=BUCKET)
-    node = start_node(os.path.join(path, "data"), fuse=fuse, device_size_bytes=DEVICE_BYTES)
-    try:
-        yield Mounted(node, fuse.mountpoint, BUCKET)
-    finally:
-        stop_node(node)
-        shutil.rmtree(path, ignore_errors=True)
+    with mounted_node(device_size_bytes=DEVICE_BYTES) as running:
+        yield running
 
 
 def errno_of_any(call: Callable[[], object]) -> int:

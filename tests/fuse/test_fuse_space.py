@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,11 +25,9 @@ from typing import Any
 import pytest
 import trio
 from botocore.exceptions import ClientError
-from fuse_node import BUCKET, WORK_DIR, Mounted
-from mount_helpers import delete_many, errno_of, prefix_of, s3_missing
-from s3_node import start_node, stop_node
+from fuse_node import BUCKET, Mounted, mounted_node
+from mount_helpers import delete_many, errno_of, prefix_of, read_file, s3_missing, write_file
 
-from objfs.config import FuseConfig
 from objfs.errors import NoSpace
 
 DEVICE_BYTES = 48 << 20
@@ -41,15 +37,8 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def mounted() -> Iterator[Mounted]:
     """conftest's node, on small devices."""
-    os.makedirs(WORK_DIR, exist_ok=True)
-    path = tempfile.mkdtemp(dir=WORK_DIR)
-    fuse = FuseConfig(mountpoint=os.path.join(path, "mnt"), bucket=BUCKET)
-    node = start_node(os.path.join(path, "data"), fuse=fuse, device_size_bytes=DEVICE_BYTES)
-    try:
-        yield Mounted(node, fuse.mountpoint, BUCKET)
-    finally:
-        stop_node(node)
-        shutil.rmtree(path, ignore_errors=True)
+    with mounted_node(device_size_bytes=DEVICE_BYTES) as running:
+        yield running
 
 
 def fill(mounted: Mounted, prefix: str, *, index: bool = True) -> list[str]:
@@ -115,16 +104,6 @@ def store_full(mounted: Mounted, workdir: str) -> Iterator[None]:
         yield
     finally:
         delete_many(mounted, keys)
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def test_rm_and_mv_work_on_a_full_store(mounted: Mounted, workdir: str) -> None:

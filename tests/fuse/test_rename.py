@@ -19,21 +19,13 @@ from mount_helpers import (
     listing_client,
     prefix_of,
     put_many,
+    read_file,
     renameat2,
     s3_get,
     s3_missing,
     s3_objects,
+    write_file,
 )
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def test_rename_file_keeps_inode_and_bytes(mounted: Mounted, workdir: str, s3: Any) -> None:

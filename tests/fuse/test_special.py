@@ -13,17 +13,16 @@ from typing import Any
 
 import pytest
 from fuse_node import Mounted
-from mount_helpers import errno_of, key_of, prefix_of, s3_get, s3_missing, s3_objects
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
+from mount_helpers import (
+    errno_of,
+    key_of,
+    prefix_of,
+    read_file,
+    s3_get,
+    s3_missing,
+    s3_objects,
+    write_file,
+)
 
 
 def test_symlink(mounted: Mounted, workdir: str, s3: Any) -> None:

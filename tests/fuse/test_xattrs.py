@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 from fuse_node import BUCKET, Mounted
-from mount_helpers import ENOATTR, errno_of, key_of, prefix_of, s3_get, s3_objects
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
+from mount_helpers import ENOATTR, errno_of, key_of, prefix_of, s3_get, s3_objects, write_file
 
 
 def user_xattrs(path: str) -> list[str]:

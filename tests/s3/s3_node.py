@@ -91,6 +91,11 @@ def start_node(
         fuse=fuse or FuseConfig(),
         node=NodeOptions(admin_address="127.0.0.1:0"),
     )
+    return run_in_thread(config)
+
+
+def run_in_thread(config: NodeConfig, *, timeout: float = 60) -> Node:
+    """`objfs.node.run_node(config)` in a thread of this process, until ready."""
     ready = threading.Event()
     box: dict[str, Any] = {}
     errors: list[BaseException] = []
@@ -117,7 +122,7 @@ def start_node(
 
     thread = threading.Thread(target=thread_main, name="objfs-node", daemon=True)
     thread.start()
-    ready.wait(60)
+    ready.wait(timeout)
     if errors:
         raise errors[0]
     return Node(
